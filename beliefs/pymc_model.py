@@ -1,0 +1,95 @@
+"""Full Bayes: the fast path's model in PyMC (non-centred), sampled with NUTS.
+
+Same standardisation, design matrix and priors as `Beliefs` (standardised units):
+  sigma^2 ~ InvGamma(a0, b0); b0 = baseline_sd sigma e0; m_g = category_mean_sd sigma e_g;
+  delta_j = tau_g sigma e_j (transferred priors: mu_j + sd_j sigma e_j); pairs: tau_int sigma e_p;
+  z_i ~ N(x_i^T theta, sigma^2 h_i); all e ~ N(0, 1).
+`hierarchical=True` gives tau_g^2 (and tau_int^2) their inverse-gamma hyperprior, integrating over
+them (the study report). `hierarchical=False` fixes them at the fast path's empirical-Bayes values:
+then the posterior is exactly the fast path's NIG, which makes it a check of the conjugate algebra.
+Returned draws are in metric units: baseline, effect[hypothesis], category_mean[category],
+category_scale[category] (= tau_g sigma, the sd of effects around their category mean), sigma,
+plus `coefficients[column]` (standardised theta) for derived quantities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from beliefs.model import Beliefs
+
+
+def fit_pymc(
+    beliefs: Beliefs,
+    *,
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    seed: int,
+    hierarchical: bool = True,
+    target_accept: float = 0.9,
+):
+    """NUTS fit of the model on `beliefs.observations`; returns arviz InferenceData (DataTree on 1.x)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if beliefs.n_observations == 0:
+        raise ValueError("fit_pymc: there are no observations to fit")
+    for key, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"fit_pymc: {key} must be an int >= 1, got {value!r}")
+    prior = beliefs.prior
+    center, scale = beliefs.standardisation()
+    beliefs.standard_posterior()  # fits the empirical-Bayes scales used when not hierarchical
+    hyper = beliefs.hyperparameters()
+    obs = beliefs.observations
+    design = beliefs.design([o.config for o in obs])
+    z = (np.array([o.value for o in obs]) - center) / scale
+    noise_sd_factor = np.sqrt([o.noise_scale for o in obs])
+    hypotheses = beliefs.hypotheses
+    categories = beliefs.categories
+    layout = beliefs.column_layout()
+    pairs = layout["pairs"]
+    coords = {"hypothesis": [h.name for h in hypotheses], "category": categories,
+              "column": np.arange(design.shape[1])}
+
+    with pm.Model(coords=coords):
+        sigma_sq = pm.InverseGamma("sigma_sq_std", alpha=prior.noise_shape, beta=prior.noise_rate)
+        sigma_std = pt.sqrt(sigma_sq)
+        shape, rate = prior.scale_df / 2, prior.scale_df / 2 * prior.effect_sd**2
+        if hierarchical:
+            tau = pt.sqrt(pm.InverseGamma("tau_sq", alpha=shape, beta=rate, dims="category"))
+        else:
+            tau = pt.as_tensor_variable(np.array([hyper[g]["tau"] for g in categories]))
+        raw = pm.Normal("raw", 0.0, 1.0, dims="column")
+        # Per-column prior mean and sd (units of sigma), as in Beliefs._prior_vectors.
+        prior_mean = np.zeros(design.shape[1])
+        column_sd = pt.zeros(design.shape[1])
+        column_sd = pt.set_subtensor(column_sd[0], prior.baseline_sd)
+        for g in categories:
+            column_sd = pt.set_subtensor(column_sd[layout["category"][g]], prior.category_mean_sd)
+        for h in hypotheses:
+            j = layout["hypothesis"][h.name]
+            if h.name in prior.effect_priors:
+                metric_mean, metric_sd = prior.effect_priors[h.name]
+                prior_mean[j] = metric_mean / scale
+                column_sd = pt.set_subtensor(column_sd[j], metric_sd / scale)
+            else:
+                column_sd = pt.set_subtensor(column_sd[j], tau[categories.index(h.category)])
+        if pairs:
+            if hierarchical:
+                tau_int = pt.sqrt(pm.InverseGamma("tau_sq_interaction", alpha=shape,
+                                                  beta=shape * prior.interaction_sd**2))
+            else:
+                tau_int = hyper["interaction"]["tau"]
+            column_sd = pt.set_subtensor(column_sd[np.array(list(pairs.values()))], tau_int)
+        theta = pm.Deterministic("coefficients", prior_mean + column_sd * sigma_std * raw, dims="column")
+        pm.Normal("z", mu=pt.dot(design, theta), sigma=sigma_std * noise_sd_factor, observed=z)
+        effect_rows = beliefs.effect_contrasts()
+        pm.Deterministic("baseline", theta[0] * scale + center)
+        pm.Deterministic("effect", pt.dot(effect_rows, theta) * scale, dims="hypothesis")
+        pm.Deterministic("category_mean", pt.dot(beliefs.category_contrasts(), theta) * scale, dims="category")
+        pm.Deterministic("category_scale", tau * sigma_std * scale, dims="category")
+        pm.Deterministic("sigma", sigma_std * scale)
+        return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, target_accept=target_accept,
+                         progressbar=False, compute_convergence_checks=False, cores=1)

@@ -1,0 +1,283 @@
+"""Benchmark policies against each other on the same env, seeds and budget of runs.
+
+    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--workers N]
+
+A bench file holds `[bench]` (seeds, budget_trials, policies, default_policy, reeval_runs,
+workers, out_dir), `[defaults]` (study config sections applied to every study) and one or more
+`[[worlds]]` (a name and an `[worlds.env]` table, plus optional section overrides). Every
+(world, policy, seed) is a full study in its own folder. Where the env knows its truth
+(synthetic worlds, a command env with `truth_command`) gains are true gains; otherwise the base
+and each final incumbent are re-run `reeval_runs` times on fresh seeds and their mean is used.
+
+Outputs: bench.md (tables with bootstrap 95% intervals over seeds), bench.json (every study's
+numbers) and bench.png. The tables print what was measured, including where the engine loses.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import copy
+import json
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import ConfigError, parse_config
+
+BOOTSTRAP_RESAMPLES = 2000
+BENCH_KEYS = {"name", "out_dir", "seeds", "budget_trials", "policies", "default_policy",
+              "reeval_runs", "workers", "vary_world"}
+
+
+@dataclass(frozen=True)
+class StudyScore:
+    world: str
+    policy: str
+    seed: int
+    gain: float            # metric units, positive = better than the base
+    best_gain: float | None  # the best reachable gain where the truth is known
+    keeps: int
+    false_keeps: int
+    runs_used: int
+    wall_seconds: float
+    truth_source: str      # "truth" | "reeval"
+
+
+def load_bench(path: Path) -> dict:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["the bench file does not exist"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
+    bench = data.get("bench", {})
+    unknown = set(data) - {"bench", "defaults", "worlds"} | (set(bench) - BENCH_KEYS)
+    if unknown:
+        raise ConfigError(str(path), [f"unknown keys {sorted(unknown)}; [bench] allows {sorted(BENCH_KEYS)}"])
+    if not data.get("worlds"):
+        raise ConfigError(str(path), ["at least one [[worlds]] table is required"])
+    return data
+
+
+def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path):
+    """One study's validated config: defaults, then the world's overrides, then the bench's."""
+    bench = data["bench"]
+    raw = copy.deepcopy(data.get("defaults", {}))
+    for section, table in world.items():
+        if isinstance(table, list):  # [[worlds.hypotheses]] replaces the list
+            raw[section] = copy.deepcopy(table)
+        elif section != "name":
+            raw.setdefault(section, {}).update(copy.deepcopy(table))
+    if bench.get("vary_world", True) and raw["env"].get("kind") == "synthetic":
+        raw["env"]["world_seed"] = seed  # average over a family of worlds, not one draw
+    raw.setdefault("study", {}).update(
+        name=f"{world['name']}-{policy}-{seed}", seed=seed, budget_trials=bench["budget_trials"])
+    raw.setdefault("policy", {})["kind"] = policy
+    raw.setdefault("beliefs", {}).setdefault("fit_pymc", False)
+    folder = out_dir / "studies" / world["name"] / policy / f"seed{seed}"
+    return parse_config(raw, source=str(source), out_dir=str(folder))
+
+
+def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path) -> StudyScore:
+    from engine.study import Study
+
+    cfg = study_config(data, world, policy, seed, out_dir, source)
+    started = time.monotonic()
+    study = Study(cfg)
+    study.run(write_report=False)
+    wall = time.monotonic() - started
+    truth = _truth_function(study, data["bench"].get("reeval_runs", 0), seed)
+    base_value = truth(frozenset())
+    final_value = truth(study.incumbent)
+    false_keeps = 0
+    applied: frozenset[str] = frozenset()
+    for name in study.kept:  # a keep is false when its true effect, where it was kept, is no gain
+        if study.sign * (truth(applied | {name}) - truth(applied)) >= 0:
+            false_keeps += 1
+        applied = applied | {name}
+    best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
+    best_gain = study.sign * (base_value - best().value) if best else None
+    return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value), best_gain,
+                      len(study.kept), false_keeps, study.runs_used, wall, truth.source)
+
+
+def _truth_function(study, reeval_runs: int, seed: int):
+    """The noise-free metric of a set of applied hypotheses: exact, or from fresh re-runs."""
+    cache: dict[frozenset[str], float] = {}
+
+    def truth(applied: frozenset[str]) -> float:
+        if applied not in cache:
+            exact = study.env.truth(study.config_for(applied))
+            if exact is not None:
+                cache[applied] = exact
+            else:
+                if reeval_runs < 1:
+                    raise ConfigError("[bench]", ["this env has no truth; set reeval_runs >= 1"])
+                fresh = np.random.default_rng([seed, 99991]).integers(2**31 - 1, size=reeval_runs)
+                values = [study.env.run(study.config_for(applied), int(s)).metric for s in fresh]
+                values = [v for v in values if v is not None and np.isfinite(v)]
+                cache[applied] = float(np.mean(values)) if values else float("nan")
+        return cache[applied]
+
+    probe = study.env.truth(study.config_for(frozenset()))
+    truth.source = "truth" if probe is not None else "reeval"
+    return truth
+
+
+def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, stat=np.mean) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of `stat` over seeds."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    idx = rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))
+    stats = np.array([stat(values[i]) for i in idx])
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
+    """Per (world, policy): means with bootstrap 95% intervals over seeds."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for world in dict.fromkeys(s.world for s in scores):
+        for policy in dict.fromkeys(s.policy for s in scores if s.world == world):
+            group = [s for s in scores if s.world == world and s.policy == policy]
+            gains = np.array([s.gain for s in group])
+            keeps = np.array([s.keeps for s in group])
+            false_keeps = np.array([s.false_keeps for s in group])
+            pairs = np.stack([false_keeps, keeps], axis=1)
+            rate = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731  pooled over seeds
+            row = {"world": world, "policy": policy, "n": len(group),
+                   "gain": float(gains.mean()), "gain_ci": bootstrap_interval(gains, rng),
+                   "false_keep_rate": float(rate(pairs)),
+                   "false_keep_ci": bootstrap_interval(pairs, rng, stat=rate),
+                   "keeps": float(keeps.mean()),
+                   "runs_used": float(np.mean([s.runs_used for s in group])),
+                   "wall_seconds": float(np.mean([s.wall_seconds for s in group]))}
+            if all(s.best_gain for s in group):
+                fractions = np.array([s.gain / s.best_gain for s in group])
+                row["fraction_of_best"] = float(fractions.mean())
+                row["fraction_ci"] = bootstrap_interval(fractions, rng)
+            rows.append(row)
+    return rows
+
+
+def render_markdown(rows: list[dict], bench: dict, elapsed: float) -> str:
+    lines = [f"# Benchmark: {bench.get('name', 'bench')}", "",
+             f"{bench['seeds']} seeds per policy, {bench['budget_trials']} runs each; "
+             f"means with bootstrap 95% intervals over seeds; total wall time {elapsed:.0f} s.", "",
+             "| world | policy | true gain | fraction of best | false-keep rate | keeps | runs used | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fraction = (f"{r['fraction_of_best']:.2f} [{r['fraction_ci'][0]:.2f}, {r['fraction_ci'][1]:.2f}]"
+                    if "fraction_of_best" in r else "—")
+        lines.append(
+            f"| {r['world']} | {r['policy']} | {r['gain']:+.4g} [{r['gain_ci'][0]:+.4g}, {r['gain_ci'][1]:+.4g}] | "
+            f"{fraction} | {r['false_keep_rate']:.3f} [{r['false_keep_ci'][0]:.3f}, {r['false_keep_ci'][1]:.3f}] | "
+            f"{r['keeps']:.1f} | {r['runs_used']:.1f} | {r['wall_seconds']:.1f} |")
+    lines += ["", *verdict_lines(rows, bench), ""]
+    return "\n".join(lines)
+
+
+def verdict_lines(rows: list[dict], bench: dict) -> list[str]:
+    """The targets, checked against what was measured (no claim beyond the table)."""
+    default, baseline = bench.get("default_policy", "efe"), "ratchet"
+    lines = [f"Targets for `{default}` against `{baseline}` at equal budget:"]
+    for world in dict.fromkeys(r["world"] for r in rows):
+        by = {r["policy"]: r for r in rows if r["world"] == world}
+        if default not in by or baseline not in by:
+            continue
+        d, b = by[default], by[baseline]
+        gain_ok = d["gain"] >= b["gain"]
+        fk_ok = d["false_keep_rate"] <= 0.05
+        lines.append(f"- {world}: true gain {d['gain']:+.4g} vs {b['gain']:+.4g} "
+                     f"({'at least as high' if gain_ok else 'LOWER: the engine loses here'}); "
+                     f"false-keep rate {d['false_keep_rate']:.3f} vs {b['false_keep_rate']:.3f} "
+                     f"({'within 5%' if fk_ok else 'ABOVE 5%'})")
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(policies)
+    for i, policy in enumerate(policies):
+        for ax, key, ci in ((axes[0], "gain", "gain_ci"), (axes[1], "false_keep_rate", "false_keep_ci")):
+            xs, ys, errs = [], [], [[], []]
+            for w, world in enumerate(worlds):
+                r = next((r for r in rows if r["world"] == world and r["policy"] == policy), None)
+                if r is None:
+                    continue
+                xs.append(w + i * width)
+                ys.append(r[key])
+                errs[0].append(max(r[key] - r[ci][0], 0) if np.isfinite(r[ci][0]) else 0)
+                errs[1].append(max(r[ci][1] - r[key], 0) if np.isfinite(r[ci][1]) else 0)
+            ax.bar(xs, ys, width, yerr=errs, label=policy, capsize=2)
+    for ax, title in ((axes[0], "true gain over the base (95% CI)"), (axes[1], "false-keep rate (95% CI)")):
+        ax.set_xticks([w + 0.4 - width / 2 for w in range(len(worlds))], worlds, rotation=15)
+        ax.set_title(title)
+    axes[1].axhline(0.05, color="grey", linestyle="--", linewidth=0.8)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bench", help="the bench TOML file")
+    parser.add_argument("--out", help="output folder (overrides [bench] out_dir)")
+    parser.add_argument("--seeds", type=int, help="override [bench] seeds")
+    parser.add_argument("--workers", type=int, help="override [bench] workers (studies in parallel)")
+    args = parser.parse_args(argv)
+    source = Path(args.bench)
+    try:
+        data = load_bench(source)
+        bench = data["bench"]
+        bench.setdefault("seeds", 10)
+        bench.setdefault("budget_trials", 60)
+        bench.setdefault("policies", ["efe", "ratchet"])
+        if args.seeds:
+            bench["seeds"] = args.seeds
+        out_dir = Path(args.out or bench.get("out_dir", f"bench_out/{source.stem}"))
+        jobs = [(w, p, s) for w in data["worlds"] for p in bench["policies"] for s in range(bench["seeds"])]
+        for w, p, s in jobs[:: bench["seeds"]]:  # validate every world x policy before running any
+            study_config(data, w, p, 0, out_dir, source)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workers = args.workers or bench.get("workers", 1)
+    started = time.monotonic()
+    scores: list[StudyScore] = []
+    with futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = [pool.submit(run_one, data, w, p, s, out_dir, source) for w, p, s in jobs]
+        for done, future in enumerate(futures.as_completed(pending), 1):
+            score = future.result()
+            scores.append(score)
+            print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
+                  f"{score.gain:+.4g}, keeps {score.keeps} (false {score.false_keeps}), "
+                  f"{score.runs_used} runs, {score.wall_seconds:.1f} s", file=sys.stderr, flush=True)
+    scores.sort(key=lambda s: (s.world, bench["policies"].index(s.policy), s.seed))
+    rows = summarise(scores)
+    elapsed = time.monotonic() - started
+    markdown = render_markdown(rows, bench, elapsed)
+    (out_dir / "bench.md").write_text(markdown)
+    (out_dir / "bench.json").write_text(json.dumps(
+        {"bench": bench, "summary": rows, "studies": [asdict(s) for s in scores]}, indent=2))
+    plot(rows, out_dir / "bench.png")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Progress lines for a person watching a study: one line per step, quiet when not a TTY."""
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+class Progress:
+    def __init__(self, enabled: bool, stream: TextIO | None = None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+
+    def say(self, message: str, *, always: bool = False) -> None:
+        """A line for the person; `always` ones (errors, where to resume) print even when quiet."""
+        if self.enabled or always:
+            print(message, file=self.stream, flush=True)
+
+    def status(self, message: str) -> None:
+        self.say(f"… {message}")
+
+    def step(self, step: int, action: dict, runs: list, decision: dict | None,
+             incumbent: dict, sign: float) -> None:
+        if not self.enabled:
+            return
+        values = [sign * r.value for r in runs if r.value is not None]
+        metric = f"{sum(values) / len(values):.4f}" if values else "—"
+        what = action.get("hypothesis") or action["kind"]
+        verdict = ""
+        if decision is not None:
+            p = "—" if decision["p_better"] is None else f"{decision['p_better']:.3f}"
+            verdict = f" p_better {p} → {decision['verdict']}"
+        lo, hi = incumbent["interval"]
+        self.say(f"[{step:3d}] {what:<24} runs {len(runs):2d} metric {metric}{verdict} | "
+                 f"incumbent {incumbent['mean']:.4f} [{lo:.4f}, {hi:.4f}] kept {len(incumbent['kept'])}")

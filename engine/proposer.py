@@ -1,0 +1,142 @@
+"""Proposers supply the hypotheses a study may try.
+
+`builtin` serves the config's `[[hypotheses]]` (or the env's own space, for synthetic worlds).
+`llm` adds hypotheses written by a model through litellm; whatever it returns is validated, and
+garbage is reported and survived, never trusted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A change to try: its name, category, the config keys it sets, and why."""
+
+    name: str
+    category: str
+    change: dict = field(hash=False)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "category": self.category, "change": self.change,
+                "description": self.description}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one proposer call produced: accepted hypotheses and the reasons others were refused."""
+
+    accepted: tuple[Hypothesis, ...]
+    rejected: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def parse_hypotheses(items: object, known: set[str], limit: int) -> Proposal:
+    """Validate untrusted hypothesis dicts; accept at most `limit` new, well-formed ones."""
+    if not isinstance(items, list):
+        return Proposal((), (), f"expected a JSON list of hypotheses, got {type(items).__name__}")
+    accepted: list[Hypothesis] = []
+    rejected: list[str] = []
+    seen = set(known)
+    for item in items:
+        problem = _problem_with(item, seen)
+        if problem:
+            rejected.append(problem)
+            continue
+        if len(accepted) == limit:
+            rejected.append(f"{item['name']!r}: over the limit of {limit} new hypotheses")
+            continue
+        seen.add(item["name"])
+        accepted.append(Hypothesis(item["name"], item["category"], dict(item["change"]),
+                                   str(item.get("description", ""))))
+    return Proposal(tuple(accepted), tuple(rejected))
+
+
+def _problem_with(item: object, seen: set[str]) -> str | None:
+    if not isinstance(item, dict):
+        return f"{item!r}: not a table"
+    name = item.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        return f"{name!r}: name must match [A-Za-z0-9_.-]+"
+    if name in seen:
+        return f"{name!r}: already exists"
+    if not isinstance(item.get("category"), str) or not item["category"]:
+        return f"{name!r}: category must be a non-empty string"
+    change = item.get("change")
+    if not isinstance(change, dict) or not change:
+        return f"{name!r}: change must be a non-empty table"
+    if not all(isinstance(v, (int, float, str, bool)) for v in change.values()):
+        return f"{name!r}: change values must be numbers, strings or booleans"
+    return None
+
+
+class BuiltinProposer:
+    """The hypotheses written in the config (or defined by the env), all at the start."""
+
+    kind = "builtin"
+
+    def __init__(self, hypotheses: list[Hypothesis]):
+        self.hypotheses = hypotheses
+
+    def initial(self) -> list[Hypothesis]:
+        return list(self.hypotheses)
+
+    def propose(self, step: int, known: set[str], context: str) -> Proposal | None:
+        return None
+
+
+class LLMProposer(BuiltinProposer):
+    """The config's hypotheses, plus new ones from a litellm model every `every` steps."""
+
+    kind = "llm"
+
+    def __init__(self, hypotheses, *, model: str, max_new: int, every: int, mock_response: str,
+                 base_config: dict):
+        super().__init__(hypotheses)
+        self.model, self.max_new, self.every = model, max_new, every
+        self.mock_response = mock_response or None
+        self.base_config = base_config
+
+    def propose(self, step: int, known: set[str], context: str) -> Proposal | None:
+        if self.max_new == 0 or step % self.every != 0:
+            return None
+        # litellm's import tries to fetch a cost map unless told to use its local copy
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        try:
+            import litellm
+        except ImportError:
+            return Proposal((), (), "[proposer] kind = 'llm' needs litellm: pip install -e '.[llm]'")
+        prompt = self._prompt(known, context)
+        try:
+            reply = litellm.completion(model=self.model, messages=[{"role": "user", "content": prompt}],
+                                       mock_response=self.mock_response, timeout=120)
+            text = reply.choices[0].message.content or ""
+        except Exception as exc:  # any provider failure is reported and survived
+            return Proposal((), (), f"LLM call failed: {type(exc).__name__}: {exc}")
+        try:
+            items = json.loads(_json_block(text))
+        except json.JSONDecodeError as exc:
+            return Proposal((), (), f"LLM reply is not JSON ({exc.msg}): {text[:200]!r}")
+        return parse_hypotheses(items, known, self.max_new)
+
+    def _prompt(self, known: set[str], context: str) -> str:
+        return (
+            "You propose experiments for an automated ML research loop.\n"
+            f"Base configuration: {json.dumps(self.base_config, sort_keys=True)}\n"
+            f"Hypotheses already tried or queued: {', '.join(sorted(known))}\n"
+            f"What the study has learned so far:\n{context}\n"
+            f"Reply with only a JSON list of at most {self.max_new} new hypotheses, each "
+            '{"name": str, "category": str, "change": {config key: value}, "description": str}.'
+        )
+
+
+def _json_block(text: str) -> str:
+    """The JSON inside a reply that may wrap it in a ``` fence."""
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    return fenced.group(1) if fenced else text.strip()

@@ -1,0 +1,83 @@
+"""Runners execute a batch of planned runs and yield each outcome as soon as it is ready.
+
+Yielding per run (not per batch) lets the study record every finished run in the ledger at
+once, so a killed study never loses a run that already finished.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from envs import Env, Outcome
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run the study has decided to make: where it goes in the ledger and what it runs."""
+
+    step: int
+    slot: int
+    role: str  # "base" | "candidate" | "incumbent"
+    applied: frozenset[str]
+    config: dict
+    seed: int
+
+
+class Runner:
+    kind: ClassVar[str]
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+
+    def run(self, env: Env, plans: Sequence[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
+        raise NotImplementedError
+
+
+class LocalRunner(Runner):
+    """One run after another in this process (the env may still start a subprocess)."""
+
+    kind = "local"
+
+    def run(self, env, plans):
+        for plan in plans:
+            yield plan, env.run(plan.config, plan.seed)
+
+
+class ParallelRunner(Runner):
+    """Up to `workers` runs at once in threads; envs that train do so in their own subprocess."""
+
+    kind = "parallel"
+
+    def run(self, env, plans):
+        with futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            pending = {pool.submit(env.run, plan.config, plan.seed): plan for plan in plans}
+            for future in futures.as_completed(pending):
+                yield pending[future], future.result()
+
+
+class RayRunner(Runner):
+    """Runs as Ray tasks (a local Ray instance unless RAY_ADDRESS points at a cluster)."""
+
+    kind = "ray"
+
+    def run(self, env, plans):
+        try:
+            import ray
+        except ImportError as exc:  # the extra is optional; say how to get it
+            raise RuntimeError("[runner] kind = 'ray' needs Ray: pip install -e '.[ray]'") from exc
+        if not ray.is_initialized():
+            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+        remote_run = ray.remote(lambda e, config, seed: e.run(config, seed))
+        pending = {remote_run.remote(env, plan.config, plan.seed): plan for plan in plans}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done[0]), ray.get(done[0])
+
+
+RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (LocalRunner, ParallelRunner, RayRunner)}
+
+
+def make_runner(kind: str, workers: int) -> Runner:
+    return RUNNERS[kind](workers=workers)

@@ -1,0 +1,120 @@
+"""The Env interface, the Outcome of one run, the registry of env kinds and make_env.
+
+An env is what the engine optimises: it turns (config dict, seed) into an Outcome and never
+raises for a failed run (crash, NaN, timeout, refused all become statuses). It raises only for
+mistakes in how it is called (a config key it cannot understand), which are bugs, not results.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+Status = Literal["ok", "crash", "timeout", "nan", "refused"]
+STATUSES: frozenset[str] = frozenset({"ok", "crash", "timeout", "nan", "refused"})
+Direction = Literal["lower", "higher"]
+DIRECTIONS: frozenset[str] = frozenset({"lower", "higher"})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One run's result. metric is a finite float exactly when status is "ok"."""
+
+    metric: float | None
+    status: Status
+    seconds: float
+    steps: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Outcome status {self.status!r} is not one of {sorted(STATUSES)}")
+        if self.status == "ok" and (self.metric is None or not math.isfinite(self.metric)):
+            raise ValueError(f"an 'ok' Outcome needs a finite metric, got {self.metric!r}")
+        if self.status != "ok" and self.metric is not None:
+            raise ValueError(f"a {self.status!r} Outcome carries no metric, got {self.metric!r}")
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    """Hex digest of a JSON-serialisable payload, independent of dict key order."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def hash_files(paths: list[Path], root: Path, length: int = 16) -> str:
+    """Hex digest of the files' paths (relative to root) and bytes, independent of list order."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:length]
+
+
+def check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"[env] direction = {direction!r} is not one of {sorted(DIRECTIONS)}")
+
+
+class Env:
+    """Base class of every env kind; subclasses set the class variables and implement run."""
+
+    kind: ClassVar[str]
+    # The [env] keys this kind understands (besides "kind"); make_env passes exactly these.
+    section_keys: ClassVar[frozenset[str]]
+
+    metric_name: str
+    direction: Direction
+    backend: str
+    code_hash: str
+    eval_hash: str | None = None
+
+    def run(self, config: dict, seed: int) -> Outcome:
+        raise NotImplementedError
+
+    def truth(self, config: dict) -> float | None:
+        """The noise-free mean of the metric for config, where the env knows it."""
+        return None
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def hypotheses(self) -> list[dict] | None:
+        """Hypotheses the env defines itself ({name, category, change, description}), if any."""
+        return None
+
+
+ENVS: dict[str, type[Env]] = {}
+
+
+def register_env(env_class: type[Env]) -> type[Env]:
+    """Class decorator: make an env kind available to make_env under env_class.kind."""
+    if env_class.kind in ENVS:
+        raise ValueError(f"env kind {env_class.kind!r} is registered twice")
+    ENVS[env_class.kind] = env_class
+    return env_class
+
+
+def make_env(section: Mapping[str, Any], *, base_dir: Path) -> Env:
+    """Build the env described by a validated [env] table.
+
+    Relative paths in the table resolve against base_dir (the config file's folder). Keys that
+    belong to another env kind are ignored (engine/config.py rejects them for the user); keys no
+    kind knows are an error.
+    """
+    kind = section.get("kind")
+    if kind not in ENVS:
+        raise ValueError(f"[env] kind = {kind!r} is not one of {sorted(ENVS)}")
+    known = set().union(*(env_class.section_keys for env_class in ENVS.values()))
+    unknown = sorted(set(section) - known - {"kind"})
+    if unknown:
+        raise ValueError(f"[env] has unknown keys {unknown}; known keys are {sorted(known)}")
+    env_class = ENVS[kind]
+    kwargs = {key: value for key, value in section.items() if key in env_class.section_keys}
+    if "base_dir" in inspect.signature(env_class).parameters:
+        kwargs["base_dir"] = Path(base_dir)
+    return env_class(**kwargs)

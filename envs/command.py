@@ -1,0 +1,183 @@
+"""The `command` env: any program that prints a `NAME: value` line.
+
+The [env] command is a template such as `python bench.py --lr {lr} --seed {seed}`. It is split
+into arguments the way a POSIX shell would (shlex) FIRST, and only then is each argument
+formatted on its own with the run's config values and seed. The argument list is executed
+without a shell, so a value such as `x; rm -rf /` or `--evil` arrives as one literal argument:
+it can neither add arguments nor run shell syntax. Literal braces are written `{{` and `}}`.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from envs.base import Direction, Env, Outcome, check_direction, register_env, stable_hash
+from envs.process import run_process, tail
+
+_FORMATTER = string.Formatter()
+
+
+def parse_template(template: str, *, key: str) -> tuple[list[str], set[str]]:
+    """shlex-split a command template into per-argument templates and the placeholder names."""
+    try:
+        argument_templates = shlex.split(template)
+    except ValueError as exc:  # unbalanced quotes
+        raise ValueError(f"[env] {key} = {template!r} cannot be split into arguments: {exc}") from exc
+    if not argument_templates:
+        raise ValueError(f"[env] {key} = {template!r} is empty; give the program to run")
+    names = set().union(*(placeholders_of(argument, key=key) for argument in argument_templates))
+    return argument_templates, names
+
+
+def placeholders_of(argument_template: str, *, key: str) -> set[str]:
+    """Names of the {placeholders} in one argument template; only plain names are allowed."""
+    try:
+        fields = list(_FORMATTER.parse(argument_template))
+    except ValueError as exc:  # a lone "{" or "}"
+        raise ValueError(
+            f"[env] {key}: argument {argument_template!r} has a bad placeholder ({exc}); "
+            "write {{ and }} for literal braces"
+        ) from exc
+    names = set()
+    for _literal, field_name, format_spec, _conversion in fields:
+        if field_name is None:
+            continue
+        # Attribute/index access ({a.b}, {a[0]}) and nested fields would let a value reach
+        # beyond a plain substitution, so only identifiers are placeholders.
+        if not field_name.isidentifier() or "{" in (format_spec or ""):
+            raise ValueError(
+                f"[env] {key}: placeholder {{{field_name}}} in argument {argument_template!r} "
+                "must be a plain name such as {lr} or {seed}; write {{ and }} for literal braces"
+            )
+        names.add(field_name)
+    return names
+
+
+def render_arguments(argument_templates: list[str], values: Mapping[str, Any], *, key: str) -> list[str]:
+    """Format each argument template separately: one template argument stays one argument."""
+    needed = set().union(*(placeholders_of(a, key=key) for a in argument_templates))
+    missing = sorted(needed - set(values))
+    if missing:
+        raise ValueError(
+            f"[env] {key}: no value for placeholder(s) {missing}; the config has {sorted(values)}"
+        )
+    return [argument.format_map(values) for argument in argument_templates]
+
+
+def last_metric_text(stdout: str, metric_name: str) -> str | None:
+    """The value text of the last `NAME: value` line on stdout (the last one wins), or None."""
+    pattern = re.compile(rf"^\s*{re.escape(metric_name)}\s*:(.*)$")
+    found = None
+    for line in stdout.splitlines():
+        match = pattern.match(line)
+        if match:
+            found = match.group(1).strip()
+    return found
+
+
+@register_env
+class CommandEnv(Env):
+    """Runs a user's command per run and reads the metric from its stdout."""
+
+    kind: ClassVar[str] = "command"
+    section_keys: ClassVar[frozenset[str]] = frozenset(
+        {"command", "truth_command", "base", "cwd", "timeout_s", "metric", "direction"}
+    )
+
+    def __init__(
+        self,
+        command: str,
+        metric: str,
+        *,
+        truth_command: str = "",
+        base: Mapping[str, Any] | None = None,
+        cwd: str = "",
+        timeout_s: float = 600.0,
+        direction: Direction = "lower",
+        base_dir: Path = Path("."),
+    ):
+        if not metric or not metric.strip():
+            raise ValueError(f"[env] metric = {metric!r}: the command env needs the metric's name")
+        check_direction(direction)
+        if timeout_s <= 0:
+            raise ValueError(f"[env] timeout_s = {timeout_s!r} must be > 0")
+        self.base = dict(base or {})
+        if "seed" in self.base:
+            raise ValueError("[env] base must not set 'seed': {seed} is the run's seed")
+        self.command = command
+        self.argument_templates, needed = parse_template(command, key="command")
+        # The base config runs first, so every placeholder must have a value there.
+        missing = sorted(needed - set(self.base) - {"seed"})
+        if missing:
+            raise ValueError(
+                f"[env] command uses placeholder(s) {missing} that [env] base does not set; "
+                f"base has {sorted(self.base)}"
+            )
+        self.truth_command = truth_command
+        self.truth_templates: list[str] | None = None
+        if truth_command:
+            self.truth_templates, truth_needed = parse_template(truth_command, key="truth_command")
+            if "seed" in truth_needed:
+                raise ValueError("[env] truth_command must not use {seed}: the noise-free value has no seed")
+        self.cwd = (Path(base_dir) / cwd).resolve() if cwd else Path(base_dir).resolve()
+        if not self.cwd.is_dir():
+            raise ValueError(f"[env] cwd = {cwd!r} is not a directory (resolved to {self.cwd})")
+        self.timeout_s = float(timeout_s)
+        self.metric_name = metric
+        self.direction = direction
+        self.backend = "command"
+        self.code_hash = stable_hash({"command": command, "truth_command": truth_command})
+        self.eval_hash = None
+
+    def run(self, config: dict, seed: int) -> Outcome:
+        if "seed" in config:
+            raise ValueError("a command env config must not set 'seed': {seed} is the run's seed")
+        argv = render_arguments(self.argument_templates, {**config, "seed": seed}, key="command")
+        result = run_process(argv, cwd=self.cwd, timeout_s=self.timeout_s)
+        extra: dict[str, Any] = {"argv": argv, "returncode": result.returncode}
+
+        def failed(status: str, reason: str) -> Outcome:
+            return Outcome(None, status, result.seconds, None,
+                           {**extra, "reason": reason, "stderr_tail": tail(result.stderr)})
+
+        if result.timed_out:
+            return failed("timeout", f"killed after timeout_s = {self.timeout_s} s")
+        if result.returncode != 0:
+            return failed("crash", f"exited with status {result.returncode}")
+        text = last_metric_text(result.stdout, self.metric_name)
+        if text is None:
+            return failed("crash", f"no '{self.metric_name}: <value>' line on stdout")
+        try:
+            value = float(text)
+        except ValueError:
+            return failed("crash", f"the last '{self.metric_name}:' line has {text!r}, not a number")
+        if not math.isfinite(value):
+            return failed("nan", f"the metric is {text!r}")
+        return Outcome(value, "ok", result.seconds, None, extra)
+
+    def truth(self, config: dict) -> float | None:
+        """The value printed by truth_command for config, or None when there is none."""
+        if self.truth_templates is None:
+            return None
+        argv = render_arguments(self.truth_templates, config, key="truth_command")
+        result = run_process(argv, cwd=self.cwd, timeout_s=self.timeout_s)
+        text = last_metric_text(result.stdout, self.metric_name)
+        if result.timed_out or result.returncode != 0 or text is None:
+            raise RuntimeError(
+                f"truth_command {argv} gave no '{self.metric_name}: <value>' line "
+                f"(exit status {result.returncode}, timed out: {result.timed_out}); "
+                f"stderr tail: {tail(result.stderr, 500)!r}"
+            )
+        try:
+            return float(text)
+        except ValueError as exc:
+            raise RuntimeError(f"truth_command {argv} printed {self.metric_name}: {text!r}, not a number") from exc
+
+    def fingerprint(self) -> str:
+        return stable_hash({"kind": self.kind, "command": self.command, "base": self.base,
+                            "metric": self.metric_name, "direction": self.direction})

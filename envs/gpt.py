@@ -1,0 +1,190 @@
+"""The `gpt` env: one run = one `python -m train` subprocess, read through its summary block.
+
+The run's config dict is written as JSON to a temporary file passed with --config; the seed,
+backend and budget (--steps N when steps > 0, else --time-budget S) are flags. The evaluation
+is immutable: the first successful run pins its eval_hash (or the engine passes the study's pin
+back on resume) and any later run reporting another eval_hash is "refused".
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from envs.base import Direction, Env, Outcome, check_direction, hash_files, register_env, stable_hash
+from envs.process import run_process, tail
+
+TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
+BACKENDS = frozenset({"auto", "cpu", "cuda", "mps", "mlx"})
+_INTEGER_FIELDS = frozenset({"num_steps", "depth", "seed"})
+_TEXT_FIELDS = frozenset({"eval_hash", "backend"})
+
+
+def parse_summary(stdout: str) -> dict[str, Any] | None:
+    """The `key: value` lines after the last `---` line of stdout, typed; None if there is none.
+
+    Known integer fields become int, eval_hash and backend stay text, everything else becomes a
+    float when it parses as one and stays text otherwise.
+    """
+    lines = stdout.splitlines()
+    separators = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    if not separators:
+        return None
+    summary: dict[str, Any] = {}
+    for line in lines[separators[-1] + 1:]:
+        key, colon, text = line.partition(":")
+        key, text = key.strip(), text.strip()
+        if not colon or not key:
+            continue
+        summary[key] = _typed(key, text)
+    return summary or None
+
+
+def _typed(key: str, text: str) -> Any:
+    if key in _TEXT_FIELDS:
+        return text
+    try:
+        return int(text) if key in _INTEGER_FIELDS else float(text)
+    except ValueError:
+        return text
+
+
+def _fail_line(*streams: str) -> str | None:
+    """The trainer's `FAIL ...` line (NaN or exploding loss), if it printed one."""
+    for stream in streams:
+        for line in stream.splitlines():
+            if line.startswith("FAIL"):
+                return line.strip()
+    return None
+
+
+def train_code_hash() -> str:
+    """Hash of the train/ package's Python sources (what a run's code was)."""
+    return hash_files(list(TRAIN_PACKAGE.rglob("*.py")), TRAIN_PACKAGE)
+
+
+@register_env
+class GptEnv(Env):
+    """Trains the GPT of train/ in a subprocess per run."""
+
+    kind: ClassVar[str] = "gpt"
+    section_keys: ClassVar[frozenset[str]] = frozenset(
+        {"backend", "time_budget", "steps", "base", "timeout_s", "metric", "direction"}
+    )
+
+    def __init__(
+        self,
+        *,
+        backend: str = "auto",
+        time_budget: float = 30.0,
+        steps: int = 0,
+        base: Mapping[str, Any] | None = None,
+        timeout_s: float = 600.0,
+        metric: str = "val_bpb",
+        direction: Direction = "lower",
+        base_dir: Path = Path("."),
+        pinned_eval_hash: str | None = None,
+        trainer_command: Sequence[str] | None = None,
+    ):
+        """trainer_command replaces `[sys.executable, "-m", "train"]`; it exists for tests that
+        stand in a fake trainer script and is not an [env] key."""
+        check_direction(direction)
+        if backend not in BACKENDS:
+            raise ValueError(f"[env] backend = {backend!r} is not one of {sorted(BACKENDS)}")
+        if steps < 0:
+            raise ValueError(f"[env] steps = {steps!r} must be >= 0")
+        if timeout_s <= 0:
+            raise ValueError(f"[env] timeout_s = {timeout_s!r} must be > 0")
+        if steps == 0 and not 0 < time_budget < timeout_s:
+            raise ValueError(
+                f"[env] time_budget = {time_budget!r} with timeout_s = {timeout_s!r}: the training "
+                "budget must be > 0 and below the per-run timeout (warm-up and evaluation come on top)"
+            )
+        self.backend = backend
+        self.time_budget = float(time_budget)
+        self.steps = int(steps)
+        self.base = dict(base or {})
+        self.timeout_s = float(timeout_s)
+        self.metric_name = metric
+        self.direction = direction
+        self.base_dir = Path(base_dir).resolve()
+        self.pinned_eval_hash = pinned_eval_hash
+        self.trainer_command = list(trainer_command or [sys.executable, "-m", "train"])
+        self.code_hash = train_code_hash()
+        self._pin_lock = threading.Lock()  # the parallel runner calls run from several threads
+
+    @property
+    def eval_hash(self) -> str | None:  # the contract's name for the pinned hash
+        return self.pinned_eval_hash
+
+    def __getstate__(self) -> dict:  # picklable for the Ray runner (locks are not)
+        state = self.__dict__.copy()
+        del state["_pin_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._pin_lock = threading.Lock()
+
+    def budget_flags(self) -> list[str]:
+        return ["--steps", str(self.steps)] if self.steps > 0 else ["--time-budget", str(self.time_budget)]
+
+    def run(self, config: dict, seed: int) -> Outcome:
+        with tempfile.TemporaryDirectory(prefix="gpt-env-") as folder:
+            config_path = Path(folder) / "config.json"
+            config_path.write_text(json.dumps(config))
+            argv = [*self.trainer_command, "--config", str(config_path), "--seed", str(seed),
+                    "--backend", self.backend, *self.budget_flags()]
+            result = run_process(argv, cwd=self.base_dir, timeout_s=self.timeout_s, env=self._child_environment())
+        summary = parse_summary(result.stdout) or {}
+        steps = summary.get("num_steps") if isinstance(summary.get("num_steps"), int) else None
+        extra: dict[str, Any] = {**summary, "argv": argv, "returncode": result.returncode}
+
+        def failed(status: str, reason: str) -> Outcome:
+            return Outcome(None, status, result.seconds, steps,
+                           {**extra, "reason": reason, "stderr_tail": tail(result.stderr)})
+
+        if result.timed_out:
+            return failed("timeout", f"killed after timeout_s = {self.timeout_s} s")
+        fail_line = _fail_line(result.stdout, result.stderr)
+        if fail_line is not None:
+            return failed("nan", fail_line)
+        if result.returncode != 0:
+            return failed("crash", f"the trainer exited with status {result.returncode}")
+        if not summary:
+            return failed("crash", "the trainer printed no summary block ('---' then 'key: value' lines)")
+        value = summary.get(self.metric_name)
+        if not isinstance(value, float):
+            return failed("crash", f"the summary has no numeric {self.metric_name!r} (got {value!r})")
+        if not math.isfinite(value):
+            return failed("nan", f"{self.metric_name} = {value}")
+        eval_hash = summary.get("eval_hash")
+        if not eval_hash:
+            return failed("crash", "the summary has no eval_hash, so the evaluation cannot be checked")
+        with self._pin_lock:
+            if self.pinned_eval_hash is None:
+                self.pinned_eval_hash = eval_hash
+            pinned = self.pinned_eval_hash
+        if eval_hash != pinned:
+            return failed("refused", f"eval_hash {eval_hash} differs from the study's {pinned}: "
+                                     "the evaluation code changed")
+        return Outcome(value, "ok", result.seconds, steps, extra)
+
+    def _child_environment(self) -> dict[str, str]:
+        """This environment with the project root on PYTHONPATH, so `-m train` resolves from any cwd."""
+        environment = dict(os.environ)
+        paths = [str(TRAIN_PACKAGE.parent), *filter(None, [environment.get("PYTHONPATH")])]
+        environment["PYTHONPATH"] = os.pathsep.join(paths)
+        return environment
+
+    def fingerprint(self) -> str:
+        """Identifies the task (base knobs, backend, budget, metric), not the eval_hash or code."""
+        budget = {"steps": self.steps} if self.steps > 0 else {"time_budget": self.time_budget}
+        return stable_hash({"kind": self.kind, "base": self.base, "backend": self.backend, **budget,
+                            "metric": self.metric_name, "direction": self.direction})

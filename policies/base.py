@@ -1,0 +1,157 @@
+"""The policy interface, the registry, and the steps every policy shares (budget, stopping).
+
+Sign convention: `efe` is in nats and LOWER IS BETTER; `neg_efe = -efe` is maximised, and every
+`score` is "higher is better" (neg_efe for the efe policy). Policies are frozen dataclasses with
+no mutable state: the engine hands them a `StudyView` each step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from policies.keep import decide
+from policies.maths import argmax_random_tie, expected_improvement
+from policies.types import Action, Decision, KeepRule, StudyView
+
+POLICIES: dict[str, type[Policy]] = {}
+
+# Every key of the [policy] config section (besides `kind`), plus the [decision] section's rule.
+POLICY_PARAMETERS = ("gamma", "preference", "cost_weight", "epistemic", "pragmatic", "cost", "kappa",
+                     "ucb_beta", "keep_rule")
+
+
+def register(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: make the policy available to `make_policy` under `cls.name`."""
+    POLICIES[cls.name] = cls
+    return cls
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """The policy registered as `name`, built from [policy] config values; each policy takes the
+    parameters it uses and ignores the rest of the section (so one section serves every kind)."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}")
+    unknown = sorted(set(params) - set(POLICY_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown policy parameter(s) {unknown} for {name!r}; allowed: {list(POLICY_PARAMETERS)}")
+    cls = POLICIES[name]
+    accepted = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in params.items() if key in accepted})
+
+
+def check_positive(owner: str, key: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise a ValueError naming `key` unless `value` is a finite number > 0 (>= 0 if allowed)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value >= 0 if allow_zero else value > 0)):
+        raise ValueError(f"{owner}.{key} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def options(view: StudyView) -> list[str]:
+    """The hypotheses a policy may run: the open candidates, plus the undecided open one."""
+    names = list(view.candidates)
+    if view.open_hypothesis is not None and view.open_hypothesis not in names:
+        names.append(view.open_hypothesis)
+    return names
+
+
+def incumbent_observed(view: StudyView) -> bool:
+    """Whether the incumbent configuration has at least one successful run."""
+    return any(r.config == view.incumbent and r.value is not None for r in view.history)
+
+
+def metric_per_standard_unit(beliefs) -> float:
+    """Metric units per standardised unit of the current standardisation (> 0)."""
+    return float(beliefs.from_standard(1.0) - beliefs.from_standard(0.0))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Base: scores candidates (higher is better), turns scores into an Action, decides keeps.
+
+    `select` first handles what every policy shares: stop when the budget is spent or nothing is
+    open, re-run an incumbent that has no successful run, and (when runs cost nats, cost_weight > 0)
+    stop when no candidate's expected improvement, preference * E[max(0, -epsilon - d)] in nats
+    (d = mu_cand - mu_inc, standardised), is worth the runs' cost."""
+
+    name: ClassVar[str]
+    pairs_incumbent: ClassVar[bool] = True
+    retries_reverted: ClassVar[bool] = False  # ratchet: reverted hypotheses come back next pass
+    keep_rule: KeepRule = KeepRule()
+    preference: float = 1.0  # lambda, nats per standardised unit of metric
+    cost_weight: float = 0.0  # nats per expected second of running
+
+    def __post_init__(self) -> None:
+        check_positive(type(self).__name__, "preference", self.preference)
+        check_positive(type(self).__name__, "cost_weight", self.cost_weight, allow_zero=True)
+        if not isinstance(self.keep_rule, KeepRule):
+            raise ValueError(f"{type(self).__name__}.keep_rule must be a KeepRule, got {self.keep_rule!r}")
+
+    # -- to be provided by each policy --------------------------------------------------------
+    def score(self, view: StudyView, beliefs) -> np.ndarray:
+        """One score per hypothesis in `options(view)`; higher is better."""
+        raise NotImplementedError
+
+    def choose(self, view: StudyView, beliefs, names: list[str], rng: np.random.Generator) -> tuple[int, dict[str, float]]:
+        """Index into `names` and the terms behind it; default: argmax of `score`, ties at random."""
+        scores = self.score(view, beliefs)
+        index = argmax_random_tie(scores, rng)
+        return index, {"score": float(scores[index])}
+
+    # -- shared --------------------------------------------------------------------------------
+    def runs_for(self, view: StudyView, hypothesis: str) -> int:
+        """Runs to ask for: what the keep rule could still use, within the runs left (>= 1)."""
+        wanted = max(1, self.keep_rule.max_replicates - view.runs_per_hypothesis.get(hypothesis, 0))
+        if view.runs_left is not None:
+            wanted = min(wanted, max(1, view.runs_left))
+        return wanted
+
+    def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
+        """The next action; the scored choice is drawn with `rng` where the policy is random."""
+        if view.runs_left is not None and view.runs_left < 1:
+            return Action("stop", None, 0, "budget spent: no runs left")
+        if view.seconds_left is not None and view.seconds_left <= 0:
+            return Action("stop", None, 0, "budget spent: no seconds left")
+        names = options(view)
+        if not names:
+            return Action("stop", None, 0, "no open candidates")
+        if not incumbent_observed(view):
+            return Action("rerun_incumbent", None, self.keep_rule.min_replicates,
+                          "the incumbent has no successful run to compare against")
+        if self.cost_weight > 0:
+            value, cost = self.improvement_value(view, beliefs, names)
+            if np.all(value <= cost):
+                best = int(np.argmax(value - cost))
+                return Action("stop", None, 0,
+                              f"no candidate's expected improvement justifies its cost (best: {names[best]} "
+                              f"{value[best]:.4g} nats <= {cost[best]:.4g} nats)",
+                              {"improvement": float(value[best]), "cost": float(cost[best])})
+        index, terms = self.choose(view, beliefs, names, rng)
+        hypothesis = names[index]
+        n_runs = int(terms.pop("n_runs", self.runs_for(view, hypothesis)))
+        reason = f"{self.name}: best of {len(names)} open" if len(names) > 1 else f"{self.name}: last open"
+        if hypothesis == view.open_hypothesis:
+            reason = f"{self.name}: continue undecided {hypothesis}"
+        return Action("run", hypothesis, n_runs, reason, terms)
+
+    def improvement_value(self, view: StudyView, beliefs, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(value, cost) in nats per option: value = preference * E[max(0, -epsilon - d)] with
+        d = mu(incumbent|{h}) - mu(incumbent) standardised; cost = cost_weight * n * seconds."""
+        unit = metric_per_standard_unit(beliefs)
+        value, cost = np.empty(len(names)), np.empty(len(names))
+        for i, h in enumerate(names):
+            d = beliefs.difference(view.incumbent | {h}, view.incumbent)
+            gain = expected_improvement(d.mean, d.scale, d.df, -self.keep_rule.epsilon)
+            value[i] = self.preference * float(gain) / unit
+            cost[i] = self.cost_weight * self.runs_for(view, h) * view.expected_seconds.get(h, 0.0)
+        return value, cost
+
+    def decide(self, view: StudyView, beliefs, hypothesis: str, rule: KeepRule | None = None) -> Decision:
+        """The posterior keep rule on incumbent|{hypothesis} against the incumbent; `rule`
+        overrides the policy's own keep rule (the engine passes the [decision] section)."""
+        return decide(beliefs, view.incumbent | {hypothesis}, view.incumbent, rule or self.keep_rule,
+                      view.runs_per_hypothesis.get(hypothesis, 0))

@@ -1,0 +1,115 @@
+"""Value types shared by the policies and the engine: the study view, actions, decisions, the keep rule.
+
+Sign convention: `efe` is in nats and LOWER IS BETTER; `neg_efe = -efe` is maximised. Metric values
+here are lower-is-better (the engine negates a higher-is-better metric before they arrive).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+ActionKind = Literal["run", "rerun_incumbent", "stop"]
+Verdict = Literal["keep", "revert", "undecided"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run as the ledger holds it; `value` is None for a failed run."""
+
+    config: frozenset[str]
+    value: float | None
+    status: str
+    seed: int
+    step: int
+    role: str  # "base" | "candidate" | "incumbent"
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """The read-only facts a policy sees each step (policies hold no state of their own)."""
+
+    incumbent: frozenset[str]
+    candidates: list[str]  # hypothesis names still open
+    history: list[RunRecord] = field(default_factory=list)
+    runs_per_hypothesis: dict[str, int] = field(default_factory=dict)
+    runs_left: int | None = None
+    seconds_left: float | None = None
+    expected_seconds: dict[str, float] = field(default_factory=dict)  # one run of incumbent|{h}
+    open_hypothesis: str | None = None  # an undecided candidate under evaluation
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do next: run `n_runs` of incumbent|{hypothesis}, re-run the incumbent, or stop.
+
+    `terms` carries the numbers behind the choice for the report (e.g. efe, epistemic, pragmatic,
+    cost, all in nats; efe lower is better)."""
+
+    kind: ActionKind
+    hypothesis: str | None
+    n_runs: int
+    reason: str
+    terms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("run", "rerun_incumbent", "stop"):
+            raise ValueError(f"Action.kind must be 'run', 'rerun_incumbent' or 'stop', got {self.kind!r}")
+        if self.kind == "run" and not self.hypothesis:
+            raise ValueError(f"a 'run' action needs a hypothesis, got {self.hypothesis!r}")
+        if self.kind != "stop" and self.n_runs < 1:
+            raise ValueError(f"a {self.kind!r} action needs n_runs >= 1, got {self.n_runs!r}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Verdict on a candidate; p_better and the 90% interval of mu_cand - mu_inc (metric units)
+    are None for the ratchet, which decides from single results."""
+
+    verdict: Verdict
+    p_better: float | None
+    interval: tuple[float, float] | None
+    n_runs: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeepRule:
+    """Keep when P(mu_cand - mu_inc < -epsilon | data) reaches the per-look threshold of a
+    group-sequential design, after >= min_replicates runs; revert when it is <= 1 - threshold,
+    when more runs are unlikely to reach a keep, or after max_replicates runs. epsilon in metric
+    units.
+
+    `threshold` is the OVERALL confidence: over all the looks the rule may take at one hypothesis,
+    the chance of keeping a null change is <= 1 - threshold. Looks may happen at n = min_replicates,
+    min_replicates + batch, ..., and max_replicates runs (batch = 1: after any number of runs, the
+    safe choice when the engine's batch size varies); `spending` is the Lan-DeMets error-spending
+    function that sets the per-look thresholds ("obrien_fleming" or "pocock"; see
+    policies.maths.sequential_boundaries and policies.keep)."""
+
+    threshold: float = 0.95
+    epsilon: float = 0.0
+    max_replicates: int = 8
+    min_replicates: int = 2
+    batch: int = 1
+    spending: str = "obrien_fleming"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and 0.5 < self.threshold < 1):
+            raise ValueError(f"KeepRule.threshold must be in (0.5, 1), got {self.threshold!r}")
+        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise ValueError(f"KeepRule.epsilon must be a finite number >= 0, got {self.epsilon!r}")
+        if not (isinstance(self.max_replicates, int) and self.max_replicates >= 1):
+            raise ValueError(f"KeepRule.max_replicates must be an int >= 1, got {self.max_replicates!r}")
+        if not (isinstance(self.min_replicates, int) and 1 <= self.min_replicates <= self.max_replicates):
+            raise ValueError(f"KeepRule.min_replicates must be an int in 1..max_replicates "
+                             f"({self.max_replicates}), got {self.min_replicates!r}")
+        if not (isinstance(self.batch, int) and not isinstance(self.batch, bool) and self.batch >= 1):
+            raise ValueError(f"KeepRule.batch must be an int >= 1, got {self.batch!r}")
+        if self.spending not in ("obrien_fleming", "pocock"):
+            raise ValueError(f"KeepRule.spending must be 'obrien_fleming' or 'pocock', got {self.spending!r}")
+
+    def looks(self) -> tuple[int, ...]:
+        """The run counts at which the rule may decide: min_replicates, + batch, ..., max_replicates."""
+        return (*range(self.min_replicates, self.max_replicates, self.batch), self.max_replicates)

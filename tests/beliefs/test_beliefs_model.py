@@ -1,0 +1,184 @@
+"""The Beliefs class: standardisation, predictives, difference, projection, LOO, structure."""
+
+import math
+
+import numpy as np
+import pytest
+
+from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation
+
+
+def _hypotheses(n: int, n_categories: int = 3) -> list[Hypothesis]:
+    return [Hypothesis(f"h{i}", f"cat{i % n_categories}") for i in range(n)]
+
+
+def _simulate(rng: np.random.Generator, n_hyp: int, reps: int, base: float, noise: float, effect: float):
+    effects = rng.normal(0, effect, n_hyp)
+    obs = [Observation(frozenset(), base + rng.normal(0, noise)) for _ in range(reps)]
+    for i in range(n_hyp):
+        obs += [Observation(frozenset({f"h{i}"}), base + effects[i] + rng.normal(0, noise)) for _ in range(reps)]
+    return effects, obs
+
+
+def test_affine_change_of_metric_units_changes_nothing_but_units():
+    rng = np.random.default_rng(0)
+    _, obs = _simulate(rng, 8, 3, 0.0, 1.0, 1.0)
+    small, large = Beliefs(_hypotheses(8)), Beliefs(_hypotheses(8))
+    small.update(obs)
+    large.update([Observation(o.config, 1000.0 + 0.01 * o.value) for o in obs])
+    for e_small, e_large in zip(small.effects(), large.effects()):
+        assert e_large.mean == pytest.approx(0.01 * e_small.mean, rel=1e-6, abs=1e-12)
+        assert e_large.sd == pytest.approx(0.01 * e_small.sd, rel=1e-6)
+    assert large.noise_sd() == pytest.approx(0.01 * small.noise_sd(), rel=1e-6)
+    np.testing.assert_allclose(large.loo_log_loss(), small.loo_log_loss() + math.log(0.01), rtol=1e-6, atol=1e-8)
+
+
+def test_standardisation_centres_on_base_runs_and_scales_by_replicate_spread():
+    beliefs = Beliefs(_hypotheses(2))
+    beliefs.update([Observation(frozenset(), v) for v in (10.0, 12.0)]
+                   + [Observation(frozenset({"h0"}), v) for v in (20.0, 24.0)])
+    center, scale = beliefs.standardisation()
+    assert center == pytest.approx(11.0)
+    # pooled within-config variance: (2 + 8) / 2 = 5
+    assert scale == pytest.approx(math.sqrt(5.0))
+    assert beliefs.from_standard(beliefs.to_standard(17.5)) == pytest.approx(17.5)
+
+
+def test_difference_is_the_effect_when_one_hypothesis_is_added():
+    rng = np.random.default_rng(1)
+    _, obs = _simulate(rng, 5, 4, 3.0, 0.5, 0.5)
+    beliefs = Beliefs(_hypotheses(5))
+    beliefs.update(obs)
+    diff = beliefs.difference(frozenset({"h2"}), frozenset())
+    effect = beliefs.effects()[2]
+    assert diff.mean.shape == ()
+    assert float(diff.mean) == pytest.approx(effect.mean, rel=1e-9)
+    assert float(diff.sd()) == pytest.approx(effect.sd, rel=1e-9)
+    same = beliefs.difference(frozenset({"h1"}), frozenset({"h1"}))
+    assert float(same.mean) == 0.0 and float(same.scale) == 0.0
+    assert float(same.cdf(0.0)) == 1.0  # a point mass at 0, no NaN
+
+
+def test_predictive_adds_noise_to_the_posterior_mean():
+    rng = np.random.default_rng(2)
+    _, obs = _simulate(rng, 4, 3, 0.0, 1.0, 1.0)
+    beliefs = Beliefs(_hypotheses(4))
+    beliefs.update(obs)
+    configs = [frozenset(), frozenset({"h0", "h3"})]
+    run, mean = beliefs.predict(configs), beliefs.posterior_mean(configs)
+    np.testing.assert_allclose(run.mean, mean.mean)
+    post = beliefs.standard_posterior()
+    _, scale = beliefs.standardisation()
+    np.testing.assert_allclose(run.scale**2 - mean.scale**2, post.b / post.a * scale**2, rtol=1e-9)
+    lo, hi = run.interval(0.9)
+    np.testing.assert_allclose(run.cdf(hi) - run.cdf(lo), 0.9, rtol=1e-9)
+
+
+def test_projection_predicts_the_known_sigma_update_exactly():
+    rng = np.random.default_rng(3)
+    _, obs = _simulate(rng, 6, 3, 0.0, 1.0, 1.0)
+    prior = BeliefPrior(empirical_bayes=False, standardisation=(0.2, 1.3))
+    before = Beliefs(_hypotheses(6), prior=prior)
+    before.update(obs)
+    config = frozenset({"h1", "h4"})
+    proj = before.projection(config, "h1")
+    n, ybar_std = 3, 0.4
+    after = before.copy()
+    after.update([Observation(config, float(before.from_standard(ybar_std))) for _ in range(n)])
+    post = after.standard_posterior()
+    effect = after.effect_contrasts(["h1"])[0]  # beta_h1 = delta_h1 + m_cat1
+    gain = proj.h + n * proj.r
+    assert float(effect @ post.solve(effect)) == pytest.approx(proj.v_jj - n * proj.cov_jc**2 / gain, rel=1e-9)
+    assert float(effect @ post.mean) == pytest.approx(proj.m_j + n * proj.cov_jc * (ybar_std - proj.mean_c) / gain,
+                                                      rel=1e-9)
+
+
+def test_loo_log_loss_matches_refitting_without_each_point():
+    rng = np.random.default_rng(4)
+    _, obs = _simulate(rng, 4, 3, 5.0, 0.7, 0.7)
+    beliefs = Beliefs(_hypotheses(4), prior=BeliefPrior(empirical_bayes=False))
+    beliefs.update(obs)
+    loo = beliefs.loo_log_loss()
+    # LOO holds the hyperparameters and the standardisation at their full-data values.
+    held = BeliefPrior(empirical_bayes=False, standardisation=beliefs.standardisation())
+    for i in (0, 5, len(obs) - 1):
+        rest = Beliefs(_hypotheses(4), prior=held)
+        rest.update(obs[:i] + obs[i + 1:])
+        expected = -float(rest.predict([obs[i].config]).logpdf(obs[i].value)[0])
+        assert loo[i] == pytest.approx(expected, rel=1e-8)
+    plain = beliefs.log_loss_of(obs, exclude_self=False)
+    assert np.all(plain < loo)  # seeing a point can only make it more probable under a Gaussian fit
+    with pytest.raises(ValueError, match="not among the observed"):
+        beliefs.log_loss_of([Observation(frozenset(), 123.0)], exclude_self=True)
+
+
+def test_add_hypothesis_mid_study_starts_at_its_category_prior():
+    rng = np.random.default_rng(5)
+    _, obs = _simulate(rng, 6, 3, 0.0, 1.0, 1.0)
+    beliefs = Beliefs(_hypotheses(6))
+    beliefs.update(obs)
+    beliefs.add_hypothesis(Hypothesis("late", "cat1"))
+    beliefs.add_hypothesis(Hypothesis("novel", "brand_new"))
+    effects = {e.name: e for e in beliefs.effects()}
+    hyper = beliefs.hyperparameters()
+    _, scale = beliefs.standardisation()
+    assert effects["late"].mean == pytest.approx(hyper["cat1"]["mean"] * scale, rel=1e-6)
+    assert "brand_new" in beliefs.categories
+    beliefs.update([Observation(frozenset({"late"}), 0.3), Observation(frozenset({"late", "novel"}), 0.1)])
+    assert beliefs.n_observations == len(obs) + 2
+    with pytest.raises(ValueError, match="already exists"):
+        beliefs.add_hypothesis(Hypothesis("late", "cat0"))
+    with pytest.raises(KeyError, match="unknown hypotheses"):
+        beliefs.update([Observation(frozenset({"nope"}), 1.0)])
+
+
+def test_effect_prior_from_memory_is_used_in_metric_units():
+    prior = BeliefPrior(effect_priors={"h0": (-0.5, 0.01)}, empirical_bayes=False)
+    beliefs = Beliefs(_hypotheses(3), prior=prior)
+    beliefs.update([Observation(frozenset(), v) for v in (1.0, 1.2, 0.8, 1.1)])
+    effect = beliefs.effects()[0]
+    assert effect.mean == pytest.approx(-0.5, rel=1e-9)
+
+
+def test_interactions_learn_a_pair_effect_that_additive_model_misses():
+    rng = np.random.default_rng(6)
+    obs = []
+    truth = {frozenset(): 0.0, frozenset({"h0"}): -1.0, frozenset({"h1"}): -1.0, frozenset({"h0", "h1"}): 0.0}
+    for config, mean in truth.items():
+        obs += [Observation(config, mean + rng.normal(0, 0.2)) for _ in range(8)]
+    additive, pairwise = Beliefs(_hypotheses(2)), Beliefs(_hypotheses(2), interactions=True)
+    additive.update(obs)
+    pairwise.update(obs)
+    both = frozenset({"h0", "h1"})
+    assert pairwise.interaction_pairs == [both]
+    assert abs(float(pairwise.posterior_mean([both]).mean[0])) < 0.2
+    assert float(additive.posterior_mean([both]).mean[0]) < -0.5
+    # A pair never observed together keeps the prior variance of its interaction.
+    pairwise.add_hypothesis(Hypothesis("h2", "cat2"))
+    unseen = pairwise.posterior_mean([frozenset({"h0", "h2"})])
+    assert np.isfinite(unseen.scale).all()
+    assert pairwise.info_gain([frozenset({"h0", "h2"})], 1)[0] > 0
+
+
+def test_info_gain_and_bad_inputs():
+    beliefs = Beliefs(_hypotheses(3))
+    beliefs.update([Observation(frozenset(), 1.0), Observation(frozenset({"h0"}), 2.0)])
+    gains = beliefs.info_gain([frozenset({"h0"}), frozenset({"h1"})], np.array([1, 1]))
+    assert gains[1] > gains[0] > 0  # the unobserved hypothesis is the more informative run
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        beliefs.info_gain([frozenset()], -1)
+    with pytest.raises(ValueError, match="finite"):
+        Observation(frozenset(), float("nan"))
+    with pytest.raises(ValueError, match="noise_scale"):
+        Observation(frozenset(), 1.0, noise_scale=0.0)
+    with pytest.raises(ValueError, match="effect_sd"):
+        BeliefPrior(effect_sd=-1.0)
+
+
+def test_every_hypothesis_with_a_transferred_prior_leaves_nothing_to_pool():
+    """A warm start can give every hypothesis its own prior; empirical Bayes then has no group."""
+    beliefs = Beliefs([Hypothesis("h0", "a")], prior=BeliefPrior(effect_priors={"h0": (-0.5, 0.2)}))
+    beliefs.update([Observation(frozenset(), 10.0), Observation(frozenset(), 10.5),
+                    Observation(frozenset({"h0"}), 9.7)])
+    difference = beliefs.difference(frozenset({"h0"}), frozenset())
+    assert np.isfinite(difference.mean) and float(difference.mean) < 0

@@ -1,0 +1,110 @@
+"""The NIG algebra against dense closed forms, brute-force refits and Monte Carlo."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from beliefs.nig import (
+    batch_info_gain_known_sigma,
+    info_gain_known_sigma,
+    loo_predictive_params,
+    nig_posterior,
+)
+
+
+def _problem(rng: np.random.Generator, n: int = 40, d: int = 6):
+    rows = np.column_stack([np.ones(n), rng.integers(0, 2, size=(n, d - 1))]).astype(float)
+    weights = rng.uniform(0.5, 2.0, size=n)
+    z = rows @ rng.normal(size=d) + rng.normal(size=n) / np.sqrt(weights)
+    prior_mean = rng.normal(size=d) * 0.3
+    prior_precision = rng.uniform(0.5, 3.0, size=d)
+    return rows, weights, z, prior_mean, prior_precision
+
+
+def _fit(rows, weights, z, prior_mean, prior_precision, a0=1.5, b0=0.7):
+    return nig_posterior((rows * weights[:, None]).T @ rows, rows.T @ (weights * z), float(weights @ z**2),
+                         len(z), prior_mean, prior_precision, a0, b0)
+
+
+def test_posterior_matches_dense_closed_form():
+    rng = np.random.default_rng(1)
+    rows, weights, z, mu0, p0 = _problem(rng)
+    post = _fit(rows, weights, z, mu0, p0)
+    # Textbook form with explicit inverses (fine as an independent reference).
+    cov = np.linalg.inv(rows.T @ np.diag(weights) @ rows + np.diag(p0))
+    mean = cov @ (rows.T @ (weights * z) + p0 * mu0)
+    resid = z - rows @ mean
+    b = 0.7 + 0.5 * (resid @ (weights * resid) + (mean - mu0) @ (p0 * (mean - mu0)))
+    np.testing.assert_allclose(post.mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(post.cov_diag(), np.diag(cov), rtol=1e-10)
+    np.testing.assert_allclose(post.quad(rows[:5]), np.einsum("ij,jk,ik->i", rows[:5], cov, rows[:5]), rtol=1e-10)
+    assert post.a == pytest.approx(1.5 + 20)
+    assert post.b == pytest.approx(b, rel=1e-10)
+
+
+def test_loo_hat_identity_matches_refit_without_the_point():
+    rng = np.random.default_rng(2)
+    rows, weights, z, mu0, p0 = _problem(rng, n=25)
+    post = _fit(rows, weights, z, mu0, p0)
+    loc, scale, df = loo_predictive_params(z, rows @ post.mean, post.quad(rows), weights, post.a, post.b)
+    for i in (0, 7, 24):
+        keep = np.arange(len(z)) != i
+        refit = _fit(rows[keep], weights[keep], z[keep], mu0, p0)
+        r_i = refit.quad(rows[i:i + 1])[0]
+        assert loc[i] == pytest.approx(rows[i] @ refit.mean, rel=1e-9)
+        assert scale[i] == pytest.approx(np.sqrt(refit.b / refit.a * (1 / weights[i] + r_i)), rel=1e-9)
+        assert df[i] == pytest.approx(2 * refit.a)
+
+
+def _mc_mutual_information(rng, prior_cov_rows, rows, h, sigma, draws):
+    """Monte Carlo of I(beta; Y) = E[log p(Y | beta) - log p(Y)] for Y = rows beta + eps (Gaussian)."""
+    k = len(rows)
+    mu_cov = sigma**2 * prior_cov_rows                    # cov of rows @ beta
+    mus = rng.multivariate_normal(np.zeros(k), mu_cov, size=draws)
+    ys = mus + rng.normal(size=(draws, k)) * sigma * np.sqrt(h)
+    log_lik = stats.norm.logpdf(ys, mus, sigma * np.sqrt(h)).sum(axis=1)
+    log_marg = stats.multivariate_normal(np.zeros(k), mu_cov + sigma**2 * np.diag(np.broadcast_to(h, k))).logpdf(ys)
+    ratio = log_lik - log_marg
+    return ratio.mean(), ratio.std() / np.sqrt(draws)
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_info_gain_matches_monte_carlo_within_two_percent(n):
+    rng = np.random.default_rng(3 + n)
+    rows, weights, z, mu0, p0 = _problem(rng, n=12)
+    post = _fit(rows, weights, z, mu0, p0)
+    x = np.array([[1.0, 1, 0, 0, 1, 0]])
+    r = post.quad(x)[0]
+    h = 0.6
+    closed = float(info_gain_known_sigma(r, n, h))
+    # n runs of the same config: rows repeated; prior cov of (x beta) repeated is r * ones.
+    estimate, se = _mc_mutual_information(rng, np.full((n, n), r), np.repeat(x, n, axis=0), h, 0.8, 400_000)
+    assert se < 0.02 * closed / 3  # the 2% tolerance is at least 3 MC standard errors
+    assert abs(estimate - closed) < 0.02 * closed
+
+
+def test_batch_info_gain_matches_monte_carlo_and_single_form():
+    rng = np.random.default_rng(11)
+    rows, weights, z, mu0, p0 = _problem(rng, n=15)
+    post = _fit(rows, weights, z, mu0, p0)
+    batch = np.array([[1.0, 1, 0, 0, 0, 0], [1.0, 0, 1, 1, 0, 0], [1.0, 1, 0, 0, 0, 1]])
+    whitened = post.whiten(batch)
+    closed = batch_info_gain_known_sigma(whitened, 1.0)
+    estimate, se = _mc_mutual_information(rng, whitened.T @ whitened, batch, 1.0, 1.3, 200_000)
+    assert se < 0.02 * closed / 3
+    assert abs(estimate - closed) < 0.02 * closed
+    single = batch[:1]
+    assert batch_info_gain_known_sigma(post.whiten(single), 2.0) == pytest.approx(
+        float(info_gain_known_sigma(post.quad(single)[0], 1, 2.0)), rel=1e-12)
+
+
+def test_info_gain_grows_with_n_and_shrinks_after_observing():
+    rng = np.random.default_rng(5)
+    rows, weights, z, mu0, p0 = _problem(rng, n=10)
+    x = rows[:1]
+    before = _fit(rows, weights, z, mu0, p0)
+    gains = info_gain_known_sigma(before.quad(x)[0], np.arange(1, 6))
+    assert np.all(np.diff(gains) > 0)
+    more = np.vstack([rows, x, x])
+    after = _fit(more, np.append(weights, [1.0, 1.0]), np.append(z, [0.1, -0.2]), mu0, p0)
+    assert info_gain_known_sigma(after.quad(x)[0], 1) < info_gain_known_sigma(before.quad(x)[0], 1)

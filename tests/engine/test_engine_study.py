@@ -1,0 +1,319 @@
+"""End-to-end studies: the real loop, real SQLite, real beliefs, real envs (synthetic, command, gpt)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.study import Study
+
+REPO = Path(__file__).resolve().parents[2]
+
+SYNTHETIC = """
+[study]
+name = "synth"
+seed = 3
+budget_trials = {budget}
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "synthetic"
+n_hypotheses = 6
+effect_size = 1.0
+noise_sd = 0.5
+world_seed = 1
+
+[beliefs]
+fit_pymc = {fit_pymc}
+pymc_draws = 100
+pymc_tune = 100
+pymc_chains = 1
+
+[policy]
+kind = "{policy}"
+"""
+
+# A deterministic, slightly slow "experiment": the metric depends on the params and the seed.
+FAKE_EXPERIMENT = """
+import sys, time, random
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+time.sleep(float(args.get("sleep", 0)))
+if args.get("crash") == "1":
+    sys.exit(3)
+rng = random.Random(int(args["seed"]))
+value = 5.0 - 1.5 * float(args["boost"]) + 0.2 * float(args["noise"]) + rng.gauss(0, 0.3)
+print("loss:", value)
+"""
+
+COMMAND = """
+[study]
+name = "cmd"
+seed = 5
+budget_trials = {budget}
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "command"
+command = "{python} {script} seed={{seed}} boost={{boost}} noise={{noise}} crash={{crash}} sleep={{sleep}}"
+metric = "loss"
+timeout_s = 20
+base = {{ boost = 0, noise = 0, crash = 0, sleep = {sleep} }}
+
+[[hypotheses]]
+name = "boost"
+category = "architecture"
+change = {{ boost = 1 }}
+
+[[hypotheses]]
+name = "noisy"
+category = "optimizer"
+change = {{ noise = 1 }}
+
+[[hypotheses]]
+name = "crashes"
+category = "optimizer"
+change = {{ crash = 1 }}
+
+[beliefs]
+fit_pymc = false
+
+[policy]
+kind = "efe"
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def command_config(tmp_path: Path, budget: int = 24, sleep: float = 0.0) -> Path:
+    script = write(tmp_path / "experiment.py", FAKE_EXPERIMENT)
+    return write(tmp_path / "cmd.toml", COMMAND.format(python=sys.executable, script=script,
+                                                        budget=budget, sleep=sleep))
+
+
+def ledger_rows(db: Path, table: str) -> list[dict]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f"select * from {table} order by rowid")]
+
+
+def check_outputs_agree(out: Path) -> None:
+    """Everything a study folder must hold, and the database agreeing with the exports."""
+    for name in ("study.db", "beliefs.nc", "incumbent.json", "results.tsv", "report.md"):
+        assert (out / name).is_file(), name
+    for plot in ("effects_forest.png", "incumbent.png", "efe_terms.png", "appraisal.png"):
+        assert (out / "plots" / plot).stat().st_size > 5000, plot
+    decisions = ledger_rows(out / "study.db", "decisions")
+    incumbent = json.loads((out / "incumbent.json").read_text())
+    kept = [d["hypothesis"] for d in decisions if d["verdict"] == "keep"]
+    assert incumbent["kept"] == kept
+    assert incumbent["interval"][0] <= incumbent["mean"] <= incumbent["interval"][1]
+    with open(out / "results.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    final = [d for d in decisions if d["verdict"] != "undecided"]
+    assert rows[0]["description"].startswith("baseline")
+    assert [r["status"] for r in rows[1:] if "(undecided)" not in r["description"]] == [
+        "keep" if d["verdict"] == "keep" else "crash" if "crashed" in d["reason"] else "discard"
+        for d in final]
+    last_verdict = {d["hypothesis"]: d["verdict"] for d in decisions}
+    assert sum("(undecided)" in r["description"] for r in rows) == \
+        sum(v == "undecided" for v in last_verdict.values())
+
+
+def test_synthetic_study_end_to_end_with_pymc(tmp_path):
+    cfg = load_config(write(tmp_path / "s.toml", SYNTHETIC.format(budget=30, fit_pymc="true", policy="efe")),
+                      out_dir=str(tmp_path / "out"))
+    result = Study(cfg).run()
+    assert result.status == "finished"
+    assert result.runs_used <= 30
+    check_outputs_agree(tmp_path / "out")
+    assert (tmp_path / "out" / "beliefs_pymc.nc").is_file()
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    assert len(runs) == result.runs_used
+    assert all(r["seed"] is not None and r["config_json"] and r["backend"] for r in runs)
+
+
+def test_the_ratchet_runs_one_unpaired_run_per_step(tmp_path):
+    cfg = load_config(write(tmp_path / "s.toml", SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet")),
+                      out_dir=str(tmp_path / "out"))
+    Study(cfg).run(write_report=False)
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    assert len(runs) == 12
+    assert {r["role"] for r in runs} == {"base", "candidate"}
+
+
+def test_command_study_survives_a_crashing_hypothesis(tmp_path):
+    cfg = load_config(command_config(tmp_path), out_dir=str(tmp_path / "out"))
+    result = Study(cfg).run()
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    crashed = [r for r in runs if r["status"] == "crash"]
+    decisions = {d["hypothesis"]: d for d in ledger_rows(tmp_path / "out" / "study.db", "decisions")}
+    if crashed:  # the policy chose to try it: the study recorded the crash and carried on
+        assert decisions["crashes"]["verdict"] == "revert"
+        assert all(json.loads(r["hypotheses_json"]) for r in crashed)
+    assert "boost" in result.kept  # a 5-sd improvement is found and kept
+    check_outputs_agree(tmp_path / "out")
+
+
+def run_study_process(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_runs(db: Path, count: int, proc: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                if len(ledger_rows(db, "runs")) >= count:
+                    return
+            except sqlite3.OperationalError:
+                pass  # the schema is being created
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} runs after {limit} s")
+
+
+def run_keys(db: Path) -> list[tuple]:
+    return sorted((r["step"], r["slot"], r["seed"], r["hypotheses_json"], r["role"])
+                  for r in ledger_rows(db, "runs"))
+
+
+def test_kill_9_mid_study_then_resume_loses_and_repeats_nothing(tmp_path):
+    config = command_config(tmp_path, budget=18, sleep=0.3)
+    reference = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out",
+                                str(tmp_path / "reference"), "--quiet"], cwd=REPO, capture_output=True,
+                               text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    expected = run_keys(tmp_path / "reference" / "study.db")
+    assert 16 <= len(expected) <= 18  # a paired step needs two runs, so one may stay unspent
+
+    out = tmp_path / "killed"
+    for kill_after in (3, 8, 13):  # three kills at different points, each mid-step
+        proc = run_study_process(config, out)
+        wait_for_runs(out / "study.db", kill_after, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    got = run_keys(out / "study.db")
+    assert len(got) == len(set(got)), "a run was recorded twice"
+    assert got == expected
+    assert [d["verdict"] for d in ledger_rows(out / "study.db", "decisions")] == \
+        [d["verdict"] for d in ledger_rows(tmp_path / "reference" / "study.db", "decisions")]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    config = command_config(tmp_path, budget=18, sleep=0.3)
+    out = tmp_path / "out"
+    proc = run_study_process(config, out)
+    wait_for_runs(out / "study.db", 4, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Resume with: python -m engine.study" in stderr
+    assert ledger_rows(out / "study.db", "studies")[0]["status"] == "stopped"
+    resumed = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    keys = run_keys(out / "study.db")
+    assert 16 <= len(keys) == len(set(keys)) <= 18
+
+
+def test_a_bad_config_exits_2_naming_the_key_before_any_run(tmp_path):
+    config = write(tmp_path / "bad.toml", SYNTHETIC.format(budget=0, fit_pymc="false", policy="efe"))
+    result = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(tmp_path / "o")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "budget_trials" in result.stderr and "0" in result.stderr
+    assert not (tmp_path / "o" / "study.db").exists()
+
+
+def test_resuming_with_a_changed_config_is_refused(tmp_path):
+    path = write(tmp_path / "s.toml", SYNTHETIC.format(budget=10, fit_pymc="false", policy="efe"))
+    Study(load_config(path, out_dir=str(tmp_path / "out"))).run(write_report=False)
+    write(path, SYNTHETIC.format(budget=10, fit_pymc="false", policy="greedy"))
+    with pytest.raises(ValueError, match="different config"):
+        Study(load_config(path, out_dir=str(tmp_path / "out")))
+
+
+LLM_REPLY = json.dumps([
+    {"name": "llm-wider", "category": "architecture", "change": {"boost": 1}, "description": "from the model"},
+    {"name": "bad name!", "category": "x", "change": {"boost": 1}},
+])
+
+
+@pytest.mark.parametrize("reply, added", [(LLM_REPLY, ["llm-wider"]), ("I think you should try RoPE", [])])
+def test_llm_proposer_adds_valid_hypotheses_and_survives_garbage(tmp_path, reply, added):
+    path = command_config(tmp_path, budget=10)
+    text = path.read_text().replace('[policy]', f'[proposer]\nkind = "llm"\nmodel = "gpt-4o-mini"\n'
+                                               f'every = 1\nmock_response = {json.dumps(reply)}\n\n[policy]')
+    path.write_text(text)
+    study = Study(load_config(path, out_dir=str(tmp_path / "out")))
+    result = study.run(write_report=False)
+    assert result.status == "finished"
+    assert [h for h in study.hypotheses if h.startswith("llm-")] == added
+    steps = ledger_rows(tmp_path / "out" / "study.db", "steps")
+    proposed = [h["name"] for s in steps for h in json.loads(s["action_json"]).get("proposed", [])]
+    assert proposed == added
+
+
+TINY_GPT = """
+[study]
+name = "tiny-gpt"
+seed = 1
+budget_trials = 5
+replicates_per_step = 2
+base_runs = 2
+
+[env]
+kind = "gpt"
+backend = "cpu"
+steps = 3
+timeout_s = 120
+base = {{ n_layer = 1, n_embd = 32, n_head = 2, seq_len = 32, batch_size = 2, eval_seq_len = 32, eval_tokens = 1024, threads = 1 }}
+
+[[hypotheses]]
+name = "wider"
+category = "architecture"
+change = {{ n_embd = 48 }}
+
+[[hypotheses]]
+name = "hot-lr"
+category = "optimizer"
+change = {{ matrix_lr = 0.08 }}
+
+[beliefs]
+fit_pymc = {fit_pymc}
+"""
+
+
+def test_tiny_gpt_study_end_to_end(tmp_path):
+    """The real trainer in subprocesses: every run records its eval hash, seed and config."""
+    cfg = load_config(write(tmp_path / "g.toml", TINY_GPT.format(fit_pymc="false")), out_dir=str(tmp_path / "out"))
+    result = Study(cfg).run()
+    assert result.runs_used == 5
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    assert [r["status"] for r in runs] == ["ok"] * 5, [json.loads(r["extra_json"]).get("reason") for r in runs]
+    assert len({r["eval_hash"] for r in runs}) == 1 and runs[0]["eval_hash"]
+    assert all(2.0 < r["metric"] < 9.0 for r in runs)  # bits per byte of an almost untrained model
+    candidate = [json.loads(r["config_json"]) for r in runs if r["role"] == "candidate"]
+    assert candidate and all(c["n_layer"] == 1 for c in candidate)
+    check_outputs_agree(tmp_path / "out")

@@ -1,0 +1,73 @@
+"""Schema versions: a real v1 database migrates forward after a backup; newer ones are refused."""
+
+import sqlite3
+
+import pytest
+
+from memory import Ledger, SchemaTooNewError
+from memory.schema import SCHEMA_VERSION, build_schema_v1
+
+
+def make_v1_database(path):
+    """A database exactly as the version-1 code wrote it, with one study, run and decision."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    build_schema_v1(conn)
+    conn.execute("INSERT INTO studies (name, config_json, env_fingerprint, seed, started, status) "
+                 "VALUES ('old', '{}', 'env', 3, '2026-01-01T00:00:00+00:00', 'finished')")
+    conn.execute("INSERT INTO runs (study_id, step, slot, role, hypotheses_json, config_json, seed, "
+                 "metric, status) VALUES (1, 0, 0, 'base', '[]', '{}', 11, 1.5, 'ok')")
+    conn.execute("INSERT INTO decisions (study_id, step, hypothesis, verdict, n_runs, reason, "
+                 "created) VALUES (1, 1, 'rope', 'keep', 4, 'p>0.95', '2026-01-01T00:00:00+00:00')")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def tables(path):
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
+def test_v1_database_migrates_after_writing_a_backup(tmp_path):
+    path = tmp_path / "study.db"
+    make_v1_database(path)
+    assert "episodes" not in tables(path)
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION == 2
+        (run,) = ledger.runs(1)
+        assert (run["metric"], run["seed"], run["eval_hash"], run["extra"]) == (1.5, 11, None, {})
+        assert ledger.decisions(1)[0]["hypothesis"] == "rope"
+        ledger.record_episode(study_id=1, env_fingerprint="env", hypothesis="rope",
+                              category="arch", outcome={})  # the new tables work
+    backup = tmp_path / "study.db.bak-v1"
+    assert backup.exists()
+    conn = sqlite3.connect(backup)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert conn.execute("SELECT metric FROM runs").fetchall() == [(1.5,)]
+    conn.close()
+    assert "episodes" not in tables(backup)
+    with Ledger(path) as reopened:  # already current: opens without migrating again
+        assert len(reopened.episodes()) == 1
+
+
+def test_newer_database_is_refused_naming_both_versions(tmp_path):
+    path = tmp_path / "study.db"
+    Ledger(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match=r"version 7.*at most version 2"):
+        Ledger(path)
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ValueError, match="photos"):
+        Ledger(path)

@@ -1,0 +1,52 @@
+"""python -m train [--config FILE.toml|FILE.json] [--seed N] [--steps N | --time-budget S] [--backend B] [--knob VALUE ...]
+
+Prints progress to stderr and ends stdout with the summary block (docs/CONTRACTS.md). Exit 0 on
+success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core box spinning threads fight
+# other processes and made steps up to 6x slower in our measurements. Must precede importing torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from train.config import ConfigError, TrainConfig, parse_args
+from train.data import DataError, prepare
+from train.loop import Backend, TrainingFailed, train
+
+
+def make_backend(config: TrainConfig) -> Backend:
+    """The backend named by config.backend ('auto' resolves to cuda > mps > cpu)."""
+    if config.backend == "mlx":
+        try:
+            from train.mlx_backend import MLXBackend
+        except ImportError as error:
+            raise ConfigError(f"bad value for 'backend': 'mlx' (mlx cannot be imported: {error})") from None
+        return MLXBackend(config)
+    from train.torch_backend import TorchBackend, resolve_device
+
+    return TorchBackend(config, resolve_device(config.backend))
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    try:
+        config = parse_args(sys.argv[1:] if argv is None else argv)
+        data = prepare(config.data, config.text_column, config.eval_tokens)
+        result = train(config, data, make_backend(config), started)
+    except (ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingFailed as error:
+        print(f"FAIL: {error}", flush=True)
+        return 1
+    print(result.summary(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
