@@ -41,7 +41,9 @@ class StudyScore:
     gain: float            # metric units, positive = better than the base
     best_gain: float | None  # the best reachable gain where the truth is known
     keeps: int
-    false_keeps: int
+    false_keeps: int | None     # keeps whose true effect, where they were kept, is no gain
+    null_decisions: int | None  # final verdicts on changes whose true effect there is no gain
+    # (both None where the truth is only re-measured: every decision would cost re-runs)
     runs_used: int
     wall_seconds: float
     truth_source: str      # "truth" | "reeval"
@@ -90,42 +92,50 @@ def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, sour
     study = Study(cfg)
     study.run(write_report=False)
     wall = time.monotonic() - started
-    truth = _truth_function(study, data["bench"].get("reeval_runs", 0), seed)
+    truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
     base_value = truth(frozenset())
     final_value = truth(study.incumbent)
-    false_keeps = 0
+    false_keeps = null_decisions = 0 if truth.source == "truth" else None
     applied: frozenset[str] = frozenset()
-    for name in study.kept:  # a keep is false when its true effect, where it was kept, is no gain
-        if study.sign * (truth(applied | {name}) - truth(applied)) >= 0:
-            false_keeps += 1
-        applied = applied | {name}
+    for d in study.ledger.decisions(study.study_id) if truth.source == "truth" else ():
+        if d["verdict"] == "undecided":  # replayed in order: the incumbent grows with each keep
+            continue
+        name = d["hypothesis"]
+        if study.sign * (truth(applied | {name}) - truth(applied)) >= 0:  # no true gain here
+            null_decisions += 1
+            false_keeps += d["verdict"] == "keep"
+        if d["verdict"] == "keep":
+            applied = applied | {name}
     best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
     best_gain = study.sign * (base_value - best().value) if best else None
     return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value), best_gain,
-                      len(study.kept), false_keeps, study.runs_used, wall, truth.source)
+                      len(study.kept), false_keeps, null_decisions, study.runs_used, wall, truth.source)
 
 
-def _truth_function(study, reeval_runs: int, seed: int):
-    """The noise-free metric of a set of applied hypotheses: exact, or from fresh re-runs."""
-    cache: dict[frozenset[str], float] = {}
+class Truth:
+    """The noise-free metric of a set of applied hypotheses: exact where the env knows it,
+    otherwise the mean of `reeval_runs` fresh runs (seeds no study used), cached per set."""
 
-    def truth(applied: frozenset[str]) -> float:
-        if applied not in cache:
-            exact = study.env.truth(study.config_for(applied))
-            if exact is not None:
-                cache[applied] = exact
-            else:
-                if reeval_runs < 1:
-                    raise ConfigError("[bench]", ["this env has no truth; set reeval_runs >= 1"])
-                fresh = np.random.default_rng([seed, 99991]).integers(2**31 - 1, size=reeval_runs)
-                values = [study.env.run(study.config_for(applied), int(s)).metric for s in fresh]
-                values = [v for v in values if v is not None and np.isfinite(v)]
-                cache[applied] = float(np.mean(values)) if values else float("nan")
-        return cache[applied]
+    def __init__(self, study, reeval_runs: int, seed: int):
+        self.study, self.reeval_runs, self.seed = study, reeval_runs, seed
+        self.source = "truth" if study.env.truth(study.config_for(frozenset())) is not None else "reeval"
+        self.cache: dict[frozenset[str], float] = {}
 
-    probe = study.env.truth(study.config_for(frozenset()))
-    truth.source = "truth" if probe is not None else "reeval"
-    return truth
+    def __call__(self, applied: frozenset[str]) -> float:
+        if applied not in self.cache:
+            self.cache[applied] = self._measure(applied)
+        return self.cache[applied]
+
+    def _measure(self, applied: frozenset[str]) -> float:
+        config = self.study.config_for(applied)
+        if self.source == "truth":
+            return self.study.env.truth(config)
+        if self.reeval_runs < 1:
+            raise ConfigError("[bench]", ["this env has no truth; set reeval_runs >= 1"])
+        fresh = np.random.default_rng([self.seed, 99991]).integers(2**31 - 1, size=self.reeval_runs)
+        values = [self.study.env.run(config, int(s)).metric for s in fresh]
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        return float(np.mean(values)) if values else float("nan")
 
 
 def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, stat=np.mean) -> tuple[float, float]:
@@ -147,16 +157,20 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
             group = [s for s in scores if s.world == world and s.policy == policy]
             gains = np.array([s.gain for s in group])
             keeps = np.array([s.keeps for s in group])
-            false_keeps = np.array([s.false_keeps for s in group])
-            pairs = np.stack([false_keeps, keeps], axis=1)
-            rate = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731  pooled over seeds
             row = {"world": world, "policy": policy, "n": len(group),
                    "gain": float(gains.mean()), "gain_ci": bootstrap_interval(gains, rng),
-                   "false_keep_rate": float(rate(pairs)),
-                   "false_keep_ci": bootstrap_interval(pairs, rng, stat=rate),
                    "keeps": float(keeps.mean()),
                    "runs_used": float(np.mean([s.runs_used for s in group])),
                    "wall_seconds": float(np.mean([s.wall_seconds for s in group]))}
+            if all(s.false_keeps is not None for s in group):
+                false_keeps = np.array([s.false_keeps for s in group])
+                pairs = np.stack([false_keeps, keeps], axis=1)
+                null_pairs = np.stack([false_keeps, [s.null_decisions for s in group]], axis=1)
+                rate = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731  pooled over seeds
+                row.update(false_keep_rate=float(rate(pairs)),
+                           false_keep_ci=bootstrap_interval(pairs, rng, stat=rate),
+                           null_keep_rate=float(rate(null_pairs)),
+                           null_keep_ci=bootstrap_interval(null_pairs, rng, stat=rate))
             if all(s.best_gain for s in group):
                 fractions = np.array([s.gain / s.best_gain for s in group])
                 row["fraction_of_best"] = float(fractions.mean())
@@ -169,17 +183,26 @@ def render_markdown(rows: list[dict], bench: dict, elapsed: float) -> str:
     lines = [f"# Benchmark: {bench.get('name', 'bench')}", "",
              f"{bench['seeds']} seeds per policy, {bench['budget_trials']} runs each; "
              f"means with bootstrap 95% intervals over seeds; total wall time {elapsed:.0f} s.", "",
-             "| world | policy | true gain | fraction of best | false-keep rate | keeps | runs used | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "False-keep rate: kept changes with no true gain / all keeps. Null keep rate: keeps of "
+             "changes with no true gain / final verdicts on such changes (what the keep rule bounds).", "",
+             "| world | policy | true gain | fraction of best | false-keep rate | null keep rate | keeps | runs used | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        fraction = (f"{r['fraction_of_best']:.2f} [{r['fraction_ci'][0]:.2f}, {r['fraction_ci'][1]:.2f}]"
-                    if "fraction_of_best" in r else "—")
         lines.append(
-            f"| {r['world']} | {r['policy']} | {r['gain']:+.4g} [{r['gain_ci'][0]:+.4g}, {r['gain_ci'][1]:+.4g}] | "
-            f"{fraction} | {r['false_keep_rate']:.3f} [{r['false_keep_ci'][0]:.3f}, {r['false_keep_ci'][1]:.3f}] | "
+            f"| {r['world']} | {r['policy']} | {_cell(r, 'gain', '+.4g')} | {_cell(r, 'fraction_of_best', '.2f')} | "
+            f"{_cell(r, 'false_keep_rate', '.3f')} | {_cell(r, 'null_keep_rate', '.3f')} | "
             f"{r['keeps']:.1f} | {r['runs_used']:.1f} | {r['wall_seconds']:.1f} |")
     lines += ["", *verdict_lines(rows, bench), ""]
     return "\n".join(lines)
+
+
+def _cell(row: dict, key: str, spec: str) -> str:
+    """'value [lo, hi]', or '—' where this bench could not measure it."""
+    if key not in row:
+        return "—"
+    interval_key = {"gain": "gain_ci", "fraction_of_best": "fraction_ci"}.get(key, key.replace("_rate", "_ci"))
+    lo, hi = row[interval_key]
+    return f"{row[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def verdict_lines(rows: list[dict], bench: dict) -> list[str]:
@@ -192,11 +215,13 @@ def verdict_lines(rows: list[dict], bench: dict) -> list[str]:
             continue
         d, b = by[default], by[baseline]
         gain_ok = d["gain"] >= b["gain"]
-        fk_ok = d["false_keep_rate"] <= 0.05
-        lines.append(f"- {world}: true gain {d['gain']:+.4g} vs {b['gain']:+.4g} "
-                     f"({'at least as high' if gain_ok else 'LOWER: the engine loses here'}); "
-                     f"false-keep rate {d['false_keep_rate']:.3f} vs {b['false_keep_rate']:.3f} "
+        line = (f"- {world}: true gain {d['gain']:+.4g} vs {b['gain']:+.4g} "
+                f"({'at least as high' if gain_ok else 'LOWER: the engine loses here'})")
+        if "false_keep_rate" in d and "false_keep_rate" in b:
+            fk_ok = d["false_keep_rate"] <= 0.05
+            line += (f"; false-keep rate {d['false_keep_rate']:.3f} vs {b['false_keep_rate']:.3f} "
                      f"({'within 5%' if fk_ok else 'ABOVE 5%'})")
+        lines.append(line)
     return lines
 
 
@@ -215,7 +240,7 @@ def plot(rows: list[dict], path: Path) -> None:
             xs, ys, errs = [], [], [[], []]
             for w, world in enumerate(worlds):
                 r = next((r for r in rows if r["world"] == world and r["policy"] == policy), None)
-                if r is None:
+                if r is None or key not in r:
                     continue
                 xs.append(w + i * width)
                 ys.append(r[key])
@@ -265,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             score = future.result()
             scores.append(score)
             print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
-                  f"{score.gain:+.4g}, keeps {score.keeps} (false {score.false_keeps}), "
+                  f"{score.gain:+.4g}, keeps {score.keeps} (false {'?' if score.false_keeps is None else score.false_keeps}), "
                   f"{score.runs_used} runs, {score.wall_seconds:.1f} s", file=sys.stderr, flush=True)
     scores.sort(key=lambda s: (s.world, bench["policies"].index(s.policy), s.seed))
     rows = summarise(scores)

@@ -5,7 +5,7 @@
 and returns frozen dataclasses; every problem in the file is collected and raised together
 as one `ConfigError`, before any run starts. `describe_schema` renders the same table as
 Markdown, so the documentation cannot drift from what is enforced. The exact schema is the
-"Config file" section of docs/CONTRACTS.md.
+table in docs/CONFIG.md (generated from it).
 """
 
 from __future__ import annotations

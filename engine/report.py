@@ -75,8 +75,10 @@ def plot_forest(models: list, study: Study, path: Path) -> Path:
                           combined=True, figsize=(8, height))
     ax = np.ravel(axes)[0]
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_title(f"Effect on {study.cfg.env['metric']} by hypothesis (90% HDI); "
-                 f"{'lower' if study.sign > 0 else 'higher'} is better")
+    metric = study.cfg.env["metric"] if study.sign > 0 else f"-{study.cfg.env['metric']} (negated)"
+    ax.set_title(f"Effect on {metric} by hypothesis (90% HDI); lower is better")
+    if ax.get_legend() is not None:  # outside the axes, so it never hides the first row
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     labels = {h.name: f"{h.category}: {h.name}" for h in order}
     ax.set_yticklabels([_relabel(t.get_text(), labels) for t in ax.get_yticklabels()])
     fig = ax.get_figure()

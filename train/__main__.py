@@ -1,6 +1,6 @@
 """python -m train [--config FILE.toml|FILE.json] [--seed N] [--steps N | --time-budget S] [--backend B] [--knob VALUE ...]
 
-Prints progress to stderr and ends stdout with the summary block (docs/CONTRACTS.md). Exit 0 on
+Prints progress to stderr and ends stdout with the summary block (docs/ARCHITECTURE.md). Exit 0 on
 success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data.
 """
 

@@ -51,7 +51,7 @@ class RunResult:
     seed: int
 
     def summary(self) -> str:
-        """The summary block of the trainer's command-line contract (docs/CONTRACTS.md)."""
+        """The summary block of the trainer's command-line contract (docs/ARCHITECTURE.md)."""
         rows = [
             ("val_bpb", f"{self.val_bpb:.6f}"),
             ("training_seconds", f"{self.training_seconds:.1f}"),

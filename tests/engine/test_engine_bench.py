@@ -60,7 +60,8 @@ def test_bench_runs_every_policy_on_every_world_with_equal_budgets(tmp_path):
         group = [s for s in studies if s["world"] == row["world"] and s["policy"] == row["policy"]]
         assert np.isclose(row["gain"], np.mean([s["gain"] for s in group]))
         assert row["gain_ci"][0] <= row["gain"] <= row["gain_ci"][1]
-        assert 0 <= row["false_keep_rate"] <= 1
+        assert 0 <= row["false_keep_rate"] <= 1 and 0 <= row["null_keep_rate"] <= 1
+        assert all(s["false_keeps"] <= min(s["keeps"], s["null_decisions"]) for s in group)
         assert all(s["gain"] <= s["best_gain"] + 1e-9 for s in group)  # nobody beats the optimum
     markdown = (tmp_path / "out" / "bench.md").read_text()
     assert "| quiet | efe |" in markdown and "| noisy | ratchet |" in markdown
