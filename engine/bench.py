@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures as futures
 import copy
 import json
+import shutil
 import sys
 import time
 import tomllib
@@ -280,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Every bench starts from empty study folders: a study left by an earlier bench would resume
+    # (or, with other code, be refused) instead of being measured again.
+    shutil.rmtree(out_dir / "studies", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = args.workers or bench.get("workers", 1)
     started = time.monotonic()

@@ -53,6 +53,9 @@ class ConfigError(ValueError):
         count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
         super().__init__("\n".join([f"invalid config {source} ({count}):", *("  " + p for p in problems)]))
 
+    def __reduce__(self):  # picklable, so an error in a benchmark worker process reaches the parent
+        return (ConfigError, (self.source, list(self.problems)))
+
 
 # ---------------------------------------------------------------------------------------------
 # Value types and constraints: the vocabulary the schema table is written in.

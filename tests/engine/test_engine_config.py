@@ -522,3 +522,12 @@ def test_the_config_reference_in_docs_is_generated_from_the_schema():
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
     assert docs.read_text() == render_reference(), "regenerate: python -m engine.config > docs/CONFIG.md"
+
+
+def test_config_errors_survive_pickling_from_a_worker_process():
+    import pickle
+
+    from engine.config import ConfigError
+
+    error = pickle.loads(pickle.dumps(ConfigError("bench.toml", ["[study] seed: got -1"])))
+    assert error.problems == ("[study] seed: got -1",) and "bench.toml" in str(error)
