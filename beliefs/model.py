@@ -32,6 +32,7 @@ from beliefs.nig import (
     loo_predictive_params,
     nig_posterior,
 )
+from beliefs.spike import SpikePrior, log_bayes_factor_null, null_share_posterior
 from beliefs.standardise import ConfigMoments, standardisation
 from beliefs.types import (
     BeliefPrior,
@@ -341,17 +342,61 @@ class Beliefs:
         mean, r, post, center, scale = self._mean_and_r(configs)
         return Predictive(mean * scale + center, np.sqrt(post.noise_var * r) * scale, np.full(len(mean), 2 * post.a))
 
-    def difference(self, a: frozenset[str], b: frozenset[str]) -> Predictive:
-        """mu(a) - mu(b): t_{2a}(d^T m, (b/a) d^T V d) with d = x(a) - x(b), metric units, 0-d arrays."""
-        post, _, scale = self._posterior()
+    def _contrast(self, a: frozenset[str], b: frozenset[str]) -> tuple[np.ndarray, int]:
+        """d = x(a) - x(b), and how many pairs without a column are in only one of the configs
+        (those keep their prior variance tau_int^2; pairs unseen in both cancel)."""
         a, b = frozenset(a), frozenset(b)
         rows, _ = self._features([a, b])
-        contrast = rows[0] - rows[1]
-        # Unseen pairs in only one of the configs keep their prior variance; shared ones cancel.
-        unseen_only = len(self._unseen_pairs(a) ^ self._unseen_pairs(b))
+        return rows[0] - rows[1], len(self._unseen_pairs(a) ^ self._unseen_pairs(b))
+
+    def difference(self, a: frozenset[str], b: frozenset[str]) -> Predictive:
+        """mu(a) - mu(b) under the slab: t_{2a}(d^T m, (b/a) d^T V d) with d = x(a) - x(b), metric
+        units, 0-d arrays."""
+        post, _, scale = self._posterior()
+        contrast, unseen_only = self._contrast(a, b)
         r = float(post.quad(contrast)[0]) + unseen_only * self._interaction_tau_sq
         return Predictive(np.asarray(float(contrast @ post.mean) * scale),
                           np.asarray(math.sqrt(post.noise_var * r) * scale), np.asarray(2 * post.a))
+
+    def _prior_scale_sq(self, contrasts: np.ndarray, scale: float) -> np.ndarray:
+        """c^T Lambda0^-1 c per row c: the slab's prior variance of c^T theta in units of sigma^2."""
+        return (contrasts**2) @ (1.0 / self._prior_vectors(scale)[1])
+
+    def _log_bayes_factors_null(self, contrasts: np.ndarray) -> np.ndarray:
+        """log BF01 of c^T theta = 0 against the slab for each row c (beliefs.spike), standardised."""
+        post, _, scale = self._posterior()
+        prior_mean = self._prior_vectors(scale)[0]
+        a0, b0 = self.prior.noise_shape, self.prior.noise_rate
+        return log_bayes_factor_null(contrasts @ post.mean, np.sqrt(post.noise_var * post.quad(contrasts)), 2 * post.a,
+                                     contrasts @ prior_mean, np.sqrt(b0 / a0 * self._prior_scale_sq(contrasts, scale)),
+                                     2 * a0)
+
+    def null_share(self) -> np.ndarray:
+        """Weights of p(pi0 | data) on beliefs.spike.NULL_SHARE_GRID, from the Bayes factors of
+        every hypothesis that has been run (pi0: the share of changes that do nothing)."""
+        tested = sorted({name for o in self._observations for name in o.config})
+        return null_share_posterior(self._log_bayes_factors_null(self.effect_contrasts(tested)),
+                                    self.prior.null_share)
+
+    def spike(self, a: frozenset[str], b: frozenset[str]) -> SpikePrior | None:
+        """The spike-and-slab prior of d = mu(a) - mu(b), metric units; None when the spike is off."""
+        if self.prior.null_share == 0:
+            return None
+        post, _, scale = self._posterior()
+        contrast, unseen_only = self._contrast(a, b)
+        prior_var = float(self._prior_scale_sq(contrast[None, :], scale)[0]) + unseen_only * self._interaction_tau_sq
+        a0, b0 = self.prior.noise_shape, self.prior.noise_rate
+        return SpikePrior(float(contrast @ self._prior_vectors(scale)[0]) * scale,
+                          math.sqrt(b0 / a0 * prior_var) * scale, 2 * a0, 2 * post.a, self.null_share())
+
+    def null_probability(self, a: frozenset[str], b: frozenset[str]) -> float:
+        """P(mu(a) = mu(b) | data) under the spike-and-slab prior: the chance that the change from
+        b to a does nothing (0 when the spike is off)."""
+        spike = self.spike(a, b)
+        if spike is None:
+            return 0.0
+        diff = self.difference(a, b)
+        return spike.null_probability(float(diff.mean), float(diff.scale))
 
     def info_gain(self, configs: Sequence[frozenset[str]], n: int | np.ndarray,
                   noise_scale: float | np.ndarray = 1.0) -> np.ndarray:

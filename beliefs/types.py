@@ -97,6 +97,8 @@ class BeliefPrior:
     deriving it from the data (see beliefs.standardise).
     `effect_priors` maps a hypothesis name to (mean, sd) in METRIC units (transfer from memory);
     it replaces that hypothesis's category prior (sd relative to noise_sd, as all effect priors).
+    `null_share` is the prior guess of the share of changes that do nothing at all (the spike of
+    the spike-and-slab prior, see beliefs.spike); 0 turns the spike off (slab only).
     """
 
     effect_sd: float = 0.5
@@ -110,8 +112,11 @@ class BeliefPrior:
     hyper_uncertainty: bool = True
     effect_priors: dict[str, tuple[float, float]] = field(default_factory=dict)
     standardisation: tuple[float, float] | None = None
+    null_share: float = 0.5
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.null_share, (int, float)) and 0 <= self.null_share < 1):
+            raise ValueError(f"BeliefPrior.null_share must be in [0, 1), got {self.null_share!r}")
         if self.standardisation is not None:
             center, scale = self.standardisation
             if not (math.isfinite(center) and math.isfinite(scale) and scale > 0):

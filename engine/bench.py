@@ -1,9 +1,9 @@
 """Benchmark policies against each other on the same env, seeds and budget of runs.
 
-    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--workers N]
+    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--first-seed K] [--workers N]
 
-A bench file holds `[bench]` (seeds, budget_trials, policies, default_policy, reeval_runs,
-workers, out_dir), `[defaults]` (study config sections applied to every study) and one or more
+A bench file holds `[bench]` (seeds, first_seed, budget_trials, policies, default_policy,
+reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study) and one or more
 `[[worlds]]` (a name and an `[worlds.env]` table, plus optional section overrides). Every
 (world, policy, seed) is a full study in its own folder. Where the env knows its truth
 (synthetic worlds, a command env with `truth_command`) gains are true gains; otherwise the base
@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import ConfigError, parse_config
+from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
-BENCH_KEYS = {"name", "out_dir", "seeds", "budget_trials", "policies", "default_policy",
+BENCH_KEYS = {"name", "out_dir", "seeds", "first_seed", "budget_trials", "policies", "default_policy",
               "reeval_runs", "workers", "vary_world"}
 
 
@@ -102,11 +103,11 @@ def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, sour
         if d["verdict"] == "undecided":  # replayed in order: the incumbent grows with each keep
             continue
         name = d["hypothesis"]
-        if study.sign * (truth(applied | {name}) - truth(applied)) >= 0:  # no true gain here
+        if study.sign * (truth(applied | move_members(name)) - truth(applied)) >= 0:  # no true gain here
             null_decisions += 1
             false_keeps += d["verdict"] == "keep"
         if d["verdict"] == "keep":
-            applied = applied | {name}
+            applied = applied | move_members(name)
     best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
     best_gain = study.sign * (base_value - best().value) if best else None
     return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value), best_gain,
@@ -182,7 +183,7 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
 
 def render_markdown(rows: list[dict], bench: dict, elapsed: float) -> str:
     lines = [f"# Benchmark: {bench.get('name', 'bench')}", "",
-             f"{bench['seeds']} seeds per policy, {bench['budget_trials']} runs each; "
+             f"{bench['seeds']} seeds per policy (from seed {bench.get('first_seed', 0)}), {bench['budget_trials']} runs each; "
              f"means with bootstrap 95% intervals over seeds; total wall time {elapsed:.0f} s.", "",
              "False-keep rate: kept changes with no true gain / all keeps. Null keep rate: keeps of "
              "changes with no true gain / final verdicts on such changes (what the keep rule bounds).", "",
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bench", help="the bench TOML file")
     parser.add_argument("--out", help="output folder (overrides [bench] out_dir)")
     parser.add_argument("--seeds", type=int, help="override [bench] seeds")
+    parser.add_argument("--first-seed", type=int,
+                        help="override [bench] first_seed: seeds K..K+N-1 (held-out worlds for tuning)")
     parser.add_argument("--workers", type=int, help="override [bench] workers (studies in parallel)")
     args = parser.parse_args(argv)
     source = Path(args.bench)
@@ -274,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.setdefault("policies", ["efe", "ratchet"])
         if args.seeds:
             bench["seeds"] = args.seeds
+        if args.first_seed is not None:
+            bench["first_seed"] = args.first_seed
+        seeds = range(bench.get("first_seed", 0), bench.get("first_seed", 0) + bench["seeds"])
         out_dir = Path(args.out or bench.get("out_dir", f"bench_out/{source.stem}"))
-        jobs = [(w, p, s) for w in data["worlds"] for p in bench["policies"] for s in range(bench["seeds"])]
+        jobs = [(w, p, s) for w in data["worlds"] for p in bench["policies"] for s in seeds]
         for w, p, s in jobs[:: bench["seeds"]]:  # validate every world x policy before running any
             study_config(data, w, p, 0, out_dir, source)
     except ConfigError as exc:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from policies.types import KEEP_SPENDING
+
 __all__ = [
     "ConfigError",
     "StudyConfig",
@@ -270,6 +272,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "interactions": Field(BOOL, False, None, "model pairwise interactions"),
         "prior_effect_sd": Field(FLOAT, 0.5, Range(0, lo_open=True), "prior sd of an effect, standardised units"),
         "prior_noise_df": Field(FLOAT, 2.0, Range(0, lo_open=True), "prior df of the noise (inverse-gamma a0 = df/2)"),
+        "null_share": Field(FLOAT, 0.5, Range(0, 1, hi_open=True), "prior guess of the share of changes that do nothing (spike-and-slab; 0 = no spike)"),
         "fit_pymc": Field(BOOL, True, None, "full-Bayes PyMC fit for the report at the end"),
         "pymc_draws": Field(INT, 500, Range(50), "PyMC draws per chain"),
         "pymc_tune": Field(INT, 500, Range(50), "PyMC tuning steps per chain"),
@@ -289,8 +292,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "decision": {
         "threshold": Field(FLOAT, 0.95, Range(0.5, 1, lo_open=True, hi_open=True), "posterior probability of improvement needed to keep"),
         "epsilon": Field(FLOAT, 0.0, Range(0), "minimum improvement that counts, metric units"),
-        "max_replicates": Field(INT, 10, Range(1), "runs after which an undecided candidate is reverted"),
+        "max_replicates": Field(INT, 24, Range(1), "runs of one trial of a candidate after which, still undecided, it is reverted"),
         "min_replicates": Field(INT, 2, Range(1), "runs before any verdict; <= max_replicates"),
+        "spending": Field(STR, "none", OneOf(KEEP_SPENDING), "how the threshold is spread over the looks at one hypothesis: \"none\" = the posterior threshold at every look (the spike-and-slab prior already counts nulls); a group-sequential design bounds each null's keep chance instead"),
     },
     "memory": {
         "path": Field(STR, "", PathText(allow_empty=True), 'shared memory database for transfer across studies ("" = none)'),
@@ -342,6 +346,7 @@ class BeliefsSection:
     interactions: bool
     prior_effect_sd: float
     prior_noise_df: float
+    null_share: float
     fit_pymc: bool
     pymc_draws: int
     pymc_tune: int
@@ -367,6 +372,7 @@ class DecisionSection:
     epsilon: float
     max_replicates: int
     min_replicates: int
+    spending: str
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ def derive_insights(study: Study) -> list[dict]:
     """Category effects, per-hypothesis effects, dead ends and the noise level, in metric units."""
     metric = study.cfg.env["metric"]
     fingerprint = study.env.fingerprint()
-    runs_per = study._view().runs_per_hypothesis
+    # Evidence about a hypothesis: every successful run that applied it (a reopened trial's
+    # earlier runs and the incumbent's runs after a keep count too).
+    runs_per = {h.name: sum(1 for r in study.history if r.value is not None and h.name in r.config)
+                for h in study.beliefs.hypotheses}
     insights = []
 
     def add(kind: str, subject: str, statement: str, mean: float, lo: float, hi: float, evidence: int):

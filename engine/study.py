@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior, Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
+from beliefs.model import INTERACTIONS
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, Hypothesis, LLMProposer
@@ -32,8 +34,19 @@ from envs import make_env
 from memory import DuplicateRecordError, Ledger, StudyMismatchError, priors_from_insights, render_summary
 from policies import KeepRule, RunRecord, StudyView, make_policy
 from policies import compression_progress, realised_learntropy
+from policies.keep import probability_better_than
+from policies.types import move_members, pair_move
 
 INTERVAL_LEVEL = 0.9
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A move's latest final verdict, the step it came at, and the incumbent it was tried on."""
+
+    verdict: str  # keep | revert
+    step: int
+    incumbent: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ class Study:
         self.sign = 1.0 if cfg.env["direction"] == "lower" else -1.0
         self.rule = KeepRule(threshold=cfg.decision.threshold, epsilon=cfg.decision.epsilon,
                              max_replicates=cfg.decision.max_replicates,
-                             min_replicates=cfg.decision.min_replicates)
+                             min_replicates=cfg.decision.min_replicates, spending=cfg.decision.spending)
         params = {k: v for k, v in dataclasses.asdict(cfg.policy).items() if k != "kind"}
         self.policy = make_policy(cfg.policy.kind, keep_rule=self.rule, **params)
         self.runner = make_runner(cfg.runner.kind, cfg.runner.workers)
@@ -119,7 +132,8 @@ class Study:
             effect_priors = {name: (self.sign * mean, sd) for name, (mean, sd) in priors.items()
                              if name in self.hypotheses}
         return BeliefPrior(effect_sd=self.cfg.beliefs.prior_effect_sd,
-                           noise_df=self.cfg.beliefs.prior_noise_df, effect_priors=effect_priors)
+                           noise_df=self.cfg.beliefs.prior_noise_df, effect_priors=effect_priors,
+                           null_share=self.cfg.beliefs.null_share)
 
     def _replay(self) -> None:
         """Rebuild every piece of state from the ledger (all empty on a fresh study)."""
@@ -133,9 +147,9 @@ class Study:
                                interactions=self.cfg.beliefs.interactions, prior=self._prior())
         self.incumbent: frozenset[str] = frozenset()
         self.kept: list[str] = []
-        self.closed: dict[str, str] = {}
+        self.closed: dict[str, Verdict] = {}
         for row in self.ledger.decisions(self.study_id):
-            self._apply_verdict(row["hypothesis"], row["verdict"])
+            self._apply_verdict(row["hypothesis"], row["verdict"], row["step"])
         finished = {row["step"] for row in steps}
         self.pending = next((step for step in sorted(self.step_actions) if step not in finished), None)
         self.history: list[RunRecord] = []
@@ -162,12 +176,47 @@ class Study:
             self.run_seconds.append(row["seconds"])
         return record
 
-    def _apply_verdict(self, hypothesis: str, verdict: str) -> None:
-        if verdict == "keep":
-            self.incumbent = self.incumbent | {hypothesis}
-            self.kept.append(hypothesis)
+    def _apply_verdict(self, move: str, verdict: str, step: int) -> None:
         if verdict in ("keep", "revert"):
-            self.closed[hypothesis] = verdict
+            self.closed[move] = Verdict(verdict, step, self.incumbent)
+        if verdict == "keep":
+            self.kept.extend(sorted(move_members(move) - self.incumbent))
+            self.incumbent = self.incumbent | move_members(move)
+
+    def _moves(self) -> list[str]:
+        """Every move not yet in the incumbent: each hypothesis, then pairs of reverted ones.
+
+        With interactions modelled, two changes that do nothing alone may help together, a synergy
+        no single move can reach; a pair move tries both at once. Offered to policies that score
+        configurations (not learntropy, which scores one effect, nor the ratchet)."""
+        singles = [name for name in self.hypotheses if name not in self.incumbent]
+        if not (self.cfg.beliefs.interactions and self.policy.scores_pairs):
+            return singles
+        reverted = sorted(name for name in singles if name in self.closed)
+        return singles + [pair_move(a, b) for a, b in combinations(reverted, 2)]
+
+    def _candidates(self) -> tuple[list[str], set[str]]:
+        """(the open moves, the reverted ones among them reopened for a new trial).
+
+        A reverted move is tried again, as a new trial (the posterior keeps every old run):
+        - with interactions modelled, when it was reverted on an older incumbent: its pairs with
+          the newly kept changes are unseen, so it may help now;
+        - once nothing else is open and runs are left, when the posterior does not call it worse
+          (P(better) > 1 - threshold): a futility revert judges the value of more runs, not the change.
+        The ratchet retries every reverted move anyway."""
+        moves = self._moves()
+        if self.policy.retries_reverted:
+            return moves, set()
+        reverted = {move: self.closed[move] for move in moves if move in self.closed}
+        reopened = {move for move, v in reverted.items()
+                    if self.cfg.beliefs.interactions and v.incumbent != self.incumbent}
+        fresh = [move for move in moves if move not in self.closed]
+        if not fresh and not reopened:
+            floor = 1.0 - self.rule.threshold
+            reopened = {move for move in reverted
+                        if probability_better_than(self.beliefs, self.incumbent | move_members(move),
+                                                   self.incumbent, self.rule.epsilon)[0] > floor}
+        return [move for move in moves if move not in self.closed or move in reopened], reopened
 
     # ------------------------------------------------------------------------------ loop
     def run(self, *, write_report: bool = True) -> StudyResult:
@@ -187,6 +236,8 @@ class Study:
                 action = self.policy.select(self._view(), self.beliefs, self._rng(self.next_step))
                 if action.kind == "stop":
                     reason = action.reason
+                    if proposed:  # the report and a resume must still know the new hypotheses
+                        self._record_stop(reason, proposed)
                     break
                 record = {"kind": action.kind, "hypothesis": action.hypothesis,
                           "n_runs": self._fit_to_budget(action.n_runs), "reason": action.reason,
@@ -229,15 +280,18 @@ class Study:
         return max(1, min(n_runs, self.cfg.study.replicates_per_step, left))
 
     def _view(self) -> StudyView:
-        retry = getattr(self.policy, "retries_reverted", False)
-        candidates = [name for name in self.hypotheses
-                      if name not in self.incumbent and (retry or name not in self.closed)]
-        runs_per = {name: 0 for name in self.hypotheses}
+        candidates, reopened = self._candidates()
+        # A reopened move is a new trial: the keep rule counts only the runs since its revert.
+        since = {move: self.closed[move].step for move in reopened}
+        runs_per = dict.fromkeys([*candidates, *(a["hypothesis"] for a in self.step_actions.values()
+                                                 if a.get("hypothesis"))], 0)
         for action, record in ((self.step_actions.get(r.step, {}), r) for r in self.history):
-            if record.role == "candidate" and action.get("hypothesis") in runs_per:
-                runs_per[action["hypothesis"]] += 1
-        undecided = [a["hypothesis"] for _, a in sorted(self.step_actions.items())
-                     if a.get("hypothesis") and a["hypothesis"] not in self.closed]
+            move = action.get("hypothesis")
+            if record.role == "candidate" and move in runs_per and record.step > since.get(move, -1):
+                runs_per[move] += 1
+        undecided = [a["hypothesis"] for step, a in sorted(self.step_actions.items())
+                     if a.get("hypothesis") and (a["hypothesis"] not in self.closed
+                                                 or step > self.closed[a["hypothesis"]].step)]
         mean_seconds = float(np.mean(self.run_seconds)) if self.run_seconds else 0.0
         return StudyView(incumbent=self.incumbent, candidates=candidates, history=list(self.history),
                          runs_per_hypothesis=runs_per,
@@ -264,6 +318,17 @@ class Study:
         return [h.to_dict() for h in proposal.accepted]
 
     # ----------------------------------------------------------------------------- a step
+    def _record_stop(self, reason: str, proposed: list[dict]) -> None:
+        """A step with no runs that only records the proposals made before the policy stopped."""
+        step, action = self.next_step, {"kind": "stop", "hypothesis": None, "n_runs": 0, "reason": reason,
+                                        "terms": {}, "proposed": proposed}
+        with self.ledger.transaction():
+            self.ledger.plan_step(self.study_id, step, action=action)
+            self.ledger.record_step(self.study_id, step, action=action, appraisal={"terms": {}},
+                                    incumbent=self.incumbent_summary())
+        self.step_actions[step] = action
+        self.next_step = step + 1
+
     def _begin(self, step: int, action: dict) -> None:
         self.ledger.plan_step(self.study_id, step, action=action)
         self.step_actions[step] = action
@@ -279,7 +344,7 @@ class Study:
         elif action["kind"] == "rerun_incumbent":
             groups = [("incumbent", self.incumbent)]
         else:
-            groups = [("candidate", self.incumbent | {action["hypothesis"]})]
+            groups = [("candidate", self.incumbent | move_members(action["hypothesis"]))]
             groups += [("incumbent", self.incumbent)] * bool(self._incumbent_runs())
         plans = []
         for role, applied in groups:
@@ -339,7 +404,7 @@ class Study:
                     decision["lo"], decision["hi"] = decision["hi"], decision["lo"]
         incumbent = self.incumbent_summary() if decision is None or decision["verdict"] != "keep" else None
         if decision is not None:
-            self._apply_verdict(hypothesis, decision["verdict"])
+            self._apply_verdict(hypothesis, decision["verdict"], step)
             incumbent = self.incumbent_summary()
         appraisal["seconds"] = run_seconds  # wall time of this session's part of the step
         self.elapsed += run_seconds
@@ -373,7 +438,7 @@ class Study:
                     for o in observations]
         values = {"surprise": float(np.mean(surprise)),
                   "compression_progress": compression_progress(before, self.beliefs, before.observations)}
-        if action.get("hypothesis"):
+        if action.get("hypothesis") in self.hypotheses:  # learntropy is about one hypothesis's effect
             values["learntropy"] = realised_learntropy(before, self.beliefs, action["hypothesis"],
                                                        kappa=self.cfg.policy.kappa)
         for name, value in values.items():
@@ -398,13 +463,18 @@ class Study:
         except DuplicateRecordError:
             pass
 
+    def _category(self, move: str) -> str:
+        """A hypothesis's category; a pair move's is "interaction" when its members' differ."""
+        categories = {self.hypotheses[name].category for name in move_members(move)}
+        return categories.pop() if len(categories) == 1 else INTERACTIONS
+
     def _episode(self, hypothesis: str, decision: dict, appraisal: dict, runs: list[RunRecord]) -> dict:
         values = [self._metric(r.value) for r in runs if r.role == "candidate" and r.value is not None]
         outcome = {"verdict": decision["verdict"], "p_better": decision["p_better"],
                    "interval": [decision["lo"], decision["hi"]], "n_runs": decision["n_runs"],
                    "mean_metric": float(np.mean(values)) if values else None}
         return dict(env_fingerprint=self.env.fingerprint(), hypothesis=hypothesis,
-                    category=self.hypotheses[hypothesis].category, outcome=outcome,
+                    category=self._category(hypothesis), outcome=outcome,
                     surprise=appraisal.get("surprise"), learntropy=appraisal.get("learntropy"),
                     compression_progress=appraisal.get("compression_progress"))
 

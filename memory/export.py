@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,13 +61,14 @@ def _row(runs: Sequence[dict[str, Any]], status: str, description: str, fallback
 
 
 def results_rows(
-    runs: Sequence[dict[str, Any]], decisions: Sequence[dict[str, Any]]
+    runs: Sequence[dict[str, Any]], decisions: Sequence[dict[str, Any]], plans: Mapping[int, dict[str, Any]]
 ) -> list[ResultRow]:
     """Rows derived from one study's runs and decisions (as returned by `Ledger.runs/decisions`).
 
-    The base row averages the `base` runs. Each final decision about hypothesis h (keep or
-    revert, or the last one if the study stopped while h was undecided) gets a row over the
-    candidate runs containing h since h's previous final decision, up to the decision's step.
+    The base row averages the `base` runs. Each final decision about a move h (a hypothesis, or
+    a pair "a + b"; keep or revert, or the last one if the study stopped while h was undecided)
+    gets a row over the candidate runs of the steps that tried h (`plans`: step -> action) since
+    h's previous final decision, up to the decision's step.
     """
     rows: list[ResultRow] = []
     base_runs = [run for run in runs if run["role"] == "base"]
@@ -85,7 +86,7 @@ def results_rows(
             run
             for run in runs
             if run["role"] == "candidate"
-            and hypothesis in run["hypotheses"]
+            and plans.get(run["step"], {}).get("hypothesis") == hypothesis
             and start < run["step"] <= decision["step"]
         ]
         window_start[hypothesis] = decision["step"]

@@ -401,7 +401,7 @@ class Ledger:
 
     def results_rows(self, study_id: int) -> list[ResultRow]:
         """The results.tsv rows derived from this study's runs and decisions."""
-        return results_rows(self.runs(study_id), self.decisions(study_id))
+        return results_rows(self.runs(study_id), self.decisions(study_id), self.plans(study_id))
 
     def export_results_tsv(self, study_id: int, path: str | Path) -> list[ResultRow]:
         """Write results.tsv (autoresearch's columns) for the study and return its rows."""

@@ -81,6 +81,7 @@ class Policy:
     name: ClassVar[str]
     pairs_incumbent: ClassVar[bool] = True
     retries_reverted: ClassVar[bool] = False  # ratchet: reverted hypotheses come back next pass
+    scores_pairs: ClassVar[bool] = True  # can score pair moves (it scores configurations)
     keep_rule: KeepRule = KeepRule()
     preference: float = 1.0  # lambda, nats per standardised unit of metric
     cost_weight: float = 0.0  # nats per expected second of running
@@ -140,12 +141,14 @@ class Policy:
 
     def improvement_value(self, view: StudyView, beliefs, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(value, cost) in nats per option: value = preference * E[max(0, -epsilon - d)] with
-        d = mu(incumbent|{h}) - mu(incumbent) standardised; cost = cost_weight * n * seconds."""
+        d = mu(incumbent|{h}) - mu(incumbent) standardised (0 with the spike's probability);
+        cost = cost_weight * n * seconds."""
         unit = metric_per_standard_unit(beliefs)
         value, cost = np.empty(len(names)), np.empty(len(names))
         for i, h in enumerate(names):
-            d = beliefs.difference(view.incumbent | {h}, view.incumbent)
+            d = beliefs.difference(view.config_of(h), view.incumbent)
             gain = expected_improvement(d.mean, d.scale, d.df, -self.keep_rule.epsilon)
+            gain = gain * (1.0 - beliefs.null_probability(view.config_of(h), view.incumbent))
             value[i] = self.preference * float(gain) / unit
             cost[i] = self.cost_weight * self.runs_for(view, h) * view.expected_seconds.get(h, 0.0)
         return value, cost
@@ -153,5 +156,5 @@ class Policy:
     def decide(self, view: StudyView, beliefs, hypothesis: str, rule: KeepRule | None = None) -> Decision:
         """The posterior keep rule on incumbent|{hypothesis} against the incumbent; `rule`
         overrides the policy's own keep rule (the engine passes the [decision] section)."""
-        return decide(beliefs, view.incumbent | {hypothesis}, view.incumbent, rule or self.keep_rule,
+        return decide(beliefs, view.config_of(hypothesis), view.incumbent, rule or self.keep_rule,
                       view.runs_per_hypothesis.get(hypothesis, 0))

@@ -36,7 +36,7 @@ class EFEPolicy(Policy):
     def terms(self, view: StudyView, beliefs) -> dict[str, np.ndarray]:
         """Per option (see `options`), the efe-minimising n and its terms, all nats but n."""
         names = options(view)
-        configs = [view.incumbent | {h} for h in names]
+        configs = [view.config_of(h) for h in names]
         mean = np.asarray(beliefs.to_standard(beliefs.posterior_mean(configs).mean), dtype=float)
         pragmatic = expected_log_preference(mean, self.preference)
         seconds = np.array([view.expected_seconds.get(h, 0.0) for h in names])

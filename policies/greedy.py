@@ -12,7 +12,7 @@ from policies.types import StudyView
 
 def standardised_posterior_means(view: StudyView, beliefs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, scale, df) of mu(incumbent|{h}) per option, standardised units."""
-    configs = [view.incumbent | {h} for h in options(view)]
+    configs = [view.config_of(h) for h in options(view)]
     posterior = beliefs.posterior_mean(configs)
     unit = float(beliefs.from_standard(1.0) - beliefs.from_standard(0.0))
     mean = np.asarray(beliefs.to_standard(posterior.mean), dtype=float)

@@ -20,6 +20,7 @@ class LearntropyPolicy(Policy):
     """q(h) = softmax(gamma * score(h)) drawn with the seeded rng; kappa >= 1 weighs decoding failure."""
 
     name = "learntropy"
+    scores_pairs = False  # learntropy is about one hypothesis's effect
     gamma: float = 8.0
     kappa: float = 2.0
     cost: bool = True
@@ -33,7 +34,7 @@ class LearntropyPolicy(Policy):
     def terms(self, view: StudyView, beliefs) -> dict[str, np.ndarray]:
         names = options(view)
         n_runs = np.array([self.runs_for(view, h) for h in names])
-        value = np.array([learntropy(beliefs.projection(view.incumbent | {h}, h), int(n), self.kappa)
+        value = np.array([learntropy(beliefs.projection(view.config_of(h), h), int(n), self.kappa)
                           for h, n in zip(names, n_runs)])
         seconds = np.array([view.expected_seconds.get(h, 0.0) for h in names])
         cost = self.cost_weight * n_runs * seconds if self.cost else np.zeros(len(names))

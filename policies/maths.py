@@ -8,6 +8,7 @@ means z = (y - centre) / scale as defined by `Beliefs.to_standard`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import integrate, special, stats
@@ -196,21 +197,40 @@ def probability_better(mean: float, scale: float, df: float, epsilon: float) -> 
 
 
 def probability_of_success(
-    mean: float, scale: float, df: float, n_runs: int, more_runs: int, threshold: float, epsilon: float
+    mean: float, scale: float, df: float, n_runs: int, more_runs: int, threshold: float, epsilon: float,
+    null_at: Callable[[float, float], float] | None = None,
 ) -> float:
     """Predictive probability that `more_runs` further runs lift p_better to >= threshold.
 
     Known-noise preposterior: after them the difference's scale is s' = s sqrt(n / (n + m)) and
-    its mean is m' ~ N(mean, s^2 - s'^2); success is m' <= -epsilon - s' t_df^-1(threshold).
+    under the slab its mean is m' ~ N(mean, s^2 - s'^2); success is m' <= -epsilon - s' t_df^-1(threshold).
+    With a spike, null_at(m, s) = P(d = 0 | slab posterior N(m, s^2)): success needs
+    (1 - null_at(m', s')) P(d < -epsilon) >= threshold, i.e. m' <= m* (root-finding), and m' is
+    the slab's N(mean, s^2 - s'^2) with weight 1 - null_at(mean, s), or, when d = 0,
+    N(mean s'^2/s^2, s'^4 k) with k = 1/s'^2 - 1/s^2, the precision the new runs add.
     Probability, dimensionless; the value of more runs in the keep rule (futility stopping)."""
+    null_now = null_at(mean, scale) if null_at is not None else 0.0
     if more_runs <= 0 or scale <= 0:
-        return float(probability_better(mean, scale, df, epsilon) >= threshold)
+        return float((1.0 - null_now) * probability_better(mean, scale, df, epsilon) >= threshold)
     if n_runs < 1:
         raise ValueError(f"probability_of_success needs n_runs >= 1, got {n_runs!r}")
     scale_after = scale * math.sqrt(n_runs / (n_runs + more_runs))
     spread = math.sqrt(scale**2 - scale_after**2)
-    needed = -epsilon - scale_after * float(stats.t.ppf(threshold, df))
-    return float(stats.norm.cdf((needed - mean) / spread))
+    if null_at is None:
+        needed = -epsilon - scale_after * float(stats.t.ppf(threshold, df))
+        return float(stats.norm.cdf((needed - mean) / spread))
+
+    def margin(m: float) -> float:
+        return (1.0 - null_at(m, scale_after)) * probability_better(m, scale_after, df, epsilon) - threshold
+
+    far = -epsilon - 60.0 * scale_after  # where P(d = 0) and P(d >= -epsilon) are both ~0
+    if margin(far) <= 0:
+        return 0.0
+    needed = brentq(margin, far, -epsilon, xtol=1e-9 * scale_after)
+    added_precision = 1.0 / scale_after**2 - 1.0 / scale**2
+    spike_mean, spike_sd = mean * scale_after**2 / scale**2, scale_after**2 * math.sqrt(added_precision)
+    return float((1.0 - null_now) * stats.norm.cdf((needed - mean) / spread)
+                 + null_now * stats.norm.cdf((needed - spike_mean) / spike_sd))
 
 
 def expected_improvement(mean: np.ndarray, scale: np.ndarray, df: np.ndarray, target: float) -> np.ndarray:

@@ -30,6 +30,7 @@ class RatchetPolicy(Policy):
     name = "ratchet"
     pairs_incumbent = False
     retries_reverted = True
+    scores_pairs = False
 
     def score(self, view: StudyView, beliefs) -> np.ndarray:
         """-(runs so far): the hypotheses not yet tried in this pass score highest."""
@@ -40,7 +41,7 @@ class RatchetPolicy(Policy):
 
     def decide(self, view: StudyView, beliefs, hypothesis: str, rule: KeepRule | None = None) -> Decision:
         """Keep iff the latest single result of incumbent|{hypothesis} < the best so far."""
-        config = view.incumbent | {hypothesis}
+        config = view.config_of(hypothesis)
         n_runs = view.runs_per_hypothesis.get(hypothesis, 1)
         latest = next((r for r in reversed(view.history) if r.config == config and r.role == "candidate"), None)
         if latest is None:

@@ -10,6 +10,25 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+# How the keep threshold is spread over the looks at one hypothesis (policies.keep):
+# "none" = the posterior threshold at every look; the others are group-sequential designs.
+KEEP_SPENDING = ("none", "obrien_fleming", "pocock")
+
+# A move applies one hypothesis, or a pair of them at once (named "a + b"), to the incumbent.
+# Hypothesis names match [A-Za-z0-9_.-]+ (engine.config), so the joiner cannot occur in one.
+PAIR_JOINER = " + "
+
+
+def pair_move(first: str, second: str) -> str:
+    """The name of the move that applies both hypotheses (order-free)."""
+    return PAIR_JOINER.join(sorted((first, second)))
+
+
+def move_members(move: str) -> frozenset[str]:
+    """The hypotheses a move applies: {move} for a single hypothesis, both of a pair."""
+    return frozenset(move.split(PAIR_JOINER))
+
+
 ActionKind = Literal["run", "rerun_incumbent", "stop"]
 Verdict = Literal["keep", "revert", "undecided"]
 
@@ -31,13 +50,17 @@ class StudyView:
     """The read-only facts a policy sees each step (policies hold no state of their own)."""
 
     incumbent: frozenset[str]
-    candidates: list[str]  # hypothesis names still open
+    candidates: list[str]  # moves still open: hypothesis names, and pair moves "a + b"
     history: list[RunRecord] = field(default_factory=list)
     runs_per_hypothesis: dict[str, int] = field(default_factory=dict)
     runs_left: int | None = None
     seconds_left: float | None = None
     expected_seconds: dict[str, float] = field(default_factory=dict)  # one run of incumbent|{h}
     open_hypothesis: str | None = None  # an undecided candidate under evaluation
+
+    def config_of(self, move: str) -> frozenset[str]:
+        """The configuration a move tries: the incumbent with the move's hypotheses applied."""
+        return self.incumbent | move_members(move)
 
 
 @dataclass(frozen=True)
@@ -76,24 +99,25 @@ class Decision:
 
 @dataclass(frozen=True)
 class KeepRule:
-    """Keep when P(mu_cand - mu_inc < -epsilon | data) reaches the per-look threshold of a
-    group-sequential design, after >= min_replicates runs; revert when it is <= 1 - threshold,
-    when more runs are unlikely to reach a keep, or after max_replicates runs. epsilon in metric
-    units.
+    """Keep when P(mu_cand - mu_inc < -epsilon | data) reaches the threshold of the look, after
+    >= min_replicates runs; revert when it is <= 1 - threshold, when more runs are unlikely to reach
+    a keep, or after max_replicates runs. epsilon in metric units.
 
-    `threshold` is the OVERALL confidence: over all the looks the rule may take at one hypothesis,
-    the chance of keeping a null change is <= 1 - threshold. Looks may happen at n = min_replicates,
+    `spending` = "none" (default): `threshold` is the posterior probability needed at every look;
+    with the spike-and-slab prior (beliefs.spike) it bounds the expected share of false keeps among
+    keeps, whatever the stopping (policies.keep). "obrien_fleming" or "pocock": a group-sequential
+    design in which `threshold` is the OVERALL confidence: over all the looks the rule may take at
+    one hypothesis, the chance of keeping a null change is <= 1 - threshold (per-look thresholds
+    from policies.maths.sequential_boundaries). Looks may happen at n = min_replicates,
     min_replicates + batch, ..., and max_replicates runs (batch = 1: after any number of runs, the
-    safe choice when the engine's batch size varies); `spending` is the Lan-DeMets error-spending
-    function that sets the per-look thresholds ("obrien_fleming" or "pocock"; see
-    policies.maths.sequential_boundaries and policies.keep)."""
+    safe choice when the engine's batch size varies)."""
 
     threshold: float = 0.95
     epsilon: float = 0.0
-    max_replicates: int = 8
+    max_replicates: int = 24
     min_replicates: int = 2
     batch: int = 1
-    spending: str = "obrien_fleming"
+    spending: str = "none"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and 0.5 < self.threshold < 1):
@@ -107,8 +131,8 @@ class KeepRule:
                              f"({self.max_replicates}), got {self.min_replicates!r}")
         if not (isinstance(self.batch, int) and not isinstance(self.batch, bool) and self.batch >= 1):
             raise ValueError(f"KeepRule.batch must be an int >= 1, got {self.batch!r}")
-        if self.spending not in ("obrien_fleming", "pocock"):
-            raise ValueError(f"KeepRule.spending must be 'obrien_fleming' or 'pocock', got {self.spending!r}")
+        if self.spending not in KEEP_SPENDING:
+            raise ValueError(f"KeepRule.spending must be one of {KEEP_SPENDING}, got {self.spending!r}")
 
     def looks(self) -> tuple[int, ...]:
         """The run counts at which the rule may decide: min_replicates, + batch, ..., max_replicates."""

@@ -16,6 +16,7 @@ import pytest
 
 from engine.config import load_config
 from engine.study import Study
+from policies.types import move_members
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,7 +122,7 @@ def check_outputs_agree(out: Path) -> None:
         assert (out / "plots" / plot).stat().st_size > 5000, plot
     decisions = ledger_rows(out / "study.db", "decisions")
     incumbent = json.loads((out / "incumbent.json").read_text())
-    kept = [d["hypothesis"] for d in decisions if d["verdict"] == "keep"]
+    kept = [name for d in decisions if d["verdict"] == "keep" for name in sorted(move_members(d["hypothesis"]))]
     assert incumbent["kept"] == kept
     assert incumbent["interval"][0] <= incumbent["mean"] <= incumbent["interval"][1]
     with open(out / "results.tsv", newline="") as handle:
@@ -147,6 +148,66 @@ def test_synthetic_study_end_to_end_with_pymc(tmp_path):
     runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
     assert len(runs) == result.runs_used
     assert all(r["seed"] is not None and r["config_json"] and r["backend"] for r in runs)
+
+
+INTERACTIONS = """
+[study]
+name = "pairs"
+seed = {seed}
+budget_trials = 90
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "synthetic"
+n_hypotheses = 12
+noise_sd = 0.5
+n_interactions = 6
+world_seed = {seed}
+
+[beliefs]
+interactions = true
+fit_pymc = false
+"""
+
+
+def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path):
+    """Two worlds of the benchmark's interactions family: pairs of reverted changes are tried
+    together (world 0 keeps a true synergy that way), reverted changes get a new trial on a new
+    incumbent (world 1), and a study rebuilt from its ledger sees exactly the same state."""
+    studies = {}
+    for seed in (0, 1):
+        cfg = load_config(write(tmp_path / f"pairs{seed}.toml", INTERACTIONS.format(seed=seed)),
+                          out_dir=str(tmp_path / f"out{seed}"))
+        study = Study(cfg)
+        study.run()
+        check_outputs_agree(tmp_path / f"out{seed}")
+        studies[seed] = study
+        replayed = Study(cfg)
+        assert (replayed.incumbent, replayed.kept, replayed.closed) == (study.incumbent, study.kept, study.closed)
+        assert replayed._view() == study._view()
+    pairs = [d for d in studies[0].ledger.decisions(studies[0].study_id) if " + " in d["hypothesis"]]
+    kept_pairs = [d["hypothesis"] for d in pairs if d["verdict"] == "keep"]
+    assert kept_pairs, "world 0 keeps a pair"
+    env, members = studies[0].env, move_members(kept_pairs[0])
+    alone = [env.truth(studies[0].config_for(frozenset({m}))) - env.truth({}) for m in members]
+    together = env.truth(studies[0].config_for(members)) - env.truth({})
+    assert together < 0 and together < min(alone)  # a synergy: better together than either alone
+    runs = ledger_rows(tmp_path / "out0" / "study.db", "runs")
+    for d in pairs:  # a pair move's runs apply both hypotheses
+        step_runs = [r for r in runs if r["step"] == d["step"] and r["role"] == "candidate"]
+        assert step_runs and all(move_members(d["hypothesis"]) <= set(json.loads(r["hypotheses_json"]))
+                                 for r in step_runs)
+    decisions = studies[1].ledger.decisions(studies[1].study_id)
+    final = [d for d in decisions if d["verdict"] != "undecided"]
+    retried = [name for name in {d["hypothesis"] for d in final}
+               if sum(d["hypothesis"] == name for d in final) > 1]
+    assert retried, "world 1 tries a reverted change again on a new incumbent"
+    # The keep rule counts a new trial's runs only: fewer than every run of that change.
+    last = [d for d in final if d["hypothesis"] == retried[0]][-1]
+    applied = sum(1 for r in studies[1].history if r.role == "candidate" and retried[0] in r.config)
+    assert last["n_runs"] < applied
 
 
 def test_the_ratchet_runs_one_unpaired_run_per_step(tmp_path):
@@ -273,6 +334,22 @@ def test_llm_proposer_adds_valid_hypotheses_and_survives_garbage(tmp_path, reply
     steps = ledger_rows(tmp_path / "out" / "study.db", "steps")
     proposed = [h["name"] for s in steps for h in json.loads(s["action_json"]).get("proposed", [])]
     assert proposed == added
+
+
+def test_proposals_made_when_the_policy_stops_are_kept(tmp_path):
+    """With runs costing far more than any improvement is worth, the policy stops right after
+    the first proposal: the proposed hypothesis is still in the ledger and comes back on resume."""
+    path = command_config(tmp_path, budget=10)
+    text = path.read_text().replace('[policy]', f'[proposer]\nkind = "llm"\nmodel = "gpt-4o-mini"\n'
+                                               f'every = 1\nmock_response = {json.dumps(LLM_REPLY)}\n\n[policy]')
+    path.write_text(text.replace('[policy]', '[policy]\ncost_weight = 1000000.0', 1))
+    cfg = load_config(path, out_dir=str(tmp_path / "out"))
+    result = Study(cfg).run(write_report=False)
+    assert "justifies its cost" in result.stop_reason
+    steps = ledger_rows(tmp_path / "out" / "study.db", "steps")
+    stop = json.loads(steps[-1]["action_json"])
+    assert stop["kind"] == "stop" and [h["name"] for h in stop["proposed"]] == ["llm-wider"]
+    assert "llm-wider" in Study(cfg).hypotheses
 
 
 TINY_GPT = """

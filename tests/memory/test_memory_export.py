@@ -11,9 +11,12 @@ from memory.export import format_results_tsv
 
 def populate(ledger, rng):
     """A study: 2 base runs, 'rope' kept after two batches (an undecided one first), 'gelu'
-    reverted, 'huge' crashed, 'late' still undecided at the end. Returns expected rows."""
+    reverted, 'huge' crashed, the pair move 'a + b' reverted, 'late' still undecided at the end.
+    Returns expected rows."""
     study = ledger.start_study("s", {}, "env", 0)
     metrics = {}
+    for step, move in enumerate([None, "rope", "rope", "gelu", "huge", "a + b", "late"]):
+        ledger.plan_step(study, step, action={"kind": "run" if move else "base", "hypothesis": move})
 
     def runs(step, role, hypotheses, n, status="ok", vram=None, first_slot=0):
         config = {name: True for name in hypotheses}
@@ -37,8 +40,10 @@ def populate(ledger, rng):
     ledger.record_decision(study, 3, "gelu", "revert", n_runs=3, p_better=0.01)
     huge = runs(4, "candidate", ["huge", "rope"], 1, status="crash")
     ledger.record_decision(study, 4, "huge", "revert", n_runs=1, reason="crash")
-    late = runs(5, "candidate", ["late", "rope"], 1)
-    ledger.record_decision(study, 5, "late", "undecided", n_runs=1, p_better=0.5)
+    pair = runs(5, "candidate", ["a", "b", "rope"], 2)
+    ledger.record_decision(study, 5, "a + b", "revert", n_runs=2, p_better=0.02)
+    late = runs(6, "candidate", ["late", "rope"], 1)
+    ledger.record_decision(study, 6, "late", "undecided", n_runs=1, p_better=0.5)
     expected = [
         ResultRow(config_commit(base), np.mean(metrics["base", ()]), 1.5, "keep", "baseline"),
         ResultRow(config_commit(rope), np.mean(metrics["candidate", ("rope",)]), 2.0, "keep",
@@ -46,6 +51,8 @@ def populate(ledger, rng):
         ResultRow(config_commit(gelu), np.mean(metrics["candidate", ("gelu", "rope")]), 0.0,
                   "discard", "gelu p_better=0.010 n=3"),
         ResultRow(config_commit(huge), 0.0, 0.0, "crash", "huge"),
+        ResultRow(config_commit(pair), np.mean(metrics["candidate", ("a", "b", "rope")]), 0.0,
+                  "discard", "a + b p_better=0.020 n=2"),
         ResultRow(config_commit(late), np.mean(metrics["candidate", ("late", "rope")]), 0.0,
                   "discard", "late (undecided) p_better=0.500 n=1"),
     ]

@@ -17,14 +17,16 @@ BASE_RUNS, CANDIDATE_RUNS_PER_STEP = 2, 2
 INCUMBENT_RUNS_PER_STEP = 2
 # The effect prior matches the scale of real changes (~1 noise sd); empirical Bayes is off because
 # each simulated study holds a single hypothesis, which would pool with nothing but itself.
-PRIOR = BeliefPrior(effect_sd=0.75, empirical_bayes=False)
+EFFECT_SD = 0.75
+PRIOR = BeliefPrior(effect_sd=EFFECT_SD, empirical_bayes=False)  # with the spike (null_share 0.5)
+SLAB_PRIOR = BeliefPrior(effect_sd=EFFECT_SD, empirical_bayes=False, null_share=0.0)
 CANDIDATE, INCUMBENT = frozenset({"change"}), frozenset()
 
 
-def run_keep_rule(effect, rule, rng):
+def run_keep_rule(effect, rule, rng, prior=PRIOR):
     """One hypothesis evaluated as the engine does: base runs, then batches of candidate runs with
     paired incumbent runs, a decision after each batch until keep or revert."""
-    beliefs = Beliefs([Hypothesis("change", "architecture")], prior=PRIOR)
+    beliefs = Beliefs([Hypothesis("change", "architecture")], prior=prior)
     beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(BASE_RUNS)])
     n_runs = 0
     while True:
@@ -54,79 +56,128 @@ def binomial_upper(rate, trials):
     return rate + 2 * np.sqrt(rate * (1 - rate) / trials)
 
 
-# The keep rule under test: overall confidence 0.95 with O'Brien-Fleming error spending over a
-# look after every run (KeepRule's defaults). max_replicates = 10 is the recommended [decision]
-# default: at 8 the 1-sd keep rate is only ~0.53 (0.50-0.54 over seeds 7-9, 1000 trials each),
-# because 8 paired runs give too little information under the 0.75-sd effect prior.
-RECOMMENDED_MAX_REPLICATES = 10
+def keep_rate(effect, rule, trials, seed, prior=PRIOR):
+    rng = np.random.default_rng(seed)
+    decisions = [run_keep_rule(effect, rule, rng, prior) for _ in range(trials)]
+    rate = float(np.mean([d.verdict == "keep" for d in decisions]))
+    print(f"\neffect {effect / NOISE_SD:+.0f} sd, {rule.spending}, null_share {prior.null_share}, "
+          f"max_replicates {rule.max_replicates} ({trials} trials, seed {seed}): keeps {rate:.3f}, "
+          f"mean runs {np.mean([d.n_runs for d in decisions]):.2f}")
+    return rate
 
 
-def keep_rule(max_replicates=RECOMMENDED_MAX_REPLICATES):
-    return KeepRule(threshold=0.95, epsilon=0.0, max_replicates=max_replicates, min_replicates=2)
+# ---- the default rule: spike-and-slab posterior, its threshold at every look ---------------------
+
+def test_the_default_rule_bounds_the_share_of_false_keeps_in_a_world_drawn_from_its_prior():
+    """Half the changes do nothing, the rest are drawn from the slab: among the keeps, the share
+    of changes that do not truly improve stays at most 1 - threshold, whatever the looks."""
+    trials, rng = 2000, np.random.default_rng(11)
+    rule = KeepRule()
+    keeps = false_keeps = large = large_kept = 0
+    for _ in range(trials):
+        effect = 0.0 if rng.random() < 0.5 else EFFECT_SD * NOISE_SD * rng.standard_normal()
+        kept = run_keep_rule(effect, rule, rng).verdict == "keep"
+        keeps += kept
+        false_keeps += kept and effect >= 0
+        large += effect < -NOISE_SD
+        large_kept += kept and effect < -NOISE_SD
+    share = false_keeps / keeps
+    print(f"\nworld from the prior ({trials} changes, seed 11): {keeps} keeps, {false_keeps} false, share "
+          f"{share:.3f}; improvements over 1 sd kept {large_kept} of {large}")
+    assert share <= binomial_upper(0.05, keeps)
+    assert large_kept > 0.6 * large  # not bought by keeping nothing
+
+
+def test_the_default_rule_rarely_keeps_nulls_and_keeps_most_one_sd_improvements():
+    assert keep_rate(0.0, KeepRule(), 400, 2024) <= 0.05
+    one_sd = keep_rate(-NOISE_SD, KeepRule(), 400, 7)
+    assert one_sd - 2 * np.sqrt(0.25 / 400) > 0.45
+    assert keep_rate(-2 * NOISE_SD, KeepRule(), 200, 8) > 0.9
+
+
+def test_the_spike_lowers_p_better_for_the_same_data():
+    rng = np.random.default_rng(3)
+    runs = ([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(6)]
+            + [Observation(CANDIDATE, BASE_VALUE - 0.5 * NOISE_SD + NOISE_SD * rng.standard_normal()) for _ in range(4)])
+    with_spike, slab_only = (Beliefs([Hypothesis("change", "architecture")], prior=p) for p in (PRIOR, SLAB_PRIOR))
+    for beliefs in (with_spike, slab_only):
+        beliefs.update(runs)
+    p_spike = decide(with_spike, CANDIDATE, INCUMBENT, KeepRule(), 4).p_better
+    p_slab = decide(slab_only, CANDIDATE, INCUMBENT, KeepRule(), 4).p_better
+    null = with_spike.null_probability(CANDIDATE, INCUMBENT)
+    assert 0 < null < 1 and slab_only.null_probability(CANDIDATE, INCUMBENT) == 0.0
+    assert p_spike == pytest.approx((1 - null) * p_slab, rel=1e-9)
+
+
+# ---- the group-sequential alternative: slab only, O'Brien-Fleming spending -------------------------
+# `threshold` is then the overall confidence. max_replicates = 10: at 8 the 1-sd keep rate is only
+# ~0.53 (0.50-0.54 over seeds 7-9, 1000 trials each), because 8 paired runs give too little
+# information under the 0.75-sd effect prior.
+SEQUENTIAL_MAX_REPLICATES = 10
+
+
+def sequential_rule(max_replicates=SEQUENTIAL_MAX_REPLICATES):
+    return KeepRule(threshold=0.95, epsilon=0.0, max_replicates=max_replicates, min_replicates=2,
+                    spending="obrien_fleming")
 
 
 @functools.lru_cache(maxsize=None)
-def null_keep_rates(trials, seed, max_replicates=RECOMMENDED_MAX_REPLICATES):
+def null_keep_rates(trials, seed, max_replicates=SEQUENTIAL_MAX_REPLICATES):
     rng = np.random.default_rng(seed)
-    decisions = [run_keep_rule(0.0, keep_rule(max_replicates), rng) for _ in range(trials)]
-    keep_rate = float(np.mean([d.verdict == "keep" for d in decisions]))
+    decisions = [run_keep_rule(0.0, sequential_rule(max_replicates), rng, SLAB_PRIOR) for _ in range(trials)]
+    rate = float(np.mean([d.verdict == "keep" for d in decisions]))
     ratchet_rate = float(np.mean([run_ratchet(0.0, rng).verdict == "keep" for _ in range(trials)]))
-    print(f"\nnull changes ({trials} trials, seed {seed}, max_replicates {max_replicates}): posterior rule "
-          f"keeps {keep_rate:.3f}, ratchet keeps {ratchet_rate:.3f} "
+    print(f"\nnull changes ({trials} trials, seed {seed}, max_replicates {max_replicates}): sequential rule "
+          f"keeps {rate:.3f}, ratchet keeps {ratchet_rate:.3f} "
           f"(mean runs {np.mean([d.n_runs for d in decisions]):.2f})")
-    return keep_rate, ratchet_rate
+    return rate, ratchet_rate
 
 
 def test_the_ratchet_keeps_far_more_null_changes_than_the_posterior_rule():
     trials = 600
-    keep_rate, ratchet_rate = null_keep_rates(trials, 2024, RECOMMENDED_MAX_REPLICATES)
+    rate, ratchet_rate = null_keep_rates(trials, 2024, SEQUENTIAL_MAX_REPLICATES)
     # With two base runs a single null result beats the best of three draws 1/3 of the time.
     assert ratchet_rate == pytest.approx(1 / 3, abs=2 * np.sqrt(2 / 9 / trials))
-    assert ratchet_rate > 3 * keep_rate
+    assert ratchet_rate > 3 * rate
+    assert ratchet_rate > 3 * keep_rate(0.0, KeepRule(), trials, 2024)
 
 
-@pytest.mark.parametrize("max_replicates", [8, RECOMMENDED_MAX_REPLICATES])
-def test_null_changes_are_kept_at_most_five_percent(max_replicates):
+@pytest.mark.parametrize("max_replicates", [8, SEQUENTIAL_MAX_REPLICATES])
+def test_the_sequential_rule_keeps_at_most_five_percent_of_null_changes(max_replicates):
     """Looks after every batch (2, 4, ... runs), decisions at each: the sequential thresholds hold
-    the overall false-keep rate to 1 - threshold, at the current default and the recommended one."""
+    the overall chance of keeping a null change to 1 - threshold."""
     trials = 600
-    keep_rate, _ = null_keep_rates(trials, 2024, max_replicates)
-    assert keep_rate <= binomial_upper(0.05, trials)
+    rate, _ = null_keep_rates(trials, 2024, max_replicates)
+    assert rate <= binomial_upper(0.05, trials)
 
 
-def test_improvements_of_one_noise_sd_are_mostly_kept():
+def test_the_sequential_rule_keeps_most_improvements_of_one_noise_sd():
     trials = 400
-    rng = np.random.default_rng(7)
-    decisions = [run_keep_rule(-NOISE_SD, keep_rule(), rng) for _ in range(trials)]
-    keep_rate = float(np.mean([d.verdict == "keep" for d in decisions]))
-    assert all(d.n_runs <= RECOMMENDED_MAX_REPLICATES for d in decisions)
-    ratchet_rate = float(np.mean([run_ratchet(-NOISE_SD, rng).verdict == "keep" for _ in range(trials)]))
-    print(f"\n1-sd improvements ({trials} trials, seed 7, max_replicates {RECOMMENDED_MAX_REPLICATES}): "
-          f"posterior rule keeps {keep_rate:.3f} (mean runs {np.mean([d.n_runs for d in decisions]):.2f}), "
-          f"ratchet keeps {ratchet_rate:.3f}")
-    # A majority, by more than the binomial error of the estimate.
-    assert keep_rate - 2 * np.sqrt(0.25 / trials) > 0.5
+    rate = keep_rate(-NOISE_SD, sequential_rule(), trials, 7, SLAB_PRIOR)
+    assert rate - 2 * np.sqrt(0.25 / trials) > 0.5  # a majority, by more than the binomial error
 
 
 def test_decision_fields_and_min_replicates():
     rng = np.random.default_rng(0)
-    beliefs = Beliefs([Hypothesis("change", "architecture")], prior=PRIOR)
+    beliefs = Beliefs([Hypothesis("change", "architecture")], prior=SLAB_PRIOR)
     beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(4)])
     beliefs.update([Observation(CANDIDATE, BASE_VALUE - 0.3 + NOISE_SD * rng.standard_normal()) for _ in range(1)])
     early = decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(min_replicates=2), 1)
     assert early.verdict == "undecided" and early.p_better > 0.95  # never keep before min_replicates
     beliefs.update([Observation(CANDIDATE, BASE_VALUE - 0.3 + NOISE_SD * rng.standard_normal())])
     # With looks up to 8 runs the first look (2 runs) needs P(better) >= 0.9999: undecided, not kept.
-    looks, thresholds = look_thresholds(KeepRule())
-    strict = decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(), 2)
+    rule = KeepRule(max_replicates=8, spending="obrien_fleming")
+    looks, thresholds = look_thresholds(rule)
+    strict = decide(beliefs, CANDIDATE, INCUMBENT, rule, 2)
     assert strict.verdict == "undecided" and 0.95 < strict.p_better < thresholds[0]
     assert f"look 1 of {len(looks)}, overall 0.95" in strict.reason
-    # A single look at 2 runs is the plain rule at the stated threshold.
-    kept = decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(max_replicates=2), 2)
-    assert kept.verdict == "keep" and kept.n_runs == 2
-    assert kept.reason == f"P(better)={kept.p_better:.3f} >= 0.950 (look 1 of 1, overall 0.95)"
-    lo, hi = kept.interval
-    assert lo < -0.2 < hi < 0
+    # A single look at 2 runs is the plain rule at the stated threshold; so is the default rule.
+    for kept in (decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(max_replicates=2, spending="obrien_fleming"), 2),
+                 decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(), 2)):
+        assert kept.verdict == "keep" and kept.n_runs == 2
+        assert kept.reason.startswith(f"P(better)={kept.p_better:.3f} >= 0.950 (look 1 of ")
+        lo, hi = kept.interval
+        assert lo < -0.2 < hi < 0
     worse = Beliefs([Hypothesis("change", "architecture")], prior=PRIOR)
     worse.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(4)])
     worse.update([Observation(CANDIDATE, BASE_VALUE + 0.3 + NOISE_SD * rng.standard_normal()) for _ in range(2)])
@@ -135,7 +186,7 @@ def test_decision_fields_and_min_replicates():
 
 
 class FixedDifference:
-    """A stand-in posterior whose difference is t_df(mean, 1) with P(d < 0) = p_better."""
+    """A stand-in slab-only posterior whose difference is t_df(mean, 1) with P(d < 0) = p_better."""
 
     def __init__(self, p_better, df=30.0):
         self.mean, self.scale, self.df = -float(stats.t.ppf(p_better, df)), 1.0, df
@@ -143,18 +194,23 @@ class FixedDifference:
     def difference(self, a, b):
         return self
 
+    def spike(self, a, b):
+        return None
+
     def interval(self, level):
         return stats.t.interval(level, self.df, loc=self.mean, scale=self.scale)
 
 
 def test_per_look_thresholds_are_strict_early_and_the_threshold_applies_per_look():
-    rule = KeepRule(threshold=0.95, max_replicates=8, min_replicates=2, batch=2)
+    rule = KeepRule(threshold=0.95, max_replicates=8, min_replicates=2, batch=2, spending="obrien_fleming")
     looks, thresholds = look_thresholds(rule)
     assert looks == (2, 4, 6, 8)
     assert all(later < earlier for earlier, later in zip(thresholds, thresholds[1:]))
     assert thresholds[0] > 0.999 and 0.95 < thresholds[-1] < 0.97  # near-nominal at the last look
-    # One look only: the fixed rule at the stated threshold.
-    assert look_thresholds(KeepRule(threshold=0.9, max_replicates=3, min_replicates=3))[1] == pytest.approx((0.9,))
+    # One look only: the fixed rule at the stated threshold; without spending, every look's.
+    assert look_thresholds(KeepRule(threshold=0.9, max_replicates=3, min_replicates=3,
+                                    spending="obrien_fleming"))[1] == pytest.approx((0.9,))
+    assert look_thresholds(KeepRule(threshold=0.9, max_replicates=6, batch=2))[1] == (0.9, 0.9, 0.9)
     # p_better between the last look's threshold and the first's: keep only at the last look.
     between = FixedDifference((thresholds[-1] + thresholds[-2]) / 2)
     assert decide(between, CANDIDATE, INCUMBENT, rule, 4).verdict == "undecided"

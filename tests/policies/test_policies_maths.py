@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
+from beliefs.spike import NULL_SHARE_GRID, SpikePrior
 from policies.maths import (
     alpha_spent,
     argmax_random_tie,
@@ -172,6 +174,39 @@ def test_probability_better_and_success():
     hopeless = probability_of_success(1.0, 0.1, 20.0, 4, 4, 0.95, 0.0)
     promising = probability_of_success(-0.15, 0.1, 20.0, 4, 4, 0.95, 0.0)
     assert hopeless < 1e-6 < 0.5 < promising
+
+
+def spike_at(prior_scale, share=0.5):
+    """P(d = 0 | slab posterior N(m, s^2)) for a slab N(0, prior_scale^2) and a known null share."""
+    weights = np.zeros(len(NULL_SHARE_GRID))
+    weights[int(np.argmin(np.abs(NULL_SHARE_GRID - share)))] = 1.0
+    return SpikePrior(0.0, prior_scale, 1e13, 1e13, weights).null_probability
+
+
+def test_success_with_a_spike_that_never_fires_is_the_slab_only_formula():
+    never = lambda mean, scale: 0.0  # noqa: E731
+    for mean in (-0.3, -0.1, 0.0, 0.2):
+        assert probability_of_success(mean, 0.1, 1e6, 4, 6, 0.95, 0.0, never) == pytest.approx(
+            probability_of_success(mean, 0.1, 1e6, 4, 6, 0.95, 0.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("mean", [-0.25, -0.12, -0.05, 0.05])
+def test_success_with_a_spike_matches_monte_carlo(mean):
+    """Draw d from the current spike-and-slab posterior, the new runs' mean given d, update the
+    slab posterior, and count the keeps: the predictive probability of success, simulated."""
+    rng = np.random.default_rng(23)
+    scale, n_runs, more_runs, threshold, draws = 0.1, 4, 8, 0.95, 20_000
+    null_at = spike_at(0.3)
+    claimed = probability_of_success(mean, scale, 1e13, n_runs, more_runs, threshold, 0.0, null_at)
+    null = rng.random(draws) < null_at(mean, scale)
+    effect = np.where(null, 0.0, mean + scale * rng.standard_normal(draws))
+    scale_after = scale * math.sqrt(n_runs / (n_runs + more_runs))
+    added = 1 / scale_after**2 - 1 / scale**2
+    new_mean = effect + rng.standard_normal(draws) / math.sqrt(added)
+    mean_after = scale_after**2 * (mean / scale**2 + added * new_mean)
+    p_after = np.array([(1 - null_at(m, scale_after)) * stats.norm.cdf(-m / scale_after) for m in mean_after])
+    simulated = float(np.mean(p_after >= threshold))
+    assert claimed == pytest.approx(simulated, abs=4 * math.sqrt(simulated * (1 - simulated) / draws) + 2e-3)
 
 
 def test_compression_progress_from_losses():
