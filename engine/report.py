@@ -77,8 +77,11 @@ def plot_forest(models: list, study: Study, path: Path) -> Path:
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
     metric = study.cfg.env["metric"] if study.sign > 0 else f"-{study.cfg.env['metric']} (negated)"
     ax.set_title(f"Effect on {metric} by hypothesis (90% HDI); lower is better")
-    if ax.get_legend() is not None:  # outside the axes, so it never hides the first row
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    legend = ax.get_legend()
+    if legend is not None:  # moved outside the axes, so it never hides the first row; arviz's
+        # handles are not labelled artists, so they are carried over explicitly
+        ax.legend(legend.legend_handles, [t.get_text() for t in legend.get_texts()],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     labels = {h.name: f"{h.category}: {h.name}" for h in order}
     ax.set_yticklabels([_relabel(t.get_text(), labels) for t in ax.get_yticklabels()])
     fig = ax.get_figure()
@@ -189,10 +192,13 @@ def render_report(study: Study, stop_reason: str, incumbent: dict, insights: lis
         lines.append(f"| {d['step']} | {d['hypothesis']} | {d['verdict']} | {p} | {interval} | "
                      f"{d['n_runs']} | {d['reason']} |")
     lines += ["", "## Effects (conjugate posterior, 90% intervals)", "",
-              "| hypothesis | category | mean | interval |", "|---|---|---|---|"]
+              "Mean and interval are the slab's (the effect if the change does anything); P(no effect)",
+              "is the spike-and-slab posterior probability that it does nothing at all.", "",
+              "| hypothesis | category | mean | interval | P(no effect) |", "|---|---|---|---|---|"]
     for e in sorted(study.beliefs.effects(), key=lambda e: (e.category, e.name)):
         lo, hi = sorted((study.sign * e.lo, study.sign * e.hi))
-        lines.append(f"| {e.name} | {e.category} | {study.sign * e.mean:+.4f} | [{lo:+.4f}, {hi:+.4f}] |")
+        null = study.beliefs.null_probability(frozenset({e.name}), frozenset())
+        lines.append(f"| {e.name} | {e.category} | {study.sign * e.mean:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {null:.3f} |")
     lines += ["", "## Insights", ""] + [f"- {i['statement']}" for i in insights]
     lines += ["", "## Files", ""]
     lines += [f"- `{p.relative_to(study.out_dir)}`" for p in paths.values()

@@ -132,11 +132,16 @@ def check_outputs_agree(out: Path) -> None:
     assert [r["status"] for r in rows[1:] if "(undecided)" not in r["description"]] == [
         "keep" if d["verdict"] == "keep" else "crash" if "crashed" in d["reason"] else "discard"
         for d in final]
+    report = (out / "report.md").read_text()
+    effects = report[report.index("| hypothesis | category | mean | interval | P(no effect) |"):].split("\n\n")[0]
+    for row in effects.splitlines()[2:]:
+        assert 0.0 <= float(row.strip("| ").split(" | ")[-1]) <= 1.0, row
     last_verdict = {d["hypothesis"]: d["verdict"] for d in decisions}
     assert sum("(undecided)" in r["description"] for r in rows) == \
         sum(v == "undecided" for v in last_verdict.values())
 
 
+@pytest.mark.filterwarnings("error:No artists with labels:UserWarning")  # the forest plot's legend is labelled
 def test_synthetic_study_end_to_end_with_pymc(tmp_path):
     cfg = load_config(write(tmp_path / "s.toml", SYNTHETIC.format(budget=30, fit_pymc="true", policy="efe")),
                       out_dir=str(tmp_path / "out"))
