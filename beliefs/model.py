@@ -401,7 +401,8 @@ class Beliefs:
     def info_gain(self, configs: Sequence[frozenset[str]], n: int | np.ndarray,
                   noise_scale: float | np.ndarray = 1.0) -> np.ndarray:
         """Nats gained about the parameters from n more runs of each config (sigma known):
-        0.5 log(1 + n r / h). Dimensionless, so the standardisation does not matter."""
+        0.5 log(1 + n r / h). Dimensionless, so the standardisation does not matter. `n` broadcasts
+        against the configs (its last axis), so several run counts cost one posterior solve."""
         n_arr = np.asarray(n)
         if np.any(n_arr < 0):
             raise ValueError(f"info_gain: n must be >= 0, got {n!r}")
@@ -480,7 +481,9 @@ class Beliefs:
             loc, z_scale, df = loo_predictive_params(z, mean, r, 1.0 / h, post.a, post.b)
         else:
             loc, z_scale, df = mean, np.sqrt(post.noise_var * (h + r)), np.full(len(z), 2 * post.a)
-        return -Predictive(loc, z_scale, df).logpdf(z) + math.log(scale)
+        loss = -Predictive(loc, z_scale, df).logpdf(z) + math.log(scale)
+        # A run the others cannot account for has no proper leave-one-out predictive: infinite loss.
+        return np.where(np.isnan(z_scale), np.inf, loss)
 
     def loo_log_loss(self) -> np.ndarray:
         """Leave-one-out predictive log-loss of every past observation (nats, metric units)."""

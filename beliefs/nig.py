@@ -102,12 +102,15 @@ def loo_predictive_params(
 
     leverage k = w r; mean = z - e/(1 - k) with e = z - fitted; r_loo = r/(1 - k);
     b_loo = b - w e^2 / (2(1 - k)); a_loo = a - 1/2; scale^2 = (b_loo/a_loo)(1/w + r_loo).
-    Returns (mean, scale, df) in standardised units."""
+    Returns (mean, scale, df) in standardised units; scale is NaN where b_loo <= 0."""
     leverage = np.minimum(weight * r, 1.0 - 1e-12)
     residual = z - fitted
     keep = 1.0 - leverage
     a_loo = a - 0.5
-    b_loo = np.maximum(b - 0.5 * weight * residual**2 / keep, 1e-300)
+    b_loo = b - 0.5 * weight * residual**2 / keep
+    # b_loo <= 0: the other runs cannot account for this one's residual (too few of them), so it
+    # has no proper leave-one-out predictive; NaN says so (a floor made infinite losses instead).
+    b_loo = np.where(b_loo > 0, b_loo, np.nan)
     scale = np.sqrt(b_loo / a_loo * (1.0 / weight + r / keep))
     return z - residual / keep, scale, np.full_like(z, 2 * a_loo, dtype=float)
 

@@ -43,9 +43,10 @@ class EFEPolicy(Policy):
         most = np.array([self.runs_for(view, h) for h in names])
         best = {key: np.empty(len(names)) for key in ("efe", "epistemic", "pragmatic", "cost", "n_runs")}
         best["efe"][:] = np.inf
-        for n in range(1, int(most.max()) + 1):
-            n_arr = np.minimum(n, most)
-            epistemic = np.asarray(beliefs.info_gain(configs, n_arr), dtype=float)
+        # Row k: n = k + 1 runs for every option (capped at its own most); one posterior solve for all.
+        n_grid = np.minimum(np.arange(1, int(most.max()) + 1)[:, None], most[None, :])
+        info = np.asarray(beliefs.info_gain(configs, n_grid), dtype=float)
+        for n_arr, epistemic in zip(n_grid, info):
             efe = expected_free_energy(epistemic, pragmatic, n_arr * seconds, self.cost_weight,
                                        use_epistemic=self.epistemic, use_pragmatic=self.pragmatic,
                                        use_cost=self.cost)

@@ -181,10 +181,13 @@ def learntropy_of_reduction(reduction: float, kappa: float) -> float:
 
 def compression_progress_from_losses(losses_before: np.ndarray, losses_after: np.ndarray) -> float:
     """Compression progress = sum_i (loss_before_i - loss_after_i), nats over the same past
-    observations; positive = the model now predicts (compresses) the past better."""
+    observations; positive = the model now predicts (compresses) the past better. NaN when a loss
+    is not finite (a run with no proper leave-one-out predictive): the progress is undefined."""
     before, after = np.asarray(losses_before, dtype=float), np.asarray(losses_after, dtype=float)
     if before.shape != after.shape:
         raise ValueError(f"log-losses must cover the same observations: shapes {before.shape} and {after.shape}")
+    if not (np.all(np.isfinite(before)) and np.all(np.isfinite(after))):
+        return float("nan")
     return float(np.sum(before - after))
 
 

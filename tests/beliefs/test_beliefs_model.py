@@ -165,6 +165,9 @@ def test_info_gain_and_bad_inputs():
     beliefs.update([Observation(frozenset(), 1.0), Observation(frozenset({"h0"}), 2.0)])
     gains = beliefs.info_gain([frozenset({"h0"}), frozenset({"h1"})], np.array([1, 1]))
     assert gains[1] > gains[0] > 0  # the unobserved hypothesis is the more informative run
+    # Several run counts at once (rows) give the same nats as one call per row.
+    configs, grid = [frozenset({"h0"}), frozenset({"h1"})], np.array([[1, 2], [3, 1], [5, 4]])
+    assert np.allclose(beliefs.info_gain(configs, grid), [beliefs.info_gain(configs, row) for row in grid])
     with pytest.raises(ValueError, match="n must be >= 0"):
         beliefs.info_gain([frozenset()], -1)
     with pytest.raises(ValueError, match="finite"):

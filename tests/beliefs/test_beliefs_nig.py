@@ -56,6 +56,13 @@ def test_loo_hat_identity_matches_refit_without_the_point():
         assert df[i] == pytest.approx(2 * refit.a)
 
 
+def test_loo_without_a_proper_predictive_has_a_nan_scale():
+    """b_loo = b - w e^2 / (2(1 - k)) <= 0: the other runs cannot account for this residual."""
+    z, fitted, r, weight = np.array([3.0, 0.1]), np.array([0.0, 0.0]), np.array([0.5, 0.5]), np.ones(2)
+    loc, scale, df = loo_predictive_params(z, fitted, r, weight, a=2.0, b=1.0)
+    assert np.isnan(scale[0]) and np.isfinite(scale[1]) and np.all(np.isfinite(loc))
+
+
 def _mc_mutual_information(rng, prior_cov_rows, rows, h, sigma, draws):
     """Monte Carlo of I(beta; Y) = E[log p(Y | beta) - log p(Y)] for Y = rows beta + eps (Gaussian)."""
     k = len(rows)

@@ -215,6 +215,7 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
     assert last["n_runs"] < applied
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # single runs: no overflowing leave-one-out losses
 def test_the_ratchet_runs_one_unpaired_run_per_step(tmp_path):
     cfg = load_config(write(tmp_path / "s.toml", SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet")),
                       out_dir=str(tmp_path / "out"))

@@ -212,6 +212,7 @@ def test_success_with_a_spike_matches_monte_carlo(mean):
 def test_compression_progress_from_losses():
     assert compression_progress_from_losses(np.array([1.0, 2.0]), np.array([0.5, 2.5])) == pytest.approx(0.0)
     assert compression_progress_from_losses(np.array([1.0]), np.array([0.25])) == pytest.approx(0.75)
+    assert np.isnan(compression_progress_from_losses(np.array([np.inf, 1.0]), np.array([np.inf, 0.5])))
     with pytest.raises(ValueError, match="same observations"):
         compression_progress_from_losses(np.zeros(2), np.zeros(3))
 
