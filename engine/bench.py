@@ -1,6 +1,6 @@
 """Benchmark policies against each other on the same env, seeds and budget of runs.
 
-    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--first-seed K] [--workers N]
+    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--first-seed K] [--budget-trials N] [--workers N]
 
 A bench file holds `[bench]` (seeds, first_seed, budget_trials, policies, default_policy,
 reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study) and one or more
@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="override [bench] seeds")
     parser.add_argument("--first-seed", type=int,
                         help="override [bench] first_seed: seeds K..K+N-1 (held-out worlds for tuning)")
+    parser.add_argument("--budget-trials", type=int, help="override [bench] budget_trials (runs per study)")
     parser.add_argument("--workers", type=int, help="override [bench] workers (studies in parallel)")
     args = parser.parse_args(argv)
     source = Path(args.bench)
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.setdefault("policies", ["efe", "ratchet"])
         if args.seeds:
             bench["seeds"] = args.seeds
+        if args.budget_trials:
+            bench["budget_trials"] = args.budget_trials
         if args.first_seed is not None:
             bench["first_seed"] = args.first_seed
         seeds = range(bench.get("first_seed", 0), bench.get("first_seed", 0) + bench["seeds"])

@@ -82,3 +82,16 @@ def test_verdict_says_when_the_engine_loses():
 def test_bootstrap_interval_brackets_the_mean(values):
     lo, hi = bootstrap_interval(np.array(values), np.random.default_rng(0))
     assert lo <= np.mean(values) + 1e-9 and np.mean(values) - 1e-9 <= hi
+
+
+def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
+    bench = tmp_path / "bench.toml"
+    bench.write_text(textwrap.dedent(BENCH).replace('policies = ["efe", "ratchet"]', 'policies = ["efe"]'))
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out", str(tmp_path / "out"),
+                             "--seeds", "2", "--first-seed", "50", "--budget-trials", "12"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    studies = json.loads((tmp_path / "out" / "bench.json").read_text())["studies"]
+    assert sorted({s["seed"] for s in studies}) == [50, 51]
+    assert all(s["runs_used"] <= 12 for s in studies)
+    assert "2 seeds per policy (from seed 50), 12 runs each" in (tmp_path / "out" / "bench.md").read_text()
