@@ -42,7 +42,8 @@ class StudyScore:
     seed: int
     gain: float            # metric units, positive = better than the base
     best_gain: float | None  # the best reachable gain where the truth is known
-    keeps: int
+    keeps: int                  # keep decisions (a kept pair move is one)
+    claimed_false_keeps: float | None  # sum of 1 - P(better) over the keeps: what the model expects
     false_keeps: int | None     # keeps whose true effect, where they were kept, is no gain
     null_decisions: int | None  # final verdicts on changes whose true effect there is no gain
     # (both None where the truth is only re-measured: every decision would cost re-runs)
@@ -98,6 +99,8 @@ def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, sour
     base_value = truth(frozenset())
     final_value = truth(study.incumbent)
     false_keeps = null_decisions = 0 if truth.source == "truth" else None
+    kept = [d for d in study.ledger.decisions(study.study_id) if d["verdict"] == "keep"]
+    claimed = None if any(d["p_better"] is None for d in kept) else float(sum(1 - d["p_better"] for d in kept))
     applied: frozenset[str] = frozenset()
     for d in study.ledger.decisions(study.study_id) if truth.source == "truth" else ():
         if d["verdict"] == "undecided":  # replayed in order: the incumbent grows with each keep
@@ -111,7 +114,7 @@ def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, sour
     best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
     best_gain = study.sign * (base_value - best().value) if best else None
     return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value), best_gain,
-                      len(study.kept), false_keeps, null_decisions, study.runs_used, wall, truth.source)
+                      len(kept), claimed, false_keeps, null_decisions, study.runs_used, wall, truth.source)
 
 
 class Truth:
@@ -173,6 +176,8 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
                            false_keep_ci=bootstrap_interval(pairs, rng, stat=rate),
                            null_keep_rate=float(rate(null_pairs)),
                            null_keep_ci=bootstrap_interval(null_pairs, rng, stat=rate))
+            if all(s.claimed_false_keeps is not None for s in group):  # the ratchet claims nothing
+                row["claimed_false_keep_rate"] = float(sum(s.claimed_false_keeps for s in group) / max(keeps.sum(), 1))
             if all(s.best_gain for s in group):
                 fractions = np.array([s.gain / s.best_gain for s in group])
                 row["fraction_of_best"] = float(fractions.mean())
@@ -185,24 +190,29 @@ def render_markdown(rows: list[dict], bench: dict, elapsed: float) -> str:
     lines = [f"# Benchmark: {bench.get('name', 'bench')}", "",
              f"{bench['seeds']} seeds per policy (from seed {bench.get('first_seed', 0)}), {bench['budget_trials']} runs each; "
              f"means with bootstrap 95% intervals over seeds; total wall time {elapsed:.0f} s.", "",
-             "False-keep rate: kept changes with no true gain / all keeps. Null keep rate: keeps of "
-             "changes with no true gain / final verdicts on such changes (what the keep rule bounds).", "",
-             "| world | policy | true gain | fraction of best | false-keep rate | null keep rate | keeps | runs used | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "False-keep rate: kept changes with no true gain / all keeps. Claimed: the rate the model "
+             "expected, the mean of 1 - P(better) over its keeps (calibrated when the two agree). Null "
+             "keep rate: keeps of changes with no true gain / final verdicts on such changes.", "",
+             "| world | policy | true gain | fraction of best | false-keep rate | claimed | null keep rate | keeps | runs used | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['world']} | {r['policy']} | {_cell(r, 'gain', '+.4g')} | {_cell(r, 'fraction_of_best', '.2f')} | "
-            f"{_cell(r, 'false_keep_rate', '.3f')} | {_cell(r, 'null_keep_rate', '.3f')} | "
+            f"{_cell(r, 'false_keep_rate', '.3f')} | {_cell(r, 'claimed_false_keep_rate', '.3f')} | "
+            f"{_cell(r, 'null_keep_rate', '.3f')} | "
             f"{r['keeps']:.1f} | {r['runs_used']:.1f} | {r['wall_seconds']:.1f} |")
     lines += ["", *verdict_lines(rows, bench), ""]
     return "\n".join(lines)
 
 
 def _cell(row: dict, key: str, spec: str) -> str:
-    """'value [lo, hi]', or '—' where this bench could not measure it."""
+    """'value [lo, hi]' ('value' where no interval is computed), or '—' where this bench could not
+    measure it."""
     if key not in row:
         return "—"
     interval_key = {"gain": "gain_ci", "fraction_of_best": "fraction_ci"}.get(key, key.replace("_rate", "_ci"))
+    if interval_key not in row:
+        return f"{row[key]:{spec}}"
     lo, hi = row[interval_key]
     return f"{row[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 

@@ -63,6 +63,9 @@ def test_bench_runs_every_policy_on_every_world_with_equal_budgets(tmp_path):
         assert 0 <= row["false_keep_rate"] <= 1 and 0 <= row["null_keep_rate"] <= 1
         assert all(s["false_keeps"] <= min(s["keeps"], s["null_decisions"]) for s in group)
         assert all(s["gain"] <= s["best_gain"] + 1e-9 for s in group)  # nobody beats the optimum
+        # The model's own expectation of false keeps: posterior policies claim one, the ratchet none.
+        assert ("claimed_false_keep_rate" in row) == (row["policy"] != "ratchet")
+        assert 0 <= row.get("claimed_false_keep_rate", 0) <= 1
     markdown = (tmp_path / "out" / "bench.md").read_text()
     assert "| quiet | efe |" in markdown and "| noisy | ratchet |" in markdown
     assert (tmp_path / "out" / "bench.png").stat().st_size > 5000
