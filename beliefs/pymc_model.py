@@ -54,7 +54,8 @@ def fit_pymc(
               "column": np.arange(design.shape[1])}
 
     with pm.Model(coords=coords):
-        sigma_sq = pm.InverseGamma("sigma_sq_std", alpha=prior.noise_shape, beta=prior.noise_rate)
+        noise_shape, noise_rate = beliefs.noise_prior()
+        sigma_sq = pm.InverseGamma("sigma_sq_std", alpha=noise_shape, beta=noise_rate)
         sigma_std = pt.sqrt(sigma_sq)
         shape, rate = prior.scale_df / 2, prior.scale_df / 2 * prior.effect_sd**2
         if hierarchical:

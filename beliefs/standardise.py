@@ -42,27 +42,38 @@ class ConfigMoments:
         return ss if ss > ROUNDING * self.sum_wuu else 0.0
 
 
+def pooled(moments: dict[frozenset[str], ConfigMoments]) -> ConfigMoments:
+    """The moments of all runs together."""
+    total = ConfigMoments()
+    for m in moments.values():
+        total.count += m.count
+        total.sum_w += m.sum_w
+        total.sum_wu += m.sum_wu
+        total.sum_wuu += m.sum_wuu
+    return total
+
+
+def total_sd(moments: dict[frozenset[str], ConfigMoments]) -> float:
+    """The 1/h-weighted sd of all runs together, metric units (0 with fewer than 2 runs)."""
+    everything = pooled(moments)
+    return math.sqrt(everything.within_ss() / (everything.count - 1)) if everything.count >= 2 else 0.0
+
+
 def standardisation(moments: dict[frozenset[str], ConfigMoments], reference: float) -> tuple[float, float]:
     """(center, scale) in metric units from per-config moments, by the rule in the module docstring."""
     if not moments:
         return 0.0, 1.0
     base = moments.get(frozenset())
-    pooled = ConfigMoments()
-    for m in moments.values():
-        pooled.count += m.count
-        pooled.sum_w += m.sum_w
-        pooled.sum_wu += m.sum_wu
-        pooled.sum_wuu += m.sum_wuu
-    centre_source = base if base is not None else pooled
+    everything = pooled(moments)
+    centre_source = base if base is not None else everything
     center = reference + centre_source.sum_wu / centre_source.sum_w
 
-    total_ss = pooled.within_ss()
-    if pooled.count < 2 or total_ss == 0:
+    spread = total_sd(moments)
+    if spread == 0:
         return center, 1.0
-    total_sd = math.sqrt(total_ss / (pooled.count - 1))
     within_df = sum(m.count - 1 for m in moments.values())
     within_ss = sum(m.within_ss() for m in moments.values())
     within_sd = math.sqrt(within_ss / within_df) if within_df >= 1 else 0.0
     # Below the floor, the replicate spread is rounding error of the sums (which depends on the
     # reference value, hence on order) or so small that standardised values would overflow.
-    return center, within_sd if within_sd > SCALE_FLOOR * total_sd else total_sd
+    return center, within_sd if within_sd > SCALE_FLOOR * spread else spread

@@ -271,7 +271,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "beliefs": {
         "interactions": Field(BOOL, False, None, "model pairwise interactions"),
         "prior_effect_sd": Field(FLOAT, 0.5, Range(0, lo_open=True), "prior sd of an effect, standardised units"),
-        "prior_noise_df": Field(FLOAT, 2.0, Range(0, lo_open=True), "prior df of the noise (inverse-gamma a0 = df/2)"),
+        "prior_noise_df": Field(FLOAT, 1.0, Range(0, lo_open=True), "weight of the noise prior in runs (inverse-gamma a0 = df/2), centred on the sd of all runs"),
         "null_share": Field(FLOAT, 0.5, Range(0, 1, hi_open=True), "prior guess of the share of changes that do nothing (spike-and-slab; 0 = no spike)"),
         "fit_pymc": Field(BOOL, True, None, "full-Bayes PyMC fit for the report at the end"),
         "pymc_draws": Field(INT, 500, Range(50), "PyMC draws per chain"),

@@ -11,8 +11,8 @@ false keeps among keeps is at most 1 - threshold however many looks are taken. T
 makes that share small in practice: most changes do nothing, and a prior that says so (with the
 null share learnt across hypotheses) asks more of the evidence than a slab alone. Measured with
 tests/policies/test_policies_keep.py's trainer-like setup (noise sd 0.03, paired batches of 2,
-effect prior 0.75 sd): in a world drawn from the prior, 3.2% of keeps were false (4 of 126); 1.0%
-of 600 nulls and 56% of 400 one-sd improvements were kept within 24 runs.
+effect prior 0.75 sd): in a world drawn from the prior, 1.7% of keeps were false (2 of 117); 0.3%
+of 600 nulls and 51% of 400 one-sd improvements were kept within 24 runs.
 
 Why not the slab alone with the plain threshold: a null change gets several chances to cross
 (8.5% of simulated nulls were kept at 0.95), and in the benchmark the share of false keeps went
@@ -29,7 +29,7 @@ max_replicates, and `policies.maths.sequential_boundaries` gives z_k with P_null
 p_better is (approximately, exactly for a flat-prior t posterior) uniform at each look, so this
 is the Gaussian group-sequential test written in posterior probabilities. O'Brien-Fleming
 spending is strict early (P(better) >= 0.9999 at 2 of 8 runs) and close to nominal at the last
-look (0.962 at 8 runs); with looks at 2..10 runs it kept 5.0% of 600 nulls and 65.5% of 400 1-sd
+look (0.962 at 8 runs); with looks at 2..10 runs it kept 5.0% of 600 nulls and 66.2% of 400 1-sd
 improvements. Pocock-type spending (a nearly constant level, about 0.984) spends error early,
 where these small samples have little power. An anytime-valid mixture likelihood ratio (e-value)
 needs z >= 2.76 at every look and keeps at most 24% of 1-sd improvements within 10 runs.

@@ -44,6 +44,27 @@ def test_standardisation_centres_on_base_runs_and_scales_by_replicate_spread():
     assert beliefs.from_standard(beliefs.to_standard(17.5)) == pytest.approx(17.5)
 
 
+def test_noise_prior_guesses_the_sd_of_all_runs_not_the_replicate_sd():
+    """Replicates that agree by chance must not also set the prior: its guess of sigma is the sd
+    of all runs together (never below the replicate sd), b0/a0 = guess^2 in standardised units."""
+    values = {frozenset(): (10.0, 10.1), frozenset({"h0"}): (14.0, 14.1)}
+    beliefs = Beliefs(_hypotheses(2), prior=BeliefPrior(noise_df=3.0))
+    beliefs.update([Observation(config, v) for config, pair in values.items() for v in pair])
+    _, scale = beliefs.standardisation()
+    shape, rate = beliefs.noise_prior()
+    everything = [v for pair in values.values() for v in pair]
+    assert shape == pytest.approx(1.5)
+    assert math.sqrt(rate / shape) * scale == pytest.approx(np.std(everything, ddof=1))
+    # Replicates far apart: the replicate sd is the larger, and the guess.
+    apart = Beliefs(_hypotheses(2), prior=BeliefPrior(noise_df=3.0))
+    apart.update([Observation(frozenset(), v) for v in (0.0, 10.0, 0.0, 10.0)])
+    assert apart.noise_prior()[1] / apart.noise_prior()[0] == pytest.approx(1.0)
+    # A fixed standardisation fixes the prior too (noise_sd in its units), as the LOO test needs.
+    fixed = Beliefs(_hypotheses(2), prior=BeliefPrior(noise_df=3.0, noise_sd=2.0, standardisation=(0.0, 1.0)))
+    fixed.update([Observation(frozenset(), v) for v in (0.0, 10.0)])
+    assert fixed.noise_prior() == pytest.approx((1.5, 1.5 * 4.0))
+
+
 def test_difference_is_the_effect_when_one_hypothesis_is_added():
     rng = np.random.default_rng(1)
     _, obs = _simulate(rng, 5, 4, 3.0, 0.5, 0.5)
@@ -99,8 +120,10 @@ def test_loo_log_loss_matches_refitting_without_each_point():
     beliefs = Beliefs(_hypotheses(4), prior=BeliefPrior(empirical_bayes=False))
     beliefs.update(obs)
     loo = beliefs.loo_log_loss()
-    # LOO holds the hyperparameters and the standardisation at their full-data values.
-    held = BeliefPrior(empirical_bayes=False, standardisation=beliefs.standardisation())
+    # LOO holds the hyperparameters, the standardisation and the noise prior at their full-data values.
+    noise_shape, noise_rate = beliefs.noise_prior()
+    held = BeliefPrior(empirical_bayes=False, standardisation=beliefs.standardisation(),
+                       noise_sd=float(np.sqrt(noise_rate / noise_shape)))
     for i in (0, 5, len(obs) - 1):
         rest = Beliefs(_hypotheses(4), prior=held)
         rest.update(obs[:i] + obs[i + 1:])

@@ -179,10 +179,10 @@ fit_pymc = false
 
 def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path):
     """Two worlds of the benchmark's interactions family: pairs of reverted changes are tried
-    together (world 0 keeps a true synergy that way), reverted changes get a new trial on a new
-    incumbent (world 1), and a study rebuilt from its ledger sees exactly the same state."""
+    together (world 10 keeps a true synergy that way), reverted changes get a new trial on a new
+    incumbent (world 0), and a study rebuilt from its ledger sees exactly the same state."""
     studies = {}
-    for seed in (0, 1):
+    for seed in (10, 0):
         cfg = load_config(write(tmp_path / f"pairs{seed}.toml", INTERACTIONS.format(seed=seed)),
                           out_dir=str(tmp_path / f"out{seed}"))
         study = Study(cfg)
@@ -192,26 +192,26 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
         replayed = Study(cfg)
         assert (replayed.incumbent, replayed.kept, replayed.closed) == (study.incumbent, study.kept, study.closed)
         assert replayed._view() == study._view()
-    pairs = [d for d in studies[0].ledger.decisions(studies[0].study_id) if " + " in d["hypothesis"]]
+    pairs = [d for d in studies[10].ledger.decisions(studies[10].study_id) if " + " in d["hypothesis"]]
     kept_pairs = [d["hypothesis"] for d in pairs if d["verdict"] == "keep"]
-    assert kept_pairs, "world 0 keeps a pair"
-    env, members = studies[0].env, move_members(kept_pairs[0])
-    alone = [env.truth(studies[0].config_for(frozenset({m}))) - env.truth({}) for m in members]
-    together = env.truth(studies[0].config_for(members)) - env.truth({})
+    assert kept_pairs, "world 10 keeps a pair"
+    env, members = studies[10].env, move_members(kept_pairs[0])
+    alone = [env.truth(studies[10].config_for(frozenset({m}))) - env.truth({}) for m in members]
+    together = env.truth(studies[10].config_for(members)) - env.truth({})
     assert together < 0 and together < min(alone)  # a synergy: better together than either alone
-    runs = ledger_rows(tmp_path / "out0" / "study.db", "runs")
+    runs = ledger_rows(tmp_path / "out10" / "study.db", "runs")
     for d in pairs:  # a pair move's runs apply both hypotheses
         step_runs = [r for r in runs if r["step"] == d["step"] and r["role"] == "candidate"]
         assert step_runs and all(move_members(d["hypothesis"]) <= set(json.loads(r["hypotheses_json"]))
                                  for r in step_runs)
-    decisions = studies[1].ledger.decisions(studies[1].study_id)
+    decisions = studies[0].ledger.decisions(studies[0].study_id)
     final = [d for d in decisions if d["verdict"] != "undecided"]
     retried = [name for name in {d["hypothesis"] for d in final}
                if sum(d["hypothesis"] == name for d in final) > 1]
-    assert retried, "world 1 tries a reverted change again on a new incumbent"
+    assert retried, "world 0 tries a reverted change again on a new incumbent"
     # The keep rule counts a new trial's runs only: fewer than every run of that change.
     last = [d for d in final if d["hypothesis"] == retried[0]][-1]
-    applied = sum(1 for r in studies[1].history if r.role == "candidate" and retried[0] in r.config)
+    applied = sum(1 for r in studies[0].history if r.role == "candidate" and retried[0] in r.config)
     assert last["n_runs"] < applied
 
 

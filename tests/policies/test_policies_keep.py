@@ -160,7 +160,9 @@ def test_the_sequential_rule_keeps_most_improvements_of_one_noise_sd():
 def test_decision_fields_and_min_replicates():
     rng = np.random.default_rng(0)
     beliefs = Beliefs([Hypothesis("change", "architecture")], prior=SLAB_PRIOR)
-    beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(4)])
+    # Enough incumbent runs that one candidate run can already pass 0.95 (the noise prior, centred
+    # on the sd of all runs, keeps P(better) lower when there are fewer).
+    beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(8)])
     beliefs.update([Observation(CANDIDATE, BASE_VALUE - 0.3 + NOISE_SD * rng.standard_normal()) for _ in range(1)])
     early = decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(min_replicates=2), 1)
     assert early.verdict == "undecided" and early.p_better > 0.95  # never keep before min_replicates
