@@ -167,17 +167,18 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
                    "keeps": float(keeps.mean()),
                    "runs_used": float(np.mean([s.runs_used for s in group])),
                    "wall_seconds": float(np.mean([s.wall_seconds for s in group]))}
+            # A rate needs a denominator: with no keeps (or no verdicts on null changes) it is left
+            # out, and the table prints "—" rather than a 0 that was never measured.
             if all(s.false_keeps is not None for s in group):
                 false_keeps = np.array([s.false_keeps for s in group])
-                pairs = np.stack([false_keeps, keeps], axis=1)
-                null_pairs = np.stack([false_keeps, [s.null_decisions for s in group]], axis=1)
                 rate = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731  pooled over seeds
-                row.update(false_keep_rate=float(rate(pairs)),
-                           false_keep_ci=bootstrap_interval(pairs, rng, stat=rate),
-                           null_keep_rate=float(rate(null_pairs)),
-                           null_keep_ci=bootstrap_interval(null_pairs, rng, stat=rate))
-            if all(s.claimed_false_keeps is not None for s in group):  # the ratchet claims nothing
-                row["claimed_false_keep_rate"] = float(sum(s.claimed_false_keeps for s in group) / max(keeps.sum(), 1))
+                for key, totals in (("false_keep", keeps), ("null_keep", [s.null_decisions for s in group])):
+                    pairs = np.stack([false_keeps, totals], axis=1)
+                    if pairs[:, 1].sum() > 0:
+                        row.update({f"{key}_rate": float(rate(pairs)),
+                                    f"{key}_ci": bootstrap_interval(pairs, rng, stat=rate)})
+            if keeps.sum() > 0 and all(s.claimed_false_keeps is not None for s in group):  # the ratchet claims nothing
+                row["claimed_false_keep_rate"] = float(sum(s.claimed_false_keeps for s in group) / keeps.sum())
             if all(s.best_gain for s in group):
                 fractions = np.array([s.gain / s.best_gain for s in group])
                 row["fraction_of_best"] = float(fractions.mean())
@@ -229,7 +230,9 @@ def verdict_lines(rows: list[dict], bench: dict) -> list[str]:
         gain_ok = d["gain"] >= b["gain"]
         line = (f"- {world}: true gain {d['gain']:+.4g} vs {b['gain']:+.4g} "
                 f"({'at least as high' if gain_ok else 'LOWER: the engine loses here'})")
-        if "false_keep_rate" in d and "false_keep_rate" in b:
+        if d["keeps"] == 0:
+            line += "; it kept nothing, so it made no false keep"
+        elif "false_keep_rate" in d and "false_keep_rate" in b:
             fk_ok = d["false_keep_rate"] <= 0.05
             line += (f"; false-keep rate {d['false_keep_rate']:.3f} vs {b['false_keep_rate']:.3f} "
                      f"({'within 5%' if fk_ok else 'ABOVE 5%'})")

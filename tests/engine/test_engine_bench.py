@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.bench import bootstrap_interval, verdict_lines
+from engine.bench import StudyScore, bootstrap_interval, render_markdown, summarise, verdict_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,11 +60,13 @@ def test_bench_runs_every_policy_on_every_world_with_equal_budgets(tmp_path):
         group = [s for s in studies if s["world"] == row["world"] and s["policy"] == row["policy"]]
         assert np.isclose(row["gain"], np.mean([s["gain"] for s in group]))
         assert row["gain_ci"][0] <= row["gain"] <= row["gain_ci"][1]
-        assert 0 <= row["false_keep_rate"] <= 1 and 0 <= row["null_keep_rate"] <= 1
+        kept = sum(s["keeps"] for s in group)
+        assert ("false_keep_rate" in row) == (kept > 0)  # no keeps: no rate, not a 0
+        assert 0 <= row.get("false_keep_rate", 0) <= 1 and 0 <= row.get("null_keep_rate", 0) <= 1
         assert all(s["false_keeps"] <= min(s["keeps"], s["null_decisions"]) for s in group)
         assert all(s["gain"] <= s["best_gain"] + 1e-9 for s in group)  # nobody beats the optimum
         # The model's own expectation of false keeps: posterior policies claim one, the ratchet none.
-        assert ("claimed_false_keep_rate" in row) == (row["policy"] != "ratchet")
+        assert ("claimed_false_keep_rate" in row) == (row["policy"] != "ratchet" and kept > 0)
         assert 0 <= row.get("claimed_false_keep_rate", 0) <= 1
     markdown = (tmp_path / "out" / "bench.md").read_text()
     assert "| quiet | efe |" in markdown and "| noisy | ratchet |" in markdown
@@ -72,8 +74,8 @@ def test_bench_runs_every_policy_on_every_world_with_equal_budgets(tmp_path):
 
 
 def test_verdict_says_when_the_engine_loses():
-    rows = [{"world": "w", "policy": "efe", "gain": 0.1, "false_keep_rate": 0.0},
-            {"world": "w", "policy": "ratchet", "gain": 0.3, "false_keep_rate": 0.4}]
+    rows = [{"world": "w", "policy": "efe", "gain": 0.1, "keeps": 1.0, "false_keep_rate": 0.0},
+            {"world": "w", "policy": "ratchet", "gain": 0.3, "keeps": 3.0, "false_keep_rate": 0.4}]
     text = "\n".join(verdict_lines(rows, {"default_policy": "efe"}))
     assert "LOWER: the engine loses here" in text
     rows[0]["gain"] = 0.5
@@ -98,3 +100,21 @@ def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
     assert sorted({s["seed"] for s in studies}) == [50, 51]
     assert all(s["runs_used"] <= 12 for s in studies)
     assert "2 seeds per policy (from seed 50), 12 runs each" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_a_policy_that_kept_nothing_gets_no_rates_but_a_dash():
+    """0 false keeps out of 0 keeps is not a measured rate of 0: the table says so."""
+    def score(policy, seed, keeps, false_keeps, claimed):
+        return StudyScore("w", policy, seed, gain=0.1 * keeps, best_gain=1.0, keeps=keeps,
+                          claimed_false_keeps=claimed, false_keeps=false_keeps, null_decisions=3,
+                          runs_used=20, wall_seconds=1.0, truth_source="truth")
+
+    rows = summarise([score("efe", 0, 0, 0, 0.0), score("efe", 1, 0, 0, 0.0),
+                      score("ratchet", 0, 4, 2, None), score("ratchet", 1, 2, 1, None)])
+    efe, ratchet = rows
+    assert {"false_keep_rate", "claimed_false_keep_rate"}.isdisjoint(efe)
+    assert efe["null_keep_rate"] == 0.0  # verdicts on null changes were made: 0 of 6 kept
+    assert ratchet["false_keep_rate"] == 0.5 and "claimed_false_keep_rate" not in ratchet
+    table = render_markdown(rows, {"name": "t", "seeds": 2, "budget_trials": 20, "default_policy": "efe"}, 1.0)
+    assert "| w | efe | +0 [+0, +0] | 0.00 [0.00, 0.00] | — | — | 0.000 [0.000, 0.000] |" in table
+    assert "it kept nothing, so it made no false keep" in table
