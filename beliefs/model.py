@@ -27,6 +27,7 @@ from beliefs.hyper import PoolGroup, fit_pool_hyperparameters, with_hyperparamet
 from beliefs.nig import (
     NIGPosterior,
     batch_info_gain_known_sigma,
+    contrast_variance_after,
     info_gain_known_sigma,
     log_marginal_likelihood,
     loo_predictive_params,
@@ -431,6 +432,24 @@ class Beliefs:
         post = self.standard_posterior()
         rows = self.design(configs)
         return batch_info_gain_known_sigma(post.whiten(rows), noise_scale)
+
+    def difference_variance_after(self, a: frozenset[str], b: frozenset[str], counts: tuple[int, int]) -> float:
+        """Var(mu(a) - mu(b)) / sigma^2 under the slab after counts[0] more runs of a and counts[1]
+        of b (dimensionless). A pair with no column yet is one more effect with prior variance
+        tau_int^2, seen by the runs of the one config that holds it."""
+        post, _, _ = self._posterior()
+        a, b = frozenset(a), frozenset(b)
+        rows, _ = self._features([a, b])
+        factor = post.whiten(np.vstack([rows, rows[0] - rows[1]]))
+        gram = factor.T @ factor
+        # Pairs without a column: independent effects of variance tau_int^2 each, shared by a and b
+        # where both hold them (they cancel in the difference).
+        unseen_a, unseen_b = self._unseen_pairs(a), self._unseen_pairs(b)
+        na, nb, both = len(unseen_a), len(unseen_b), len(unseen_a & unseen_b)
+        gram = gram + self._interaction_tau_sq * np.array([[na, both, na - both],
+                                                           [both, nb, both - nb],
+                                                           [na - both, both - nb, na + nb - 2 * both]])
+        return contrast_variance_after(gram, np.array(counts))
 
     def noise_sd(self) -> float:
         """Posterior mean of sigma, metric units: sqrt(b) Gamma(a - 1/2)/Gamma(a) * scale."""

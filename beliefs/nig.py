@@ -85,6 +85,19 @@ def info_gain_known_sigma(r: np.ndarray, n: np.ndarray | int, h: np.ndarray | fl
     return 0.5 * np.log1p(np.asarray(n, dtype=float) * np.asarray(r) / np.asarray(h, dtype=float))
 
 
+def contrast_variance_after(gram: np.ndarray, counts: np.ndarray) -> float:
+    """Var(c^T beta | sigma^2) / sigma^2 after counts_j more runs at each row x_j:
+    g_cc - g_cx^T (diag(1/counts) + G_xx)^-1 g_xc, with gram = [x_1..x_k, c]^T V [x_1..x_k, c]
+    (dimensionless). n runs at one config act as one run with noise variance sigma^2 / n."""
+    counts = np.asarray(counts, dtype=float)
+    if np.any(counts < 0):
+        raise ValueError(f"contrast_variance_after: counts must be >= 0, got {counts!r}")
+    run = np.flatnonzero(counts > 0)
+    cross = gram[run, -1]
+    system = gram[np.ix_(run, run)] + np.diag(1.0 / counts[run])
+    return float(gram[-1, -1] - cross @ np.linalg.solve(system, cross)) if run.size else float(gram[-1, -1])
+
+
 def batch_info_gain_known_sigma(whitened: np.ndarray, h: np.ndarray | float = 1.0) -> float:
     """IG = 0.5 log det(I + X V X^T / h) nats for one run of each row of X.
 

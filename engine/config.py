@@ -232,6 +232,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "budget_seconds": Field(FLOAT, 0.0, Range(0), "wall-clock limit in seconds; 0 = none"),
         "replicates_per_step": Field(INT, 2, Range(1, 64), "candidate runs per step (the policy may choose fewer)"),
         "incumbent_runs_per_step": Field(INT, 1, Range(0, 64), "paired incumbent re-runs per step (same seeds)"),
+        "adaptive_incumbent_runs": Field(BOOL, True, None, "pair a step with its incumbent runs only when they narrow the posterior of the comparison at least as much as as many more candidate runs would; false = every step"),
         "base_runs": Field(INT, 2, Range(1, 64), "runs of the base config before the first step"),
     },
     "env": {
@@ -294,6 +295,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "epsilon": Field(FLOAT, 0.0, Range(0), "minimum improvement that counts, metric units"),
         "max_replicates": Field(INT, 24, Range(1), "runs of one trial of a candidate after which, still undecided, it is reverted"),
         "min_replicates": Field(INT, 2, Range(1), "runs before any verdict; <= max_replicates"),
+        "futility": Field(FLOAT, 0.3, Range(0, 1, lo_open=True, hi_open=True), "revert a trial when the predictive probability that its remaining runs (up to max_replicates) reach a keep is below this"),
         "spending": Field(STR, "none", OneOf(KEEP_SPENDING), "how the threshold is spread over the looks at one hypothesis: \"none\" = the posterior threshold at every look (the spike-and-slab prior already counts nulls); a group-sequential design bounds each null's keep chance instead"),
     },
     "memory": {
@@ -330,6 +332,7 @@ class StudySection:
     budget_seconds: float
     replicates_per_step: int
     incumbent_runs_per_step: int
+    adaptive_incumbent_runs: bool
     base_runs: int
 
 
@@ -372,6 +375,7 @@ class DecisionSection:
     epsilon: float
     max_replicates: int
     min_replicates: int
+    futility: float
     spending: str
 
 

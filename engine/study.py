@@ -77,7 +77,8 @@ class Study:
         self.sign = 1.0 if cfg.env["direction"] == "lower" else -1.0
         self.rule = KeepRule(threshold=cfg.decision.threshold, epsilon=cfg.decision.epsilon,
                              max_replicates=cfg.decision.max_replicates,
-                             min_replicates=cfg.decision.min_replicates, spending=cfg.decision.spending)
+                             min_replicates=cfg.decision.min_replicates, spending=cfg.decision.spending,
+                             futility=cfg.decision.futility)
         params = {k: v for k, v in dataclasses.asdict(cfg.policy).items() if k != "kind"}
         self.policy = make_policy(cfg.policy.kind, keep_rule=self.rule, **params)
         self.runner = make_runner(cfg.runner.kind, cfg.runner.workers)
@@ -243,6 +244,9 @@ class Study:
                           "n_runs": self._fit_to_budget(action.n_runs), "reason": action.reason,
                           "terms": {k: float(v) for k, v in action.terms.items()},
                           "proposed": proposed}
+                if action.kind == "run":
+                    left = self.cfg.study.budget_trials - self.runs_used - record["n_runs"]
+                    record["incumbent_runs"] = min(left, self._paired_runs(action.hypothesis, record["n_runs"]))
                 self._begin(self.next_step, record)
         except KeyboardInterrupt:
             self.ledger.finish_study(self.study_id, "stopped", "interrupted")
@@ -264,7 +268,7 @@ class Study:
 
     def _stop_reason(self) -> str:
         study = self.cfg.study
-        if study.budget_trials - self.runs_used < 1 + self._incumbent_runs():
+        if study.budget_trials - self.runs_used < 1 + self._reserved_incumbent_runs():
             return f"budget_trials spent ({self.runs_used} of {study.budget_trials} runs)"
         if study.budget_seconds and self.elapsed >= study.budget_seconds:
             return f"budget_seconds spent ({self.elapsed:.0f} s of {study.budget_seconds:g} s)"
@@ -275,8 +279,26 @@ class Study:
     def _incumbent_runs(self) -> int:
         return self.cfg.study.incumbent_runs_per_step if self.policy.pairs_incumbent else 0
 
+    def _paired_runs(self, move: str, n_candidate: int) -> int:
+        """Incumbent runs to pair with n_candidate runs of the move: incumbent_runs_per_step, or
+        with adaptive_incumbent_runs only when they narrow the posterior of mu(candidate) -
+        mu(incumbent) at least as much as as many more candidate runs would. An incumbent measured
+        over several trials is known well; more runs of it would buy little of the comparison."""
+        m = self._incumbent_runs()
+        if m == 0 or not self.cfg.study.adaptive_incumbent_runs:
+            return m
+        candidate = self.incumbent | move_members(move)
+        paired = self.beliefs.difference_variance_after(candidate, self.incumbent, (n_candidate, m))
+        alone = self.beliefs.difference_variance_after(candidate, self.incumbent, (n_candidate + m, 0))
+        return m if paired <= alone else 0
+
+    def _reserved_incumbent_runs(self) -> int:
+        """Runs kept back for pairing: every step's, unless pairing is adaptive (then a step
+        near the end of the budget may go unpaired)."""
+        return 0 if self.cfg.study.adaptive_incumbent_runs else self._incumbent_runs()
+
     def _fit_to_budget(self, n_runs: int) -> int:
-        left = self.cfg.study.budget_trials - self.runs_used - self._incumbent_runs()
+        left = self.cfg.study.budget_trials - self.runs_used - self._reserved_incumbent_runs()
         return max(1, min(n_runs, self.cfg.study.replicates_per_step, left))
 
     def _view(self) -> StudyView:
@@ -343,12 +365,12 @@ class Study:
             groups = [("base", frozenset())]
         elif action["kind"] == "rerun_incumbent":
             groups = [("incumbent", self.incumbent)]
-        else:
+        else:  # the incumbent runs were chosen with the plan (_paired_runs) and recorded in it
             groups = [("candidate", self.incumbent | move_members(action["hypothesis"]))]
-            groups += [("incumbent", self.incumbent)] * bool(self._incumbent_runs())
+            groups += [("incumbent", self.incumbent)] * bool(action["incumbent_runs"])
         plans = []
         for role, applied in groups:
-            count = n if role != "incumbent" or action["kind"] == "rerun_incumbent" else self._incumbent_runs()
+            count = action["incumbent_runs"] if role == "incumbent" and action["kind"] == "run" else n
             for seed in seeds[:count]:
                 plans.append(PlannedRun(step, len(plans), role, applied, self.config_for(applied), seed))
         return plans

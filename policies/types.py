@@ -100,8 +100,9 @@ class Decision:
 @dataclass(frozen=True)
 class KeepRule:
     """Keep when P(mu_cand - mu_inc < -epsilon | data) reaches the threshold of the look, after
-    >= min_replicates runs; revert when it is <= 1 - threshold, when more runs are unlikely to reach
-    a keep, or after max_replicates runs. epsilon in metric units.
+    >= min_replicates runs; revert when it is <= 1 - threshold, when the predictive probability
+    that the trial's remaining runs reach a keep is below `futility`, or after max_replicates runs.
+    epsilon in metric units.
 
     `spending` = "none" (default): `threshold` is the posterior probability needed at every look;
     with the spike-and-slab prior (beliefs.spike) it bounds the expected share of false keeps among
@@ -118,6 +119,7 @@ class KeepRule:
     min_replicates: int = 2
     batch: int = 1
     spending: str = "none"
+    futility: float = 0.3
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and 0.5 < self.threshold < 1):
@@ -131,6 +133,8 @@ class KeepRule:
                              f"({self.max_replicates}), got {self.min_replicates!r}")
         if not (isinstance(self.batch, int) and not isinstance(self.batch, bool) and self.batch >= 1):
             raise ValueError(f"KeepRule.batch must be an int >= 1, got {self.batch!r}")
+        if not (isinstance(self.futility, (int, float)) and 0 < self.futility < 1):
+            raise ValueError(f"KeepRule.futility must be in (0, 1), got {self.futility!r}")
         if self.spending not in KEEP_SPENDING:
             raise ValueError(f"KeepRule.spending must be one of {KEEP_SPENDING}, got {self.spending!r}")
 

@@ -208,3 +208,24 @@ def test_every_hypothesis_with_a_transferred_prior_leaves_nothing_to_pool():
                     Observation(frozenset({"h0"}), 9.7)])
     difference = beliefs.difference(frozenset({"h0"}), frozenset())
     assert np.isfinite(difference.mean) and float(difference.mean) < 0
+
+
+def test_difference_variance_after_matches_the_posterior_after_those_runs():
+    """Exact, unseen interaction pairs included, when the hyperparameters stay fixed."""
+    rng = np.random.default_rng(4)
+    prior = BeliefPrior(empirical_bayes=False)
+    beliefs = Beliefs(_hypotheses(4, 2), interactions=True, prior=prior)
+    beliefs.update([Observation(frozenset(), rng.normal()) for _ in range(3)]
+                   + [Observation(frozenset({"h0"}), rng.normal() - 1) for _ in range(3)]
+                   + [Observation(frozenset({"h0", "h1"}), rng.normal()) for _ in range(2)])
+    candidate, incumbent = frozenset({"h0", "h1", "h2"}), frozenset({"h0"})  # (h0,h2), (h1,h2) unseen
+
+    def r_of(b):
+        unit = float(b.from_standard(1.0) - b.from_standard(0.0))
+        return float(b.difference(candidate, incumbent).scale) ** 2 / (b.standard_posterior().noise_var * unit**2)
+
+    assert beliefs.difference_variance_after(candidate, incumbent, (0, 0)) == pytest.approx(r_of(beliefs), rel=1e-9)
+    for counts in ((2, 1), (1, 3), (3, 0)):
+        after = beliefs.copy()
+        after.update([Observation(candidate, 0.3)] * counts[0] + [Observation(incumbent, 0.1)] * counts[1])
+        assert beliefs.difference_variance_after(candidate, incumbent, counts) == pytest.approx(r_of(after), rel=1e-9)

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from beliefs.nig import (
     batch_info_gain_known_sigma,
+    contrast_variance_after,
     info_gain_known_sigma,
     loo_predictive_params,
     nig_posterior,
@@ -115,3 +119,44 @@ def test_info_gain_grows_with_n_and_shrinks_after_observing():
     more = np.vstack([rows, x, x])
     after = _fit(more, np.append(weights, [1.0, 1.0]), np.append(z, [0.1, -0.2]), mu0, p0)
     assert info_gain_known_sigma(after.quad(x)[0], 1) < info_gain_known_sigma(before.quad(x)[0], 1)
+
+
+def test_contrast_variance_after_matches_a_refit_with_those_runs():
+    """Var(c^T beta)/sigma^2 after n runs at each row = the same from the posterior refitted with
+    them (the values y do not matter for a variance with sigma known)."""
+    rng = np.random.default_rng(21)
+    rows, weights, z, mu0, p0 = _problem(rng, n=12)
+    post = _fit(rows, weights, z, mu0, p0)
+    a, b = np.array([1.0, 1, 1, 0, 0, 0]), np.array([1.0, 1, 0, 0, 0, 0])
+    contrast = a - b
+    factor = post.whiten(np.vstack([a, b, contrast]))
+    for counts in ((2, 1), (3, 0), (0, 4), (5, 2)):
+        added = np.vstack([rows] + [a] * counts[0] + [b] * counts[1])
+        refit = _fit(added, np.append(weights, np.ones(sum(counts))), np.append(z, rng.normal(size=sum(counts))),
+                     mu0, p0)
+        assert contrast_variance_after(factor.T @ factor, np.array(counts)) == pytest.approx(
+            float(refit.quad(contrast[None, :])[0]), rel=1e-9)
+
+
+def test_contrast_variance_after_one_parameter_closed_form():
+    """One effect with variance v, n runs of it: v / (1 + n v)."""
+    for v, n in ((0.5, 3), (2.0, 1), (0.1, 10)):
+        gram = np.full((2, 2), v)
+        assert contrast_variance_after(gram, np.array([n])) == pytest.approx(v / (1 + n * v), rel=1e-12)
+    with pytest.raises(ValueError, match="counts must be >= 0"):
+        contrast_variance_after(np.eye(2), np.array([-1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), first=st.integers(0, 6), second=st.integers(0, 6), extra=st.integers(1, 4))
+def test_contrast_variance_after_never_grows_with_more_runs(seed, first, second, extra):
+    rng = np.random.default_rng(seed)
+    rows, weights, z, mu0, p0 = _problem(rng, n=8)
+    post = _fit(rows, weights, z, mu0, p0)
+    x = rows[rng.choice(len(rows), 2, replace=False)]
+    factor = post.whiten(np.vstack([x, rng.normal(size=rows.shape[1])]))
+    gram = factor.T @ factor
+    now = contrast_variance_after(gram, np.array([first, second]))
+    assert 0 <= now <= gram[-1, -1] * (1 + 1e-12)
+    assert contrast_variance_after(gram, np.array([first + extra, second])) <= now * (1 + 1e-12)
+    assert contrast_variance_after(gram, np.array([first, second + extra])) <= now * (1 + 1e-12)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
+from beliefs import Beliefs, Observation
+from beliefs import Hypothesis as BeliefHypothesis
 from engine.study import Study
 from policies.types import move_members
 
@@ -400,3 +402,43 @@ def test_tiny_gpt_study_end_to_end(tmp_path):
     candidate = [json.loads(r["config_json"]) for r in runs if r["role"] == "candidate"]
     assert candidate and all(c["n_layer"] == 1 for c in candidate)
     check_outputs_agree(tmp_path / "out")
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_incumbent_runs_are_paired_only_where_they_narrow_the_comparison(tmp_path, adaptive):
+    """Each run step records its incumbent runs in the plan and runs exactly those. Adaptive: one
+    incumbent run exactly when it narrows Var(mu_cand - mu_inc) at least as much as one more
+    candidate run would (recomputed here from the beliefs before the step); otherwise every step."""
+    text = SYNTHETIC.format(budget=40, fit_pymc="false", policy="efe").replace(
+        "base_runs = 2", f"base_runs = 2\nadaptive_incumbent_runs = {str(adaptive).lower()}")
+    cfg = load_config(write(tmp_path / "s.toml", text), out_dir=str(tmp_path / "out"))
+    study = Study(cfg)
+    study.run(write_report=False)
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    steps = ledger_rows(tmp_path / "out" / "study.db", "steps")
+    paired = []
+    for row in steps:
+        action = json.loads(row["action_json"])
+        if action["kind"] != "run":
+            continue
+        step_runs = [r for r in runs if r["step"] == row["step"]]
+        assert sum(r["role"] == "incumbent" for r in step_runs) == action["incumbent_runs"]
+        assert sum(r["role"] == "candidate" for r in step_runs) == action["n_runs"]
+        paired.append(action["incumbent_runs"])
+        # the beliefs before this step: every run of an earlier step
+        before = Beliefs([BeliefHypothesis(h.name, h.category) for h in study.hypotheses.values()],
+                         prior=study._prior())
+        before.update([Observation(frozenset(json.loads(r["hypotheses_json"])), r["metric"])
+                       for r in runs if r["step"] < row["step"] and r["status"] == "ok"])
+        incumbent = frozenset(r for r in json.loads(step_runs[0]["hypotheses_json"]) if r != action["hypothesis"])
+        candidate = incumbent | {action["hypothesis"]}
+        n = action["n_runs"]
+        worth_it = (before.difference_variance_after(candidate, incumbent, (n, 1))
+                    <= before.difference_variance_after(candidate, incumbent, (n + 1, 0)))
+        left = cfg.study.budget_trials - sum(1 for r in runs if r["step"] < row["step"]) - n
+        assert action["incumbent_runs"] == (min(1, left) if not adaptive else min(int(worth_it), left))
+    assert len(runs) == cfg.study.budget_trials  # pairing never leaves budget unspent
+    if adaptive:
+        assert 0 in paired and 1 in paired  # both happen in this study
+    else:
+        assert set(paired) == {1}
