@@ -232,7 +232,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "budget_seconds": Field(FLOAT, 0.0, Range(0), "wall-clock limit in seconds; 0 = none"),
         "replicates_per_step": Field(INT, 2, Range(1, 64), "candidate runs per step (the policy may choose fewer)"),
         "incumbent_runs_per_step": Field(INT, 1, Range(0, 64), "paired incumbent re-runs per step (same seeds)"),
-        "adaptive_incumbent_runs": Field(BOOL, True, None, "pair a step with its incumbent runs only when they narrow the posterior of the comparison at least as much as as many more candidate runs would; false = every step"),
+        "adaptive_incumbent_runs": Field(BOOL, True, None, "pair a step with its incumbent runs only when they narrow the posterior of mu(candidate) - mu(incumbent) at least as much as the same number of extra candidate runs would; false = every step"),
         "base_runs": Field(INT, 2, Range(1, 64), "runs of the base config before the first step"),
     },
     "env": {

@@ -276,15 +276,16 @@ class Study:
             return "every hypothesis is decided"
         return ""
 
-    def _incumbent_runs(self) -> int:
+    def _incumbent_runs_per_step(self) -> int:
         return self.cfg.study.incumbent_runs_per_step if self.policy.pairs_incumbent else 0
 
     def _paired_runs(self, move: str, n_candidate: int) -> int:
-        """Incumbent runs to pair with n_candidate runs of the move: incumbent_runs_per_step, or
-        with adaptive_incumbent_runs only when they narrow the posterior of mu(candidate) -
-        mu(incumbent) at least as much as as many more candidate runs would. An incumbent measured
-        over several trials is known well; more runs of it would buy little of the comparison."""
-        m = self._incumbent_runs()
+        """Incumbent runs to pair with n_candidate runs of the move: m = incumbent_runs_per_step
+        (at most n_candidate), or with adaptive_incumbent_runs only when m incumbent runs narrow
+        the posterior of mu(candidate) - mu(incumbent) at least as much as m extra candidate runs
+        would. An incumbent measured over several trials is known well; more runs of it would buy
+        little of the comparison."""
+        m = min(self._incumbent_runs_per_step(), n_candidate)  # an incumbent run shares a candidate run's seed
         if m == 0 or not self.cfg.study.adaptive_incumbent_runs:
             return m
         candidate = self.incumbent | move_members(move)
@@ -295,7 +296,7 @@ class Study:
     def _reserved_incumbent_runs(self) -> int:
         """Runs kept back for pairing: every step's, unless pairing is adaptive (then a step
         near the end of the budget may go unpaired)."""
-        return 0 if self.cfg.study.adaptive_incumbent_runs else self._incumbent_runs()
+        return 0 if self.cfg.study.adaptive_incumbent_runs else self._incumbent_runs_per_step()
 
     def _fit_to_budget(self, n_runs: int) -> int:
         left = self.cfg.study.budget_trials - self.runs_used - self._reserved_incumbent_runs()

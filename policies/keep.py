@@ -11,8 +11,8 @@ false keeps among keeps is at most 1 - threshold however many looks are taken. T
 makes that share small in practice: most changes do nothing, and a prior that says so (with the
 null share learnt across hypotheses) asks more of the evidence than a slab alone. Measured with
 tests/policies/test_policies_keep.py's trainer-like setup (noise sd 0.03, paired batches of 2,
-effect prior 0.75 sd): in a world drawn from the prior, 1.7% of keeps were false (2 of 117); 0.3%
-of 600 nulls and 51% of 400 one-sd improvements were kept within 24 runs.
+effect prior 0.75 sd), at futility 0.05: in a world drawn from the prior, 1.7% of keeps were false
+(2 of 117); 0.3% of 600 nulls and 51% of 400 one-sd improvements were kept within 24 runs.
 
 Why not the slab alone with the plain threshold: a null change gets several chances to cross
 (8.5% of simulated nulls were kept at 0.95), and in the benchmark the share of false keeps went
@@ -38,7 +38,9 @@ schedule actually used is a subset with the same boundaries, so its overall erro
 look off the declared schedule uses the boundary of the scheduled look before it.
 
 The lower side (revert at p_better <= 1 - threshold, futility, max_replicates) is non-binding:
-reverting can only lower the false-keep rate. Futility is the predictive probability, spike
+reverting a trial can only lower that trial's chance of a false keep. (The engine may reopen a
+reverted move as a new trial; the share of false keeps among keeps is still bounded by the
+posterior threshold, but a group-sequential design's per-null bound then holds per trial.) Futility is the predictive probability, spike
 included, that the trial's remaining runs reach a keep (policies.maths.probability_of_success);
 below `rule.futility` (default 0.3) the trial is reverted. That bar prices the opportunity cost of
 a long shot: a study's budget is shared, the runs a trial with less than a 0.3 chance still asks

@@ -218,14 +218,18 @@ def test_difference_variance_after_matches_the_posterior_after_those_runs():
     beliefs.update([Observation(frozenset(), rng.normal()) for _ in range(3)]
                    + [Observation(frozenset({"h0"}), rng.normal() - 1) for _ in range(3)]
                    + [Observation(frozenset({"h0", "h1"}), rng.normal()) for _ in range(2)])
-    candidate, incumbent = frozenset({"h0", "h1", "h2"}), frozenset({"h0"})  # (h0,h2), (h1,h2) unseen
 
-    def r_of(b):
+    def r_of(b, candidate, incumbent):
         unit = float(b.from_standard(1.0) - b.from_standard(0.0))
         return float(b.difference(candidate, incumbent).scale) ** 2 / (b.standard_posterior().noise_var * unit**2)
 
-    assert beliefs.difference_variance_after(candidate, incumbent, (0, 0)) == pytest.approx(r_of(beliefs), rel=1e-9)
-    for counts in ((2, 1), (1, 3), (3, 0)):
-        after = beliefs.copy()
-        after.update([Observation(candidate, 0.3)] * counts[0] + [Observation(incumbent, 0.1)] * counts[1])
-        assert beliefs.difference_variance_after(candidate, incumbent, counts) == pytest.approx(r_of(after), rel=1e-9)
+    # (h0,h2), (h1,h2) unseen in the candidate only; then (h0,h3) unseen in both, (h2,h3) in one
+    for candidate, incumbent in ((frozenset({"h0", "h1", "h2"}), frozenset({"h0"})),
+                                 (frozenset({"h0", "h2", "h3"}), frozenset({"h0", "h3"}))):
+        assert beliefs.difference_variance_after(candidate, incumbent, (0, 0)) == pytest.approx(
+            r_of(beliefs, candidate, incumbent), rel=1e-9)
+        for counts in ((2, 1), (1, 3), (3, 0)):
+            after = beliefs.copy()
+            after.update([Observation(candidate, 0.3)] * counts[0] + [Observation(incumbent, 0.1)] * counts[1])
+            assert beliefs.difference_variance_after(candidate, incumbent, counts) == pytest.approx(
+                r_of(after, candidate, incumbent), rel=1e-9)
