@@ -42,11 +42,13 @@ INTERVAL_LEVEL = 0.9
 
 @dataclass(frozen=True)
 class Verdict:
-    """A move's latest final verdict, the step it came at, and the incumbent it was tried on."""
+    """A move's latest final verdict, the step it came at, the incumbent it was tried on, and
+    whether the posterior judged it (False when every run of the trial crashed)."""
 
     verdict: str  # keep | revert
     step: int
     incumbent: frozenset[str]
+    judged: bool
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class Study:
         self.kept: list[str] = []
         self.closed: dict[str, Verdict] = {}
         for row in self.ledger.decisions(self.study_id):
-            self._apply_verdict(row["hypothesis"], row["verdict"], row["step"])
+            self._apply_verdict(row["hypothesis"], row["verdict"], row["step"], row["p_better"] is not None)
         finished = {row["step"] for row in steps}
         self.pending = next((step for step in sorted(self.step_actions) if step not in finished), None)
         self.history: list[RunRecord] = []
@@ -177,9 +179,9 @@ class Study:
             self.run_seconds.append(row["seconds"])
         return record
 
-    def _apply_verdict(self, move: str, verdict: str, step: int) -> None:
+    def _apply_verdict(self, move: str, verdict: str, step: int, judged: bool) -> None:
         if verdict in ("keep", "revert"):
-            self.closed[move] = Verdict(verdict, step, self.incumbent)
+            self.closed[move] = Verdict(verdict, step, self.incumbent, judged)
         if verdict == "keep":
             self.kept.extend(sorted(move_members(move) - self.incumbent))
             self.incumbent = self.incumbent | move_members(move)
@@ -204,6 +206,8 @@ class Study:
           the newly kept changes are unseen, so it may help now;
         - once nothing else is open and runs are left, when the posterior does not call it worse
           (P(better) > 1 - threshold): a futility revert judges the value of more runs, not the change.
+          Not a move whose every run crashed: its P(better) is still the prior's, and more runs
+          would crash again.
         The ratchet retries every reverted move anyway."""
         moves = self._moves()
         if self.policy.retries_reverted:
@@ -214,8 +218,8 @@ class Study:
         fresh = [move for move in moves if move not in self.closed]
         if not fresh and not reopened:
             floor = 1.0 - self.rule.threshold
-            reopened = {move for move in reverted
-                        if probability_better_than(self.beliefs, self.incumbent | move_members(move),
+            reopened = {move for move, v in reverted.items()
+                        if v.judged and probability_better_than(self.beliefs, self.incumbent | move_members(move),
                                                    self.incumbent, self.rule.epsilon)[0] > floor}
         return [move for move in moves if move not in self.closed or move in reopened], reopened
 
@@ -225,7 +229,9 @@ class Study:
 
         `write_report=False` (the benchmark) skips plots and the PyMC fit; the ledger is complete.
         """
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
+        # and Ctrl-C (or kill -INT) must still stop the study cleanly.
+        previous_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if self.pending is not None:
                 self._execute(self.pending, self.step_actions[self.pending])
@@ -254,7 +260,8 @@ class Study:
                               f"Resume with: {self.resume_hint}", always=True)
             return StudyResult(self.out_dir, "stopped", "interrupted", list(self.kept), self.runs_used)
         finally:
-            signal.signal(signal.SIGTERM, previous_handler)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         self.ledger.finish_study(self.study_id, "finished", reason)
         if write_report:
             from engine.report import write_outputs  # plotting imports are slow; only at the end
@@ -427,7 +434,7 @@ class Study:
                     decision["lo"], decision["hi"] = decision["hi"], decision["lo"]
         incumbent = self.incumbent_summary() if decision is None or decision["verdict"] != "keep" else None
         if decision is not None:
-            self._apply_verdict(hypothesis, decision["verdict"], step)
+            self._apply_verdict(hypothesis, decision["verdict"], step, decision["p_better"] is not None)
             incumbent = self.incumbent_summary()
         appraisal["seconds"] = run_seconds  # wall time of this session's part of the step
         self.elapsed += run_seconds

@@ -236,6 +236,9 @@ def test_command_study_survives_a_crashing_hypothesis(tmp_path):
     if crashed:  # the policy chose to try it: the study recorded the crash and carried on
         assert decisions["crashes"]["verdict"] == "revert"
         assert all(json.loads(r["hypotheses_json"]) for r in crashed)
+        # without interactions nothing can change a crash: one trial, never reopened
+        trials = [d for d in ledger_rows(tmp_path / "out" / "study.db", "decisions") if d["hypothesis"] == "crashes"]
+        assert len(trials) == 1 and len(crashed) == cfg.study.replicates_per_step
     assert "boost" in result.kept  # a 5-sd improvement is found and kept
     check_outputs_agree(tmp_path / "out")
 
@@ -304,6 +307,21 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     keys = run_keys(out / "study.db")
     assert 16 <= len(keys) == len(set(keys)) <= 18
+
+
+def test_sigint_stops_the_study_even_when_inherited_ignored(tmp_path):
+    """A script that starts the study in the background hands it SIGINT ignored; kill -INT must
+    still stop it cleanly."""
+    config = command_config(tmp_path, budget=18, sleep=0.3)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    wait_for_runs(out / "study.db", 3, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert ledger_rows(out / "study.db", "studies")[0]["status"] == "stopped"
 
 
 def test_a_bad_config_exits_2_naming_the_key_before_any_run(tmp_path):
