@@ -218,9 +218,10 @@ class Study:
         fresh = [move for move in moves if move not in self.closed]
         if not fresh and not reopened:
             floor = 1.0 - self.rule.threshold
-            reopened = {move for move, v in reverted.items()
-                        if v.judged and probability_better_than(self.beliefs, self.incumbent | move_members(move),
-                                                   self.incumbent, self.rule.epsilon)[0] > floor}
+            reopened = {move for move, verdict in reverted.items()
+                        if verdict.judged and probability_better_than(
+                            self.beliefs, self.incumbent | move_members(move), self.incumbent,
+                            self.rule.epsilon)[0] > floor}
         return [move for move in moves if move not in self.closed or move in reopened], reopened
 
     # ------------------------------------------------------------------------------ loop

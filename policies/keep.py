@@ -40,8 +40,9 @@ look off the declared schedule uses the boundary of the scheduled look before it
 The lower side (revert at p_better <= 1 - threshold, futility, max_replicates) is non-binding:
 reverting a trial can only lower that trial's chance of a false keep. (The engine may reopen a
 reverted move as a new trial; the share of false keeps among keeps is still bounded by the
-posterior threshold, but a group-sequential design's per-null bound then holds per trial.) Futility is the predictive probability, spike
-included, that the trial's remaining runs reach a keep (policies.maths.probability_of_success);
+posterior threshold, but a group-sequential design's per-null bound then holds per trial.)
+Futility is the predictive probability, spike included, that the trial's remaining runs reach a
+keep (policies.maths.probability_of_success);
 below `rule.futility` (default 0.3) the trial is reverted. That bar prices the opportunity cost of
 a long shot: a study's budget is shared, the runs a trial with less than a 0.3 chance still asks
 for are worth more on a fresh trial, and the engine reopens a reverted move once nothing else is
