@@ -93,7 +93,8 @@ def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, sour
     cfg = study_config(data, world, policy, seed, out_dir, source)
     started = time.monotonic()
     study = Study(cfg)
-    study.run(write_report=False)
+    if study.run(write_report=False).status == "stopped":  # Ctrl-C or SIGTERM: a half study is no score
+        raise KeyboardInterrupt(f"{world['name']} {policy} seed {seed} was interrupted")
     wall = time.monotonic() - started
     truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
     base_value = truth(frozenset())
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or bench.get("workers", 1)
     started = time.monotonic()
     scores: list[StudyScore] = []
-    with futures.ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = futures.ProcessPoolExecutor(max_workers=workers)
+    try:
         pending = [pool.submit(run_one, data, w, p, s, out_dir, source) for w, p, s in jobs]
         for done, future in enumerate(futures.as_completed(pending), 1):
             score = future.result()
@@ -318,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
                   f"{score.gain:+.4g}, keeps {score.keeps} (false {'?' if score.false_keeps is None else score.false_keeps}), "
                   f"{score.runs_used} runs, {score.wall_seconds:.1f} s", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        # Queued studies are cancelled; running ones stop at their next run (they got the signal too).
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"Interrupted: no bench.md or bench.json written. Rerun the command to start over "
+              f"(the study folders under {out_dir / 'studies'} are cleared first).", file=sys.stderr)
+        return 130
+    pool.shutdown()
     scores.sort(key=lambda s: (s.world, bench["policies"].index(s.policy), s.seed))
     rows = summarise(scores)
     elapsed = time.monotonic() - started

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +121,54 @@ def test_a_policy_that_kept_nothing_gets_no_rates_but_a_dash():
     table = render_markdown(rows, {"name": "t", "seeds": 2, "budget_trials": 20, "default_policy": "efe"}, 1.0)
     assert "| w | efe | +0 [+0, +0] | 0.00 [0.00, 0.00] | — | — | 0.000 [0.000, 0.000] |" in table
     assert "it kept nothing, so it made no false keep" in table
+
+
+SLOW_EXPERIMENT = """
+import sys, time, random
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+time.sleep(0.3)
+print("loss:", 1.0 - 0.5 * float(args["boost"]) + random.Random(int(args["seed"])).gauss(0, 0.3))
+"""
+
+
+def test_an_interrupted_bench_writes_no_scores(tmp_path):
+    """Ctrl-C mid-study: the half-finished study is not scored, nothing is written, exit 130."""
+    script = tmp_path / "experiment.py"
+    script.write_text(SLOW_EXPERIMENT)
+    bench = tmp_path / "bench.toml"
+    bench.write_text(textwrap.dedent(f"""
+        [bench]
+        name = "slow"
+        seeds = 2
+        budget_trials = 30
+        policies = ["efe"]
+        default_policy = "efe"
+        workers = 1
+
+        [[worlds]]
+        name = "command"
+        [worlds.env]
+        kind = "command"
+        command = "{sys.executable} {script} seed={{seed}} boost={{boost}}"
+        metric = "loss"
+        base = {{ boost = 0 }}
+
+        [[worlds.hypotheses]]
+        name = "boost"
+        category = "architecture"
+        change = {{ boost = 1 }}
+        """))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.bench", str(bench), "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    db = out / "studies" / "command" / "efe" / "seed0" / "study.db"
+    deadline = time.monotonic() + 120
+    while not (db.exists() and db.stat().st_size > 0) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few runs into the first study
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Interrupted: no bench.md" in stderr
+    assert not (out / "bench.md").exists() and not (out / "bench.json").exists()
