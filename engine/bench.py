@@ -311,22 +311,22 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or bench.get("workers", 1)
     started = time.monotonic()
     scores: list[StudyScore] = []
-    pool = futures.ProcessPoolExecutor(max_workers=workers)
-    try:
-        pending = [pool.submit(run_one, data, w, p, s, out_dir, source) for w, p, s in jobs]
-        for done, future in enumerate(futures.as_completed(pending), 1):
-            score = future.result()
-            scores.append(score)
-            print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
-                  f"{score.gain:+.4g}, keeps {score.keeps} (false {'?' if score.false_keeps is None else score.false_keeps}), "
-                  f"{score.runs_used} runs, {score.wall_seconds:.1f} s", file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        # Queued studies are cancelled; running ones stop at their next run (they got the signal too).
-        pool.shutdown(wait=True, cancel_futures=True)
-        print(f"Interrupted: no bench.md or bench.json written. Rerun the command to start over "
-              f"(the study folders under {out_dir / 'studies'} are cleared first).", file=sys.stderr)
-        return 130
-    pool.shutdown()
+    with futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        try:
+            pending = [pool.submit(run_one, data, w, p, s, out_dir, source) for w, p, s in jobs]
+            for done, future in enumerate(futures.as_completed(pending), 1):
+                score = future.result()
+                scores.append(score)
+                print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
+                      f"{score.gain:+.4g}, keeps {score.keeps} "
+                      f"(false {'?' if score.false_keeps is None else score.false_keeps}), "
+                      f"{score.runs_used} runs, {score.wall_seconds:.1f} s", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            # Queued studies are cancelled; running ones stop at their next run (they got the signal too).
+            pool.shutdown(wait=True, cancel_futures=True)
+            print(f"Interrupted: no bench.md or bench.json written. Rerun the command to start over "
+                  f"(the study folders under {out_dir / 'studies'} are cleared first).", file=sys.stderr)
+            return 130
     scores.sort(key=lambda s: (s.world, bench["policies"].index(s.policy), s.seed))
     rows = summarise(scores)
     elapsed = time.monotonic() - started
