@@ -1,6 +1,6 @@
 # Two commands set everything up from a bare Python 3.11+:
 #   make study   -> virtualenv, install, run the quickstart study (real GPT trainer on CPU)
-#   make test    -> virtualenv, install with dev extras, run the whole test suite
+#   make test    -> virtualenv, install with dev extras, lint (ruff), run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,6 +23,7 @@ study: $(STAMP)
 	$(BIN)/python -m engine.study experiments/quickstart.toml
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -4,7 +4,8 @@ Groups: posterior (baseline, effect[hypothesis], category_mean[category], catego
 sigma, incumbent_mean[decision]), observed_data (y[obs]), posterior_predictive (y[obs]).
 The hypothesis dimension is ordered by category and carries a `category_of` coordinate.
 Draws come from a `fit_pymc` result when given, else from the fast path's posterior
-(sigma^2 ~ IG(a, b), theta | sigma^2 ~ N(m, sigma^2 V), scales tau_g at their empirical-Bayes values).
+(sigma^2 ~ IG(a, b), theta | sigma^2 ~ N(m, sigma^2 V), scales tau_g at their empirical-Bayes
+values).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from scipy import linalg
 from beliefs.model import Beliefs
 
 
-def _fast_path_draws(beliefs: Beliefs, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _fast_path_draws(
+    beliefs: Beliefs, n_draws: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(theta draws (n, d) standardised, sigma draws (n,) standardised) from the NIG posterior."""
     post = beliefs.standard_posterior()
     sigma = np.sqrt(post.b / rng.gamma(post.a, 1.0, size=n_draws))
     # theta = m + sigma * B eps with B B^T = V: L^-T eps (+ F eps' for the scale uncertainty).
-    noise = linalg.solve_triangular(post.chol, rng.normal(size=(len(post.mean), n_draws)), lower=True, trans="T")
+    noise = linalg.solve_triangular(post.chol, rng.normal(size=(len(post.mean), n_draws)),
+                                    lower=True, trans="T")
     if post.extra is not None:
         noise = noise + post.extra @ rng.normal(size=(post.extra.shape[1], n_draws))
     return post.mean + (sigma * noise).T, sigma
@@ -37,16 +41,19 @@ def to_inference_data(
     rng: np.random.Generator | None = None,
     n_draws: int = 1000,
 ):
-    """Build the arviz object; `incumbent_history` holds the incumbent config after each decision."""
+    """Build the arviz object; `incumbent_history` holds the incumbent config after each
+    decision."""
     import arviz as az
 
     center, scale = beliefs.standardisation()
     obs = beliefs.observations
-    hypotheses = sorted(beliefs.hypotheses, key=lambda h: beliefs.categories.index(h.category))  # stable
+    # sorted is stable: within a category the hypotheses keep their order
+    hypotheses = sorted(beliefs.hypotheses, key=lambda h: beliefs.categories.index(h.category))
     names = [h.name for h in hypotheses]
     if posterior_draws is None:
         if rng is None:
-            raise ValueError("to_inference_data: pass rng (a numpy Generator) to draw from the fast path")
+            raise ValueError(
+                "to_inference_data: pass rng (a numpy Generator) to draw from the fast path")
         theta, sigma_std = _fast_path_draws(beliefs, n_draws, rng)
         theta, sigma_std = theta[None], sigma_std[None]  # one chain
         tau = np.array([beliefs.hyperparameters()[g]["tau"] for g in beliefs.categories])
@@ -71,8 +78,8 @@ def to_inference_data(
         "sigma": sigma_std * scale,
         "incumbent_mean": incumbent,
     }
-    coords = {"hypothesis": names, "category": beliefs.categories, "decision": np.arange(len(history)),
-              "obs": np.arange(len(obs))}
+    coords = {"hypothesis": names, "category": beliefs.categories,
+              "decision": np.arange(len(history)), "obs": np.arange(len(obs))}
     dims = {"effect": ["hypothesis"], "category_mean": ["category"], "category_scale": ["category"],
             "incumbent_mean": ["decision"], "y": ["obs"]}
     observed = {"y": np.array([o.value for o in obs])}
@@ -83,9 +90,10 @@ def to_inference_data(
         result["posterior"] = result["posterior"].to_dataset().assign_coords(
             category_of=("hypothesis", [h.category for h in hypotheses]))
         return result
-    result = az.from_dict(posterior=posterior, posterior_predictive={"y": predictive}, observed_data=observed,
-                          coords=coords, dims=dims)
-    result.posterior = result.posterior.assign_coords(category_of=("hypothesis", [h.category for h in hypotheses]))
+    result = az.from_dict(posterior=posterior, posterior_predictive={"y": predictive},
+                          observed_data=observed, coords=coords, dims=dims)
+    result.posterior = result.posterior.assign_coords(
+        category_of=("hypothesis", [h.category for h in hypotheses]))
     return result
 
 

@@ -27,7 +27,8 @@ GRADIENT_TOLERANCE = 1e-6  # nats per unit of log tau^2: far below any decision'
 
 @dataclass(frozen=True)
 class PoolGroup:
-    """Columns sharing theta_j ~ N(0, tau^2 sigma^2), with tau^2 ~ InvGamma(scale_shape, scale_rate)."""
+    """Columns sharing theta_j ~ N(0, tau^2 sigma^2), with
+    tau^2 ~ InvGamma(scale_shape, scale_rate)."""
 
     columns: np.ndarray
     scale_shape: float
@@ -62,7 +63,8 @@ def fit_pool_hyperparameters(
         for k, (g, t) in enumerate(zip(groups, tau_sq)):
             p = 1.0 / t
             # chain rule through p = exp(-log tau^2): d/dlog tau^2 = -p d/dp
-            grad[k] = np.sum(-0.5 + 0.5 * p * var_diag[g.columns] + 0.5 * inv_noise * p * post.mean[g.columns] ** 2)
+            grad[k] = np.sum(-0.5 + 0.5 * p * var_diag[g.columns]
+                             + 0.5 * inv_noise * p * post.mean[g.columns] ** 2)
             value += -g.scale_shape * log_tau_sq[k] - g.scale_rate / t
             grad[k] += -g.scale_shape + g.scale_rate / t
         return -value, -grad

@@ -1,7 +1,8 @@
 """`Beliefs`: the conjugate fast path of the generative model over outcomes.
 
-y(c) = b0 + sum_{j in c} (m_g(j) + delta_j) (+ pairwise interactions) + eps, eps ~ N(0, sigma^2 h(c)),
-in standardised units z = (y - center)/scale (see `beliefs.standardise`). The effect of hypothesis j
+y(c) = b0 + sum_{j in c} (m_g(j) + delta_j) (+ pairwise interactions) + eps,
+eps ~ N(0, sigma^2 h(c)), in standardised units z = (y - center)/scale (see
+`beliefs.standardise`). The effect of hypothesis j
 is beta_j = m_g + delta_j with delta_j | sigma^2 ~ N(0, tau_g^2 sigma^2) and the category mean
 m_g | sigma^2 ~ N(0, category_mean_sd^2 sigma^2) held as a coefficient of its own, so the category
 means are integrated out exactly and only the scales tau_g are set by empirical Bayes (plugging in
@@ -123,7 +124,8 @@ class Beliefs:
     def _check_config(self, config: frozenset[str]) -> None:
         unknown = sorted(name for name in config if name not in self._column)
         if unknown:
-            raise KeyError(f"unknown hypotheses {unknown} in config {sorted(config)}; known: {[h.name for h in self._hypotheses]}")
+            raise KeyError(f"unknown hypotheses {unknown} in config {sorted(config)}; "
+                           f"known: {[h.name for h in self._hypotheses]}")
 
     def _features(self, configs: Sequence[frozenset[str]]) -> tuple[np.ndarray, np.ndarray]:
         """Rows x(c) (baseline, hypotheses, category means, known pairs) and the count of pairs
@@ -131,7 +133,8 @@ class Beliefs:
         rows = np.zeros((len(configs), len(self._moment)))
         rows[:, 0] = 1.0
         unseen_pairs = np.zeros(len(configs))
-        pooled_category = {h.name: self._category_column[h.category] for h in self._hypotheses if self._pooled(h)}
+        pooled_category = {h.name: self._category_column[h.category]
+                           for h in self._hypotheses if self._pooled(h)}
         for i, config in enumerate(configs):
             self._check_config(config)
             for name in config:
@@ -151,7 +154,8 @@ class Beliefs:
         """Pairs in `config` with no interaction column yet (their effect is still the prior)."""
         if not self.interactions:
             return set()
-        return {frozenset(p) for p in combinations(sorted(config), 2) if frozenset(p) not in self._pair_column}
+        return {frozenset(p) for p in combinations(sorted(config), 2)
+                if frozenset(p) not in self._pair_column}
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -197,7 +201,8 @@ class Beliefs:
         centred there counts the replicates twice, so a few that agree by chance make every early
         decision overconfident (held-out benchmark worlds: 5.9-6.0% of keeps false in two worlds,
         2.4-3.1% with this guess). The cost is a conservative sigma while the runs are few (+8% at
-        30 residual df when effects are 2 sigma, +2% at 120; tests/beliefs/test_beliefs_calibration.py).
+        30 residual df when effects are 2 sigma, +2% at 120;
+        tests/beliefs/test_beliefs_calibration.py).
         A fixed standardisation fixes the prior at the literal noise_sd."""
         _, scale = self.standardisation()
         spread = total_sd(self._config_moments) if self.prior.standardisation is None else scale
@@ -218,9 +223,11 @@ class Beliefs:
         shape = self.prior.scale_df / 2
         groups = {}
         for category in self.categories:
-            columns = [self._column[h.name] for h in self._hypotheses if h.category == category and self._pooled(h)]
+            columns = [self._column[h.name] for h in self._hypotheses
+                       if h.category == category and self._pooled(h)]
             if columns:
-                groups[category] = PoolGroup(np.array(columns, dtype=int), shape, shape * self.prior.effect_sd**2)
+                groups[category] = PoolGroup(np.array(columns, dtype=int), shape,
+                                             shape * self.prior.effect_sd**2)
         if self._pair_column:
             groups[INTERACTIONS] = PoolGroup(np.array(list(self._pair_column.values()), dtype=int),
                                              shape, shape * self.prior.interaction_sd**2)
@@ -246,15 +253,17 @@ class Beliefs:
         return mean, precision
 
     def _standard_stats(self, center: float, scale: float) -> tuple[np.ndarray, float]:
-        """X^T W z and z^T W z from the raw statistics: z = (u - delta)/scale, delta = center - y_ref;
-        X^T W 1 is the baseline column of the Gram matrix."""
+        """X^T W z and z^T W z from the raw statistics: z = (u - delta)/scale,
+        delta = center - y_ref; X^T W 1 is the baseline column of the Gram matrix."""
         delta = center - (self._reference or 0.0)
         moment = (self._moment - delta * self._gram[:, 0]) / scale
-        sum_sq = (self._sum_sq - 2 * delta * self._moment[0] + delta**2 * self._gram[0, 0]) / scale**2
+        sum_sq = ((self._sum_sq - 2 * delta * self._moment[0] + delta**2 * self._gram[0, 0])
+                  / scale**2)
         return moment, max(sum_sq, 0.0)
 
     def _posterior(self) -> tuple[NIGPosterior, float, float]:
-        """(NIG posterior in standardised units, center, scale); EB hyperparameters refitted lazily."""
+        """(NIG posterior in standardised units, center, scale); EB hyperparameters refitted
+        lazily."""
         if self._cache is not None:
             return self._cache
         center, scale = self.standardisation()
@@ -265,7 +274,9 @@ class Beliefs:
 
         a0, b0 = self.noise_prior()
 
-        def evaluate(prior_mean: np.ndarray, prior_precision: np.ndarray) -> tuple[float, NIGPosterior]:
+        def evaluate(
+            prior_mean: np.ndarray, prior_precision: np.ndarray
+        ) -> tuple[float, NIGPosterior]:
             post = nig_posterior(self._gram, moment, sum_sq, n, prior_mean, prior_precision, a0, b0)
             return log_marginal_likelihood(post, n, sum_log_weight, prior_precision, a0, b0), post
 
@@ -277,7 +288,8 @@ class Beliefs:
                 list(groups.values()), prior_mean, prior_precision, evaluate,
                 # Always from the prior's scales, never warm-started: the evidence can have several
                 # local optima, and a warm start would make the result depend on the update order.
-                np.array([self.prior.interaction_sd**2 if k == INTERACTIONS else self.prior.effect_sd**2
+                np.array([self.prior.interaction_sd**2 if k == INTERACTIONS
+                          else self.prior.effect_sd**2
                           for k in names]))
             for k, t in zip(names, tau_sq):
                 if k == INTERACTIONS:
@@ -287,7 +299,8 @@ class Beliefs:
             prior_mean, prior_precision = self._prior_vectors(scale)
         _, post = evaluate(prior_mean, prior_precision)
         if groups and self.prior.hyper_uncertainty:
-            post = with_hyperparameter_uncertainty(post, list(groups.values()), tau_sq, log_tau_sq_cov)
+            post = with_hyperparameter_uncertainty(post, list(groups.values()), tau_sq,
+                                                   log_tau_sq_cov)
         self._cache = (post, center, scale)
         return self._cache
 
@@ -295,7 +308,8 @@ class Beliefs:
         """Per category: posterior mean of m_g and the empirical-Bayes tau_g (standardised units,
         relative to sigma); "interaction": tau of the pairwise terms when there are any."""
         post = self.standard_posterior()
-        result = {g: {"mean": float(post.mean[self._category_column[g]]), "tau": math.sqrt(self._category_tau_sq[g])}
+        result = {g: {"mean": float(post.mean[self._category_column[g]]),
+                      "tau": math.sqrt(self._category_tau_sq[g])}
                   for g in self.categories}
         if self._pair_column:
             result[INTERACTIONS] = {"mean": 0.0, "tau": math.sqrt(self._interaction_tau_sq)}
@@ -332,19 +346,23 @@ class Beliefs:
         return self._posterior()[0]
 
     def design(self, configs: Sequence[frozenset[str]]) -> np.ndarray:
-        """Feature rows x(c), columns as in `standard_posterior` (pairs without a column dropped)."""
+        """Feature rows x(c), columns as in `standard_posterior` (pairs without a column
+        dropped)."""
         return self._features([frozenset(c) for c in configs])[0]
 
     # ---- predictions -----------------------------------------------------------------------
 
-    def _mean_and_r(self, configs: Sequence[frozenset[str]]) -> tuple[np.ndarray, np.ndarray, NIGPosterior, float, float]:
+    def _mean_and_r(
+        self, configs: Sequence[frozenset[str]]
+    ) -> tuple[np.ndarray, np.ndarray, NIGPosterior, float, float]:
         """Standardised mu(c) = x^T m and r(c) = x^T V x (+ tau_int^2 per pair with no column)."""
         post, center, scale = self._posterior()
         rows, unseen_pairs = self._features([frozenset(c) for c in configs])
         r = post.quad(rows) + unseen_pairs * self._interaction_tau_sq
         return rows @ post.mean, r, post, center, scale
 
-    def predict(self, configs: Sequence[frozenset[str]], noise_scale: float | np.ndarray = 1.0) -> Predictive:
+    def predict(self, configs: Sequence[frozenset[str]],
+                noise_scale: float | np.ndarray = 1.0) -> Predictive:
         """One future run y(c): t_{2a}(x^T m, (b/a)(h + r)), metric units."""
         mean, r, post, center, scale = self._mean_and_r(configs)
         z_scale = np.sqrt(post.noise_var * (np.asarray(noise_scale, dtype=float) + r))
@@ -353,7 +371,8 @@ class Beliefs:
     def posterior_mean(self, configs: Sequence[frozenset[str]]) -> Predictive:
         """mu(c), the noise-free mean: t_{2a}(x^T m, (b/a) r), metric units."""
         mean, r, post, center, scale = self._mean_and_r(configs)
-        return Predictive(mean * scale + center, np.sqrt(post.noise_var * r) * scale, np.full(len(mean), 2 * post.a))
+        return Predictive(mean * scale + center, np.sqrt(post.noise_var * r) * scale,
+                          np.full(len(mean), 2 * post.a))
 
     def _contrast(self, a: frozenset[str], b: frozenset[str]) -> tuple[np.ndarray, int]:
         """d = x(a) - x(b), and how many pairs without a column are in only one of the configs
@@ -372,18 +391,22 @@ class Beliefs:
                           np.asarray(math.sqrt(post.noise_var * r) * scale), np.asarray(2 * post.a))
 
     def _prior_scale_sq(self, contrasts: np.ndarray, scale: float) -> np.ndarray:
-        """c^T Lambda0^-1 c per row c: the slab's prior variance of c^T theta in units of sigma^2."""
+        """c^T Lambda0^-1 c per row c: the slab's prior variance of c^T theta in units of
+        sigma^2."""
         return (contrasts**2) @ (1.0 / self._prior_vectors(scale)[1])
 
     def _log_bayes_factors_null(self, contrasts: np.ndarray) -> np.ndarray:
-        """log BF01 of c^T theta = 0 against the slab for each row c (beliefs.spike), standardised."""
+        """log BF01 of c^T theta = 0 against the slab for each row c (beliefs.spike),
+        standardised."""
         post, _, scale = self._posterior()
         prior_mean = self._prior_vectors(scale)[0]
         # The slab's prior scale for an effect is in units of the replicate noise, as the fitted
         # tau are: the wider guess of sigma in noise_prior() is about sigma alone.
         a0, b0 = self.prior.noise_shape, self.prior.noise_rate
-        return log_bayes_factor_null(contrasts @ post.mean, np.sqrt(post.noise_var * post.quad(contrasts)), 2 * post.a,
-                                     contrasts @ prior_mean, np.sqrt(b0 / a0 * self._prior_scale_sq(contrasts, scale)),
+        return log_bayes_factor_null(contrasts @ post.mean,
+                                     np.sqrt(post.noise_var * post.quad(contrasts)), 2 * post.a,
+                                     contrasts @ prior_mean,
+                                     np.sqrt(b0 / a0 * self._prior_scale_sq(contrasts, scale)),
                                      2 * a0)
 
     def null_share(self) -> np.ndarray:
@@ -394,15 +417,18 @@ class Beliefs:
                                     self.prior.null_share)
 
     def spike(self, a: frozenset[str], b: frozenset[str]) -> SpikePrior | None:
-        """The spike-and-slab prior of d = mu(a) - mu(b), metric units; None when the spike is off."""
+        """The spike-and-slab prior of d = mu(a) - mu(b), metric units; None when the spike is
+        off."""
         if self.prior.null_share == 0:
             return None
         post, _, scale = self._posterior()
         contrast, unseen_only = self._contrast(a, b)
-        prior_var = float(self._prior_scale_sq(contrast[None, :], scale)[0]) + unseen_only * self._interaction_tau_sq
+        prior_var = (float(self._prior_scale_sq(contrast[None, :], scale)[0])
+                     + unseen_only * self._interaction_tau_sq)
         a0, b0 = self.prior.noise_shape, self.prior.noise_rate  # replicate-noise units, as above
         return SpikePrior(float(contrast @ self._prior_vectors(scale)[0]) * scale,
-                          math.sqrt(b0 / a0 * prior_var) * scale, 2 * a0, 2 * post.a, self.null_share())
+                          math.sqrt(b0 / a0 * prior_var) * scale, 2 * a0, 2 * post.a,
+                          self.null_share())
 
     def null_probability(self, a: frozenset[str], b: frozenset[str]) -> float:
         """P(mu(a) = mu(b) | data) under the spike-and-slab prior: the chance that the change from
@@ -424,16 +450,18 @@ class Beliefs:
         _, r, _, _, _ = self._mean_and_r(configs)
         return info_gain_known_sigma(r, n_arr, noise_scale)
 
-    def batch_info_gain(self, configs: Sequence[frozenset[str]], noise_scale: float | np.ndarray = 1.0) -> float:
+    def batch_info_gain(self, configs: Sequence[frozenset[str]],
+                        noise_scale: float | np.ndarray = 1.0) -> float:
         """Nats from one run of each config jointly: 0.5 log det(I + X V X^T / h)."""
         if self.interactions and any(self._features([frozenset(c)])[1][0] for c in configs):
-            raise ValueError("batch_info_gain: a config holds a pair with no interaction column yet; "
-                             "observe it first or disable interactions")
+            raise ValueError("batch_info_gain: a config holds a pair with no interaction column "
+                             "yet; observe it first or disable interactions")
         post = self.standard_posterior()
         rows = self.design(configs)
         return batch_info_gain_known_sigma(post.whiten(rows), noise_scale)
 
-    def difference_variance_after(self, a: frozenset[str], b: frozenset[str], counts: tuple[int, int]) -> float:
+    def difference_variance_after(self, a: frozenset[str], b: frozenset[str],
+                                  counts: tuple[int, int]) -> float:
         """Var(mu(a) - mu(b)) / sigma^2 under the slab after counts[0] more runs of a and counts[1]
         of b (dimensionless). A pair with no column yet is one more effect with prior variance
         tau_int^2, seen by the runs of the one config that holds it."""
@@ -446,15 +474,17 @@ class Beliefs:
         # where both hold them (they cancel in the difference).
         unseen_a, unseen_b = self._unseen_pairs(a), self._unseen_pairs(b)
         na, nb, both = len(unseen_a), len(unseen_b), len(unseen_a & unseen_b)
-        gram = gram + self._interaction_tau_sq * np.array([[na, both, na - both],
-                                                           [both, nb, both - nb],
-                                                           [na - both, both - nb, na + nb - 2 * both]])
+        gram = gram + self._interaction_tau_sq * np.array(
+            [[na, both, na - both],
+             [both, nb, both - nb],
+             [na - both, both - nb, na + nb - 2 * both]])
         return contrast_variance_after(gram, np.array(counts))
 
     def noise_sd(self) -> float:
         """Posterior mean of sigma, metric units: sqrt(b) Gamma(a - 1/2)/Gamma(a) * scale."""
         post, _, scale = self._posterior()
-        return math.exp(0.5 * math.log(post.b) + math.lgamma(post.a - 0.5) - math.lgamma(post.a)) * scale
+        return math.exp(0.5 * math.log(post.b) + math.lgamma(post.a - 0.5)
+                        - math.lgamma(post.a)) * scale
 
     def _marginal(self, contrast: np.ndarray) -> Predictive:
         post, _, scale = self._posterior()
@@ -463,11 +493,13 @@ class Beliefs:
                           np.full(len(r), 2 * post.a))
 
     def effects(self) -> list[EffectSummary]:
-        """Each hypothesis's effect beta_j = u_j^T theta: t_{2a}(u^T m, (b/a) u^T V u), metric units, 90%."""
+        """Each hypothesis's effect beta_j = u_j^T theta: t_{2a}(u^T m, (b/a) u^T V u), metric
+        units, 90%."""
         marginal = self._marginal(self.effect_contrasts())
         lo, hi = marginal.interval(0.9)
         sd = marginal.sd()
-        return [EffectSummary(h.name, h.category, float(marginal.mean[i]), float(sd[i]), float(lo[i]), float(hi[i]))
+        return [EffectSummary(h.name, h.category, float(marginal.mean[i]), float(sd[i]),
+                              float(lo[i]), float(hi[i]))
                 for i, h in enumerate(self._hypotheses)]
 
     def category_effects(self) -> list[CategorySummary]:
@@ -477,7 +509,8 @@ class Beliefs:
         lo, hi = marginal.interval(0.9)
         sd = marginal.sd()
         counts = Counter(h.category for h in self._hypotheses)
-        return [CategorySummary(g, float(marginal.mean[i]), float(sd[i]), float(lo[i]), float(hi[i]), counts[g])
+        return [CategorySummary(g, float(marginal.mean[i]), float(sd[i]), float(lo[i]),
+                                float(hi[i]), counts[g])
                 for i, g in enumerate(self.categories)]
 
     def projection(self, config: frozenset[str], hypothesis: str) -> Projection:
@@ -488,8 +521,9 @@ class Beliefs:
         row, unseen = self._features([frozenset(config)])
         v_x = post.solve(row[0])
         r = float(row[0] @ v_x) + float(unseen[0]) * self._interaction_tau_sq
-        return Projection(a=post.a, b=post.b, m_j=float(unit @ post.mean), v_jj=float(unit @ post.solve(unit)),
-                          cov_jc=float(unit @ v_x), r=r, h=1.0, mean_c=float(row[0] @ post.mean))
+        return Projection(a=post.a, b=post.b, m_j=float(unit @ post.mean),
+                          v_jj=float(unit @ post.solve(unit)), cov_jc=float(unit @ v_x), r=r,
+                          h=1.0, mean_c=float(row[0] @ post.mean))
 
     # ---- predictive log-loss ---------------------------------------------------------------
 
@@ -504,7 +538,8 @@ class Beliefs:
             wanted = Counter(observations)
             missing = [o for o, k in wanted.items() if available[o] < k]
             if missing:
-                raise ValueError(f"log_loss_of(exclude_self=True): {missing[:3]} are not among the observed data")
+                raise ValueError(f"log_loss_of(exclude_self=True): {missing[:3]} are not among "
+                                 "the observed data")
         post, center, scale = self._posterior()
         configs = [o.config for o in observations]
         mean, r, _, _, _ = self._mean_and_r(configs)

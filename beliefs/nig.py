@@ -1,7 +1,8 @@
 """Pure maths of the conjugate Normal-inverse-gamma (NIG) linear model, standardised units.
 
-Model: z = X beta + eps, eps ~ N(0, sigma^2 W^-1) (W = diag(1/h)), beta | sigma^2 ~ N(mu0, sigma^2 P0^-1)
-with diagonal prior precision P0, sigma^2 ~ InvGamma(a0, b0). Everything is computed from the
+Model: z = X beta + eps, eps ~ N(0, sigma^2 W^-1) (W = diag(1/h)),
+beta | sigma^2 ~ N(mu0, sigma^2 P0^-1) with diagonal prior precision P0,
+sigma^2 ~ InvGamma(a0, b0). Everything is computed from the
 sufficient statistics G = X^T W X, q = X^T W z, s = z^T W z, n, with Cholesky factors only.
 """
 
@@ -45,7 +46,8 @@ class NIGPosterior:
 
     def cov_diag(self) -> np.ndarray:
         """diag(V), the effects' posterior variances in units of sigma^2."""
-        # V = L^-T L^-1, so V_jj is the squared norm of column j of L^-1 (LAPACK trtri: fastest here).
+        # V = L^-T L^-1, so V_jj is the squared norm of column j of L^-1
+        # (LAPACK trtri: fastest here).
         inverse_factor, info = linalg.lapack.dtrtri(self.chol, lower=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"triangular inverse failed (LAPACK info={info})")
@@ -80,7 +82,9 @@ def nig_posterior(
     return NIGPosterior(mean=mean, chol=chol, a=float(a0 + 0.5 * n_obs), b=float(b))
 
 
-def info_gain_known_sigma(r: np.ndarray, n: np.ndarray | int, h: np.ndarray | float = 1.0) -> np.ndarray:
+def info_gain_known_sigma(
+    r: np.ndarray, n: np.ndarray | int, h: np.ndarray | float = 1.0
+) -> np.ndarray:
     """IG = 0.5 log(1 + n r / h) nats: mutual information between beta and n runs at a config."""
     return 0.5 * np.log1p(np.asarray(n, dtype=float) * np.asarray(r) / np.asarray(h, dtype=float))
 
@@ -95,7 +99,8 @@ def contrast_variance_after(gram: np.ndarray, counts: np.ndarray) -> float:
     run = np.flatnonzero(counts > 0)
     cross = gram[run, -1]
     system = gram[np.ix_(run, run)] + np.diag(1.0 / counts[run])
-    return float(gram[-1, -1] - cross @ np.linalg.solve(system, cross)) if run.size else float(gram[-1, -1])
+    return (float(gram[-1, -1] - cross @ np.linalg.solve(system, cross)) if run.size
+            else float(gram[-1, -1]))
 
 
 def batch_info_gain_known_sigma(whitened: np.ndarray, h: np.ndarray | float = 1.0) -> float:
@@ -129,12 +134,19 @@ def loo_predictive_params(
 
 
 def log_marginal_likelihood(
-    post: NIGPosterior, n_obs: float, sum_log_weight: float, prior_precision: np.ndarray, a0: float, b0: float
+    post: NIGPosterior,
+    n_obs: float,
+    sum_log_weight: float,
+    prior_precision: np.ndarray,
+    a0: float,
+    b0: float,
 ) -> float:
-    """log p(z) nats (standardised units) = -n/2 log 2pi + 1/2 sum log w + 1/2 log|P0| - 1/2 log|Lambda|
+    """log p(z) nats (standardised units)
+    = -n/2 log 2pi + 1/2 sum log w + 1/2 log|P0| - 1/2 log|Lambda|
     + a0 log b0 - a log b + lgamma(a) - lgamma(a0)."""
     return float(
-        -0.5 * n_obs * np.log(2 * np.pi) + 0.5 * sum_log_weight + 0.5 * np.sum(np.log(prior_precision))
+        -0.5 * n_obs * np.log(2 * np.pi) + 0.5 * sum_log_weight
+        + 0.5 * np.sum(np.log(prior_precision))
         - np.sum(np.log(np.diag(post.chol))) + a0 * np.log(b0) - post.a * np.log(post.b)
         + gammaln(post.a) - gammaln(a0)
     )

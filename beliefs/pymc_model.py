@@ -29,7 +29,8 @@ def fit_pymc(
     hierarchical: bool = True,
     target_accept: float = 0.9,
 ):
-    """NUTS fit of the model on `beliefs.observations`; returns arviz InferenceData (DataTree on 1.x)."""
+    """NUTS fit of the model on `beliefs.observations`; returns arviz InferenceData (DataTree on
+    1.x)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -84,13 +85,16 @@ def fit_pymc(
             else:
                 tau_int = hyper["interaction"]["tau"]
             column_sd = pt.set_subtensor(column_sd[np.array(list(pairs.values()))], tau_int)
-        theta = pm.Deterministic("coefficients", prior_mean + column_sd * sigma_std * raw, dims="column")
+        theta = pm.Deterministic("coefficients", prior_mean + column_sd * sigma_std * raw,
+                                 dims="column")
         pm.Normal("z", mu=pt.dot(design, theta), sigma=sigma_std * noise_sd_factor, observed=z)
         effect_rows = beliefs.effect_contrasts()
         pm.Deterministic("baseline", theta[0] * scale + center)
         pm.Deterministic("effect", pt.dot(effect_rows, theta) * scale, dims="hypothesis")
-        pm.Deterministic("category_mean", pt.dot(beliefs.category_contrasts(), theta) * scale, dims="category")
+        pm.Deterministic("category_mean", pt.dot(beliefs.category_contrasts(), theta) * scale,
+                         dims="category")
         pm.Deterministic("category_scale", tau * sigma_std * scale, dims="category")
         pm.Deterministic("sigma", sigma_std * scale)
-        return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, target_accept=target_accept,
-                         progressbar=False, compute_convergence_checks=False, cores=1)
+        return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
+                         target_accept=target_accept, progressbar=False,
+                         compute_convergence_checks=False, cores=1)

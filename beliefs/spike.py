@@ -24,7 +24,9 @@ NULL_SHARE_EDGES = np.linspace(0.0, 1.0, 401)
 NULL_SHARE_GRID = (NULL_SHARE_EDGES[:-1] + NULL_SHARE_EDGES[1:]) / 2
 
 
-def log_bayes_factor_null(post_mean, post_scale, post_df, prior_mean, prior_scale, prior_df) -> np.ndarray:
+def log_bayes_factor_null(
+    post_mean, post_scale, post_df, prior_mean, prior_scale, prior_df
+) -> np.ndarray:
     """log BF01 = log t_{post_df}(0; m, s) - log t_{prior_df}(0; m0, s0) nats (Savage-Dickey: the
     posterior over the prior density of d at 0, both Student-t marginals of the NIG model). > 0
     favours the spike. Exact when the null's noise prior is the slab's given d = 0 (Dickey 1971)."""
@@ -39,7 +41,8 @@ def null_share_posterior(log_bf01: np.ndarray, prior_null_share: float) -> np.nd
         raise ValueError(f"prior_null_share must be in (0, 1), got {prior_null_share!r}")
     grid = NULL_SHARE_GRID
     with np.errstate(divide="ignore"):  # a cell can hold no prior mass in float64
-        log_weight = np.log(np.diff(stats.beta.cdf(NULL_SHARE_EDGES, 2 * prior_null_share, 2 * (1 - prior_null_share))))
+        log_weight = np.log(np.diff(stats.beta.cdf(NULL_SHARE_EDGES, 2 * prior_null_share,
+                                                   2 * (1 - prior_null_share))))
     for log_bf in np.atleast_1d(np.asarray(log_bf01, dtype=float)):
         log_weight = log_weight + _log_mixture(grid, log_bf)
     weight = np.exp(log_weight - np.max(log_weight))

@@ -56,11 +56,15 @@ def pooled(moments: dict[frozenset[str], ConfigMoments]) -> ConfigMoments:
 def total_sd(moments: dict[frozenset[str], ConfigMoments]) -> float:
     """The 1/h-weighted sd of all runs together, metric units (0 with fewer than 2 runs)."""
     everything = pooled(moments)
-    return math.sqrt(everything.within_ss() / (everything.count - 1)) if everything.count >= 2 else 0.0
+    return (math.sqrt(everything.within_ss() / (everything.count - 1)) if everything.count >= 2
+            else 0.0)
 
 
-def standardisation(moments: dict[frozenset[str], ConfigMoments], reference: float) -> tuple[float, float]:
-    """(center, scale) in metric units from per-config moments, by the rule in the module docstring."""
+def standardisation(
+    moments: dict[frozenset[str], ConfigMoments], reference: float
+) -> tuple[float, float]:
+    """(center, scale) in metric units from per-config moments, by the rule in the module
+    docstring."""
     if not moments:
         return 0.0, 1.0
     base = moments.get(frozenset())

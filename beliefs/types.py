@@ -27,7 +27,8 @@ class Hypothesis:
         if not self.name:
             raise ValueError(f"Hypothesis name must be a non-empty string, got {self.name!r}")
         if not self.category:
-            raise ValueError(f"Hypothesis {self.name!r}: category must be non-empty, got {self.category!r}")
+            raise ValueError(f"Hypothesis {self.name!r}: category must be non-empty, "
+                             f"got {self.category!r}")
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ class Observation:
             object.__setattr__(self, "config", frozenset(self.config))
         if not (math.isfinite(self.value) and abs(self.value) <= MAX_ABS_VALUE):
             raise ValueError(f"Observation value must be finite with |value| <= {MAX_ABS_VALUE:g} "
-                             f"(squares must not overflow), got {self.value!r} for {sorted(self.config)}")
+                             f"(squares must not overflow), got {self.value!r} "
+                             f"for {sorted(self.config)}")
         if not (math.isfinite(self.noise_scale) and self.noise_scale > 0):
-            raise ValueError(f"Observation noise_scale must be finite and > 0, got {self.noise_scale!r}")
+            raise ValueError("Observation noise_scale must be finite and > 0, "
+                             f"got {self.noise_scale!r}")
 
 
 @dataclass(frozen=True)
@@ -123,15 +126,18 @@ class BeliefPrior:
         if self.standardisation is not None:
             center, scale = self.standardisation
             if not (math.isfinite(center) and math.isfinite(scale) and scale > 0):
-                raise ValueError(f"BeliefPrior.standardisation must be (finite center, scale > 0), got {self.standardisation!r}")
-        for key in ("effect_sd", "noise_df", "noise_sd", "baseline_sd", "category_mean_sd", "scale_df", "interaction_sd"):
+                raise ValueError("BeliefPrior.standardisation must be (finite center, "
+                                 f"scale > 0), got {self.standardisation!r}")
+        for key in ("effect_sd", "noise_df", "noise_sd", "baseline_sd", "category_mean_sd",
+                    "scale_df", "interaction_sd"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"BeliefPrior.{key} must be a finite number > 0, got {value!r}")
         for name, pair in self.effect_priors.items():
             mean, sd = pair
             if not (math.isfinite(mean) and math.isfinite(sd) and sd > 0):
-                raise ValueError(f"BeliefPrior.effect_priors[{name!r}] must be (finite mean, sd > 0), got {pair!r}")
+                raise ValueError(f"BeliefPrior.effect_priors[{name!r}] must be "
+                                 f"(finite mean, sd > 0), got {pair!r}")
 
     @property
     def noise_shape(self) -> float:

@@ -1,13 +1,15 @@
 """Benchmark policies against each other on the same env, seeds and budget of runs.
 
-    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--first-seed K] [--budget-trials N] [--workers N]
+    python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--first-seed K]
+                           [--budget-trials N] [--workers N]
 
 A bench file holds `[bench]` (seeds, first_seed, budget_trials, policies, default_policy,
-reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study) and one or more
-`[[worlds]]` (a name and an `[worlds.env]` table, plus optional section overrides). Every
-(world, policy, seed) is a full study in its own folder. Where the env knows its truth
-(synthetic worlds, a command env with `truth_command`) gains are true gains; otherwise the base
-and each final incumbent are re-run `reeval_runs` times on fresh seeds and their mean is used.
+reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study)
+and one or more `[[worlds]]` (a name and an `[worlds.env]` table, plus optional section
+overrides). Every (world, policy, seed) is a full study in its own folder. Where the env knows
+its truth (synthetic worlds, a command env with `truth_command`) gains are true gains; otherwise
+the base and each final incumbent are re-run `reeval_runs` times on fresh seeds and their mean
+is used.
 
 Outputs: bench.md (tables with bootstrap 95% intervals over seeds), bench.json (every study's
 numbers) and bench.png. The tables print what was measured, including where the engine loses.
@@ -31,8 +33,8 @@ from engine.config import ConfigError, parse_config
 from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
-BENCH_KEYS = {"name", "out_dir", "seeds", "first_seed", "budget_trials", "policies", "default_policy",
-              "reeval_runs", "workers", "vary_world"}
+BENCH_KEYS = {"name", "out_dir", "seeds", "first_seed", "budget_trials", "policies",
+              "default_policy", "reeval_runs", "workers", "vary_world"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def load_bench(path: Path) -> dict:
     bench = data.get("bench", {})
     unknown = set(data) - {"bench", "defaults", "worlds"} | (set(bench) - BENCH_KEYS)
     if unknown:
-        raise ConfigError(str(path), [f"unknown keys {sorted(unknown)}; [bench] allows {sorted(BENCH_KEYS)}"])
+        raise ConfigError(
+            str(path), [f"unknown keys {sorted(unknown)}; [bench] allows {sorted(BENCH_KEYS)}"])
     if not data.get("worlds"):
         raise ConfigError(str(path), ["at least one [[worlds]] table is required"])
     return data
@@ -87,13 +90,16 @@ def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path,
     return parse_config(raw, source=str(source), out_dir=str(folder))
 
 
-def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path) -> StudyScore:
+def run_one(
+    data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path
+) -> StudyScore:
     from engine.study import Study
 
     cfg = study_config(data, world, policy, seed, out_dir, source)
     started = time.monotonic()
     study = Study(cfg)
-    if study.run(write_report=False).status == "stopped":  # Ctrl-C or SIGTERM: a half study is no score
+    # Ctrl-C or SIGTERM: a half study is no score
+    if study.run(write_report=False).status == "stopped":
         raise KeyboardInterrupt(f"{world['name']} {policy} seed {seed} was interrupted")
     wall = time.monotonic() - started
     truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
@@ -101,21 +107,24 @@ def run_one(data: dict, world: dict, policy: str, seed: int, out_dir: Path, sour
     final_value = truth(study.incumbent)
     false_keeps = null_decisions = 0 if truth.source == "truth" else None
     kept = [d for d in study.ledger.decisions(study.study_id) if d["verdict"] == "keep"]
-    claimed = None if any(d["p_better"] is None for d in kept) else float(sum(1 - d["p_better"] for d in kept))
+    claimed = (None if any(d["p_better"] is None for d in kept)
+               else float(sum(1 - d["p_better"] for d in kept)))
     applied: frozenset[str] = frozenset()
     for d in study.ledger.decisions(study.study_id) if truth.source == "truth" else ():
         if d["verdict"] == "undecided":  # replayed in order: the incumbent grows with each keep
             continue
         name = d["hypothesis"]
-        if study.sign * (truth(applied | move_members(name)) - truth(applied)) >= 0:  # no true gain here
+        # no true gain here
+        if study.sign * (truth(applied | move_members(name)) - truth(applied)) >= 0:
             null_decisions += 1
             false_keeps += d["verdict"] == "keep"
         if d["verdict"] == "keep":
             applied = applied | move_members(name)
     best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
     best_gain = study.sign * (base_value - best().value) if best else None
-    return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value), best_gain,
-                      len(kept), claimed, false_keeps, null_decisions, study.runs_used, wall, truth.source)
+    return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value),
+                      best_gain, len(kept), claimed, false_keeps, null_decisions,
+                      study.runs_used, wall, truth.source)
 
 
 class Truth:
@@ -124,7 +133,8 @@ class Truth:
 
     def __init__(self, study, reeval_runs: int, seed: int):
         self.study, self.reeval_runs, self.seed = study, reeval_runs, seed
-        self.source = "truth" if study.env.truth(study.config_for(frozenset())) is not None else "reeval"
+        self.source = ("truth" if study.env.truth(study.config_for(frozenset())) is not None
+                       else "reeval")
         self.cache: dict[frozenset[str], float] = {}
 
     def __call__(self, applied: frozenset[str]) -> float:
@@ -144,7 +154,9 @@ class Truth:
         return float(np.mean(values)) if values else float("nan")
 
 
-def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, stat=np.mean) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, rng: np.random.Generator, stat=np.mean
+) -> tuple[float, float]:
     """Percentile bootstrap 95% interval of `stat` over seeds."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
@@ -173,13 +185,16 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
             if all(s.false_keeps is not None for s in group):
                 false_keeps = np.array([s.false_keeps for s in group])
                 rate = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731  pooled over seeds
-                for key, totals in (("false_keep", keeps), ("null_keep", [s.null_decisions for s in group])):
+                for key, totals in (("false_keep", keeps),
+                                    ("null_keep", [s.null_decisions for s in group])):
                     pairs = np.stack([false_keeps, totals], axis=1)
                     if pairs[:, 1].sum() > 0:
                         row.update({f"{key}_rate": float(rate(pairs)),
                                     f"{key}_ci": bootstrap_interval(pairs, rng, stat=rate)})
-            if keeps.sum() > 0 and all(s.claimed_false_keeps is not None for s in group):  # the ratchet claims nothing
-                row["claimed_false_keep_rate"] = float(sum(s.claimed_false_keeps for s in group) / keeps.sum())
+            # the ratchet claims nothing
+            if keeps.sum() > 0 and all(s.claimed_false_keeps is not None for s in group):
+                row["claimed_false_keep_rate"] = float(
+                    sum(s.claimed_false_keeps for s in group) / keeps.sum())
             if all(s.best_gain for s in group):
                 fractions = np.array([s.gain / s.best_gain for s in group])
                 row["fraction_of_best"] = float(fractions.mean())
@@ -190,17 +205,22 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
 
 def render_markdown(rows: list[dict], bench: dict, elapsed: float) -> str:
     lines = [f"# Benchmark: {bench.get('name', 'bench')}", "",
-             f"{bench['seeds']} seeds per policy (from seed {bench.get('first_seed', 0)}), {bench['budget_trials']} runs each; "
+             f"{bench['seeds']} seeds per policy (from seed {bench.get('first_seed', 0)}), "
+             f"{bench['budget_trials']} runs each; "
              f"means with bootstrap 95% intervals over seeds; total wall time {elapsed:.0f} s.", "",
-             "False-keep rate: kept changes with no true gain / all keeps. Claimed: the rate the model "
-             "expected, the mean of 1 - P(better) over its keeps (calibrated when the two agree). Null "
-             "keep rate: keeps of changes with no true gain / final verdicts on such changes.", "",
-             "| world | policy | true gain | fraction of best | false-keep rate | claimed | null keep rate | keeps | runs used | wall s |",
+             "False-keep rate: kept changes with no true gain / all keeps. Claimed: the rate the "
+             "model expected, the mean of 1 - P(better) over its keeps (calibrated when the two "
+             "agree). Null keep rate: keeps of changes with no true gain / final verdicts on such "
+             "changes.", "",
+             "| world | policy | true gain | fraction of best | false-keep rate | claimed "
+             "| null keep rate | keeps | runs used | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['world']} | {r['policy']} | {_cell(r, 'gain', '+.4g')} | {_cell(r, 'fraction_of_best', '.2f')} | "
-            f"{_cell(r, 'false_keep_rate', '.3f')} | {_cell(r, 'claimed_false_keep_rate', '.3f')} | "
+            f"| {r['world']} | {r['policy']} | {_cell(r, 'gain', '+.4g')} | "
+            f"{_cell(r, 'fraction_of_best', '.2f')} | "
+            f"{_cell(r, 'false_keep_rate', '.3f')} | "
+            f"{_cell(r, 'claimed_false_keep_rate', '.3f')} | "
             f"{_cell(r, 'null_keep_rate', '.3f')} | "
             f"{r['keeps']:.1f} | {r['runs_used']:.1f} | {r['wall_seconds']:.1f} |")
     lines += ["", *verdict_lines(rows, bench), ""]
@@ -212,7 +232,8 @@ def _cell(row: dict, key: str, spec: str) -> str:
     measure it."""
     if key not in row:
         return "—"
-    interval_key = {"gain": "gain_ci", "fraction_of_best": "fraction_ci"}.get(key, key.replace("_rate", "_ci"))
+    interval_key = {"gain": "gain_ci", "fraction_of_best": "fraction_ci"}.get(
+        key, key.replace("_rate", "_ci"))
     if interval_key not in row:
         return f"{row[key]:{spec}}"
     lo, hi = row[interval_key]
@@ -252,7 +273,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / len(policies)
     for i, policy in enumerate(policies):
-        for ax, key, ci in ((axes[0], "gain", "gain_ci"), (axes[1], "false_keep_rate", "false_keep_ci")):
+        for ax, key, ci in ((axes[0], "gain", "gain_ci"),
+                            (axes[1], "false_keep_rate", "false_keep_ci")):
             xs, ys, errs = [], [], [[], []]
             for w, world in enumerate(worlds):
                 r = next((r for r in rows if r["world"] == world and r["policy"] == policy), None)
@@ -263,7 +285,8 @@ def plot(rows: list[dict], path: Path) -> None:
                 errs[0].append(max(r[key] - r[ci][0], 0) if np.isfinite(r[ci][0]) else 0)
                 errs[1].append(max(r[ci][1] - r[key], 0) if np.isfinite(r[ci][1]) else 0)
             ax.bar(xs, ys, width, yerr=errs, label=policy, capsize=2)
-    for ax, title in ((axes[0], "true gain over the base (95% CI)"), (axes[1], "false-keep rate (95% CI)")):
+    for ax, title in ((axes[0], "true gain over the base (95% CI)"),
+                      (axes[1], "false-keep rate (95% CI)")):
         ax.set_xticks([w + 0.4 - width / 2 for w in range(len(worlds))], worlds, rotation=15)
         ax.set_title(title)
     axes[1].axhline(0.05, color="grey", linestyle="--", linewidth=0.8)
@@ -274,14 +297,18 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("bench", help="the bench TOML file")
     parser.add_argument("--out", help="output folder (overrides [bench] out_dir)")
     parser.add_argument("--seeds", type=int, help="override [bench] seeds")
     parser.add_argument("--first-seed", type=int,
-                        help="override [bench] first_seed: seeds K..K+N-1 (held-out worlds for tuning)")
-    parser.add_argument("--budget-trials", type=int, help="override [bench] budget_trials (runs per study)")
-    parser.add_argument("--workers", type=int, help="override [bench] workers (studies in parallel)")
+                        help="override [bench] first_seed: "
+                             "seeds K..K+N-1 (held-out worlds for tuning)")
+    parser.add_argument("--budget-trials", type=int,
+                        help="override [bench] budget_trials (runs per study)")
+    parser.add_argument("--workers", type=int,
+                        help="override [bench] workers (studies in parallel)")
     args = parser.parse_args(argv)
     source = Path(args.bench)
     try:
@@ -320,12 +347,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
                       f"{score.gain:+.4g}, keeps {score.keeps} "
                       f"(false {'?' if score.false_keeps is None else score.false_keeps}), "
-                      f"{score.runs_used} runs, {score.wall_seconds:.1f} s", file=sys.stderr, flush=True)
+                      f"{score.runs_used} runs, {score.wall_seconds:.1f} s",
+                      file=sys.stderr, flush=True)
         except KeyboardInterrupt:
-            # Queued studies are cancelled; running ones stop at their next run (they got the signal too).
+            # Queued studies are cancelled; running ones stop at their next run (they got the
+            # signal too).
             pool.shutdown(wait=True, cancel_futures=True)
-            print(f"Interrupted: no bench.md or bench.json written. Rerun the command to start over "
-                  f"(the study folders under {out_dir / 'studies'} are cleared first).", file=sys.stderr)
+            print(f"Interrupted: no bench.md or bench.json written. Rerun the command to start "
+                  f"over (the study folders under {out_dir / 'studies'} are cleared first).",
+                  file=sys.stderr)
             return 130
     scores.sort(key=lambda s: (s.world, bench["policies"].index(s.policy), s.seed))
     rows = summarise(scores)

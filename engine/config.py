@@ -53,7 +53,8 @@ class ConfigError(ValueError):
         self.source = source
         self.problems = tuple(problems)
         count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        super().__init__("\n".join([f"invalid config {source} ({count}):", *("  " + p for p in problems)]))
+        super().__init__(
+            "\n".join([f"invalid config {source} ({count}):", *("  " + p for p in problems)]))
 
     def __reduce__(self):  # picklable, so an error in a benchmark worker process reaches the parent
         return (ConfigError, (self.source, list(self.problems)))
@@ -225,42 +226,125 @@ GPT, SYNTHETIC, COMMAND = ("gpt",), ("synthetic",), ("command",)
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "study": {
-        "name": Field(STR, Derived("the config file's stem"), PathText(), "names the study and its folder"),
-        "out_dir": Field(STR, Derived('"studies/<name>"'), PathText(), "study folder, relative to the current directory; `--out` overrides it"),
+        "name": Field(
+            STR, Derived("the config file's stem"), PathText(),
+            "names the study and its folder",
+        ),
+        "out_dir": Field(
+            STR, Derived('"studies/<name>"'), PathText(),
+            "study folder, relative to the current directory; `--out` overrides it",
+        ),
         "seed": Field(INT, 0, Range(0), "master seed for run seeds and policy choices"),
-        "budget_trials": Field(INT, 40, Range(1), "total runs (candidate and incumbent runs both count)"),
+        "budget_trials": Field(
+            INT, 40, Range(1),
+            "total runs (candidate and incumbent runs both count)",
+        ),
         "budget_seconds": Field(FLOAT, 0.0, Range(0), "wall-clock limit in seconds; 0 = none"),
-        "replicates_per_step": Field(INT, 2, Range(1, 64), "candidate runs per step (the policy may choose fewer)"),
-        "incumbent_runs_per_step": Field(INT, 1, Range(0, 64), "paired incumbent re-runs per step (same seeds)"),
-        "adaptive_incumbent_runs": Field(BOOL, True, None, "pair a step with its incumbent runs only when they narrow the posterior of mu(candidate) - mu(incumbent) at least as much as the same number of extra candidate runs would; false = every step"),
+        "replicates_per_step": Field(
+            INT, 2, Range(1, 64),
+            "candidate runs per step (the policy may choose fewer)",
+        ),
+        "incumbent_runs_per_step": Field(
+            INT, 1, Range(0, 64),
+            "paired incumbent re-runs per step (same seeds)",
+        ),
+        "adaptive_incumbent_runs": Field(
+            BOOL, True, None,
+            "pair a step with its incumbent runs only when they narrow the posterior of "
+            "mu(candidate) - mu(incumbent) at least as much as the same number of "
+            "extra candidate runs would; false = every step",
+        ),
         "base_runs": Field(INT, 2, Range(1, 64), "runs of the base config before the first step"),
     },
     "env": {
         "kind": Field(STR, REQUIRED, OneOf(ENV_KINDS), "what is being optimised"),
         "timeout_s": Field(FLOAT, 600.0, Range(0, lo_open=True), "per-run timeout in seconds"),
-        "metric": Field(STR, ByKind({"gpt": "val_bpb", "synthetic": "loss"}), NonEmpty(), "name of the metric a run reports"),
-        "direction": Field(STR, "lower", OneOf(("lower", "higher")), "whether lower or higher metric values are better"),
-        "backend": Field(STR, "auto", OneOf(("auto", "cpu", "cuda", "mps", "mlx")), "trainer backend", GPT),
-        "time_budget": Field(FLOAT, 30.0, Range(0), "seconds of training per run; must be > 0 unless `steps` > 0", GPT),
-        "steps": Field(INT, 0, Range(0), "> 0 selects fixed-step mode (then `time_budget` is ignored)", GPT),
-        "base": Field(TABLE, {}, None, "base config: trainer knobs (gpt) or values for `{param}` placeholders (command)", GPT + COMMAND),
-        "world_seed": Field(INT, 0, Range(0), "draws the world (effects), separate from run seeds", SYNTHETIC),
+        "metric": Field(
+            STR, ByKind({"gpt": "val_bpb", "synthetic": "loss"}), NonEmpty(),
+            "name of the metric a run reports",
+        ),
+        "direction": Field(
+            STR, "lower", OneOf(("lower", "higher")),
+            "whether lower or higher metric values are better",
+        ),
+        "backend": Field(
+            STR, "auto", OneOf(("auto", "cpu", "cuda", "mps", "mlx")),
+            "trainer backend", GPT,
+        ),
+        "time_budget": Field(
+            FLOAT, 30.0, Range(0),
+            "seconds of training per run; must be > 0 unless `steps` > 0", GPT,
+        ),
+        "steps": Field(
+            INT, 0, Range(0),
+            "> 0 selects fixed-step mode (then `time_budget` is ignored)", GPT,
+        ),
+        "base": Field(
+            TABLE, {}, None,
+            "base config: trainer knobs (gpt) or values for `{param}` placeholders (command)",
+            GPT + COMMAND,
+        ),
+        "world_seed": Field(
+            INT, 0, Range(0),
+            "draws the world (effects), separate from run seeds", SYNTHETIC,
+        ),
         "n_hypotheses": Field(INT, 20, Range(2, 2000), "hypotheses the world defines", SYNTHETIC),
-        "categories": Field(STR_LIST, ["architecture", "optimizer", "schedule", "data"], NonEmpty(), "hypothesis categories", SYNTHETIC),
-        "p_improve": Field(FLOAT, 0.2, Range(0, 1), "share of hypotheses that truly improve", SYNTHETIC),
-        "effect_size": Field(FLOAT, 1.0, Range(0, lo_open=True), "typical |effect| of a real change, metric units", SYNTHETIC),
-        "noise_sd": Field(FLOAT, 1.0, Range(0, lo_open=True), "run-to-run sd, metric units", SYNTHETIC),
-        "noise": Field(STR, "gaussian", OneOf(("gaussian", "student_t")), "noise distribution", SYNTHETIC),
-        "noise_df": Field(FLOAT, 3.0, Range(2, lo_open=True), "degrees of freedom (used when noise = \"student_t\")", SYNTHETIC),
-        "heteroscedastic": Field(FLOAT, 0.0, Range(0), "extra noise sd per applied hypothesis, relative", SYNTHETIC),
+        "categories": Field(
+            STR_LIST, ["architecture", "optimizer", "schedule", "data"], NonEmpty(),
+            "hypothesis categories", SYNTHETIC,
+        ),
+        "p_improve": Field(
+            FLOAT, 0.2, Range(0, 1),
+            "share of hypotheses that truly improve", SYNTHETIC,
+        ),
+        "effect_size": Field(
+            FLOAT, 1.0, Range(0, lo_open=True),
+            "typical |effect| of a real change, metric units", SYNTHETIC,
+        ),
+        "noise_sd": Field(
+            FLOAT, 1.0, Range(0, lo_open=True),
+            "run-to-run sd, metric units", SYNTHETIC,
+        ),
+        "noise": Field(
+            STR, "gaussian", OneOf(("gaussian", "student_t")),
+            "noise distribution", SYNTHETIC,
+        ),
+        "noise_df": Field(
+            FLOAT, 3.0, Range(2, lo_open=True),
+            "degrees of freedom (used when noise = \"student_t\")", SYNTHETIC,
+        ),
+        "heteroscedastic": Field(
+            FLOAT, 0.0, Range(0),
+            "extra noise sd per applied hypothesis, relative", SYNTHETIC,
+        ),
         "n_interactions": Field(INT, 0, Range(0), "pairwise interaction terms", SYNTHETIC),
-        "interaction_size": Field(FLOAT, 1.0, Range(0), "typical interaction size, metric units", SYNTHETIC),
-        "crash_prob": Field(FLOAT, 0.0, Range(0, 1, hi_open=True), "probability that a run crashes", SYNTHETIC),
+        "interaction_size": Field(
+            FLOAT, 1.0, Range(0),
+            "typical interaction size, metric units", SYNTHETIC,
+        ),
+        "crash_prob": Field(
+            FLOAT, 0.0, Range(0, 1, hi_open=True),
+            "probability that a run crashes", SYNTHETIC,
+        ),
         "base_value": Field(FLOAT, 10.0, None, "the base config's true mean", SYNTHETIC),
-        "seconds_per_run": Field(FLOAT, 1.0, Range(0, lo_open=True), "simulated seconds a run reports (nothing sleeps)", SYNTHETIC),
-        "command": Field(STR, REQUIRED, NonEmpty(), "template with `{seed}` and `{param}` placeholders; shlex-split and run without a shell", COMMAND),
-        "truth_command": Field(STR, "", None, "optional template that prints the noise-free metric", COMMAND),
-        "cwd": Field(STR, "", PathText(allow_empty=True), "optional working directory for the command", COMMAND),
+        "seconds_per_run": Field(
+            FLOAT, 1.0, Range(0, lo_open=True),
+            "simulated seconds a run reports (nothing sleeps)", SYNTHETIC,
+        ),
+        "command": Field(
+            STR, REQUIRED, NonEmpty(),
+            "template with `{seed}` and `{param}` placeholders; "
+            "shlex-split and run without a shell",
+            COMMAND,
+        ),
+        "truth_command": Field(
+            STR, "", None,
+            "optional template that prints the noise-free metric", COMMAND,
+        ),
+        "cwd": Field(
+            STR, "", PathText(allow_empty=True),
+            "optional working directory for the command", COMMAND,
+        ),
     },
     # [[hypotheses]]: an array of tables, each checked against these fields.
     "hypotheses": {
@@ -271,9 +355,19 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "beliefs": {
         "interactions": Field(BOOL, False, None, "model pairwise interactions"),
-        "prior_effect_sd": Field(FLOAT, 0.5, Range(0, lo_open=True), "prior sd of an effect, standardised units"),
-        "prior_noise_df": Field(FLOAT, 1.0, Range(0, lo_open=True), "weight of the noise prior in runs (inverse-gamma a0 = df/2), centred on the sd of all runs"),
-        "null_share": Field(FLOAT, 0.5, Range(0, 1, hi_open=True), "prior guess of the share of changes that do nothing (spike-and-slab; 0 = no spike)"),
+        "prior_effect_sd": Field(
+            FLOAT, 0.5, Range(0, lo_open=True),
+            "prior sd of an effect, standardised units",
+        ),
+        "prior_noise_df": Field(
+            FLOAT, 1.0, Range(0, lo_open=True),
+            "weight of the noise prior in runs (inverse-gamma a0 = df/2), "
+            "centred on the sd of all runs",
+        ),
+        "null_share": Field(
+            FLOAT, 0.5, Range(0, 1, hi_open=True),
+            "prior guess of the share of changes that do nothing (spike-and-slab; 0 = no spike)",
+        ),
         "fit_pymc": Field(BOOL, True, None, "full-Bayes PyMC fit for the report at the end"),
         "pymc_draws": Field(INT, 500, Range(50), "PyMC draws per chain"),
         "pymc_tune": Field(INT, 500, Range(50), "PyMC tuning steps per chain"),
@@ -282,7 +376,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "policy": {
         "kind": Field(STR, "efe", OneOf(POLICY_KINDS), "which policy chooses the next action"),
         "gamma": Field(FLOAT, 8.0, Range(0, lo_open=True), "softmax precision"),
-        "preference": Field(FLOAT, 1.0, Range(0, lo_open=True), "lambda: nats per standardised unit of metric"),
+        "preference": Field(
+            FLOAT, 1.0, Range(0, lo_open=True),
+            "lambda: nats per standardised unit of metric",
+        ),
         "cost_weight": Field(FLOAT, 0.0, Range(0), "nats per expected second"),
         "epistemic": Field(BOOL, True, None, "include the epistemic (information) term"),
         "pragmatic": Field(BOOL, True, None, "include the pragmatic (preference) term"),
@@ -291,21 +388,43 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "ucb_beta": Field(FLOAT, 2.0, Range(0, lo_open=True), "UCB exploration weight"),
     },
     "decision": {
-        "threshold": Field(FLOAT, 0.95, Range(0.5, 1, lo_open=True, hi_open=True), "posterior probability of improvement needed to keep"),
+        "threshold": Field(
+            FLOAT, 0.95, Range(0.5, 1, lo_open=True, hi_open=True),
+            "posterior probability of improvement needed to keep",
+        ),
         "epsilon": Field(FLOAT, 0.0, Range(0), "minimum improvement that counts, metric units"),
-        "max_replicates": Field(INT, 24, Range(1), "runs of one trial of a candidate after which, still undecided, it is reverted"),
+        "max_replicates": Field(
+            INT, 24, Range(1),
+            "runs of one trial of a candidate after which, still undecided, it is reverted",
+        ),
         "min_replicates": Field(INT, 2, Range(1), "runs before any verdict; <= max_replicates"),
-        "futility": Field(FLOAT, 0.3, Range(0, 1, lo_open=True, hi_open=True), "revert a trial when the predictive probability that its remaining runs (up to max_replicates) reach a keep is below this"),
-        "spending": Field(STR, "none", OneOf(KEEP_SPENDING), "how the threshold is spread over the looks at one hypothesis: \"none\" = the posterior threshold at every look (the spike-and-slab prior already counts nulls); a group-sequential design bounds each null's keep chance instead"),
+        "futility": Field(
+            FLOAT, 0.3, Range(0, 1, lo_open=True, hi_open=True),
+            "revert a trial when the predictive probability that its remaining runs "
+            "(up to max_replicates) reach a keep is below this",
+        ),
+        "spending": Field(
+            STR, "none", OneOf(KEEP_SPENDING),
+            "how the threshold is spread over the looks at one hypothesis: "
+            "\"none\" = the posterior threshold at every look "
+            "(the spike-and-slab prior already counts nulls); "
+            "a group-sequential design bounds each null's keep chance instead",
+        ),
     },
     "memory": {
-        "path": Field(STR, "", PathText(allow_empty=True), 'shared memory database for transfer across studies ("" = none)'),
+        "path": Field(
+            STR, "", PathText(allow_empty=True),
+            'shared memory database for transfer across studies ("" = none)',
+        ),
         "decay": Field(FLOAT, 0.5, Range(0, 1, lo_open=True, hi_open=True), "activation decay d"),
         "recall_k": Field(INT, 5, Range(0), "episodes recalled per step"),
         "transfer": Field(BOOL, True, None, "use insights from earlier studies as priors"),
     },
     "proposer": {
-        "kind": Field(STR, "builtin", OneOf(("builtin", "llm")), "where candidate hypotheses come from"),
+        "kind": Field(
+            STR, "builtin", OneOf(("builtin", "llm")),
+            "where candidate hypotheses come from",
+        ),
         "model": Field(STR, "", None, "litellm model string (required for kind = \"llm\")"),
         "max_new": Field(INT, 3, Range(0), "hypotheses the LLM may add per call"),
         "every": Field(INT, 10, Range(1), "call the LLM every N steps"),
@@ -449,7 +568,9 @@ def _suggest(key: Any, candidates: list[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _unknown_key(where: str, key: Any, value: Any, fields: dict[str, Field], env_kind: str | None) -> str:
+def _unknown_key(
+    where: str, key: Any, value: Any, fields: dict[str, Field], env_kind: str | None
+) -> str:
     loc = f"{where} {key}"
     field = fields.get(key)
     if field is not None and field.kinds is not None:
@@ -457,11 +578,17 @@ def _unknown_key(where: str, key: Any, value: Any, fields: dict[str, Field], env
         return (f"{loc}: got {_got(value)}, but this key applies only to kind {owners}, "
                 f"and this [env] has kind = {env_kind!r}")
     valid = [k for k, f in fields.items() if f.kinds is None or env_kind in f.kinds]
-    return f"{loc}: unknown key (value {_got(value)}).{_suggest(key, valid)} Allowed keys: {', '.join(valid)}"
+    return (f"{loc}: unknown key (value {_got(value)}).{_suggest(key, valid)} "
+            f"Allowed keys: {', '.join(valid)}")
 
 
 def _validate_table(
-    where: str, table: dict, fields: dict[str, Field], problems: list[str], *, env_kind: str | None = None
+    where: str,
+    table: dict,
+    fields: dict[str, Field],
+    problems: list[str],
+    *,
+    env_kind: str | None = None,
 ) -> dict[str, Any]:
     """Check one table against its fields; return the valid values with plain defaults filled.
 
@@ -536,17 +663,20 @@ def _template_problem(template: str, known: set[str]) -> str | None:
 def _cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> list[str]:
     """Rules that relate several keys. Each runs only when its keys passed their own checks."""
     problems = []
-    decision, env, proposer = tables.get("decision", {}), tables.get("env", {}), tables.get("proposer", {})
+    decision, env, proposer = (
+        tables.get("decision", {}), tables.get("env", {}), tables.get("proposer", {}))
     lo, hi = decision.get("min_replicates"), decision.get("max_replicates")
     if lo is not None and hi is not None and lo > hi:
-        problems.append(f"[decision] min_replicates: got {lo!r}, expected an integer <= max_replicates ({hi})")
+        problems.append(f"[decision] min_replicates: got {lo!r}, "
+                        f"expected an integer <= max_replicates ({hi})")
     if proposer.get("kind") == "llm" and proposer.get("model") == "":
         problems.append("[proposer] model: got '', "
                         "expected a litellm model string (required when kind = 'llm')")
     kind = env.get("kind")
     if kind == "gpt" and env.get("steps") == 0 and env.get("time_budget") == 0:
         problems.append("[env] time_budget: got 0.0, "
-                        "expected a number > 0 when steps = 0 (or set steps > 0 for fixed-step mode)")
+                        "expected a number > 0 when steps = 0 "
+                        "(or set steps > 0 for fixed-step mode)")
     if kind == "command" and "base" in env:
         known = {"seed", *env["base"]}
         for key in ("command", "truth_command"):
@@ -555,11 +685,14 @@ def _cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> li
                 problems.append(f"[env] {key}: got {_got(env[key])}, which {reason}")
     if kind in ("gpt", "command") and not hypotheses_given:
         problems.append("[[hypotheses]]: none given; "
-                        "expected at least one [[hypotheses]] block (only kind = 'synthetic' may omit them)")
+                        "expected at least one [[hypotheses]] block "
+                        "(only kind = 'synthetic' may omit them)")
     return problems
 
 
-def parse_config(data: dict, *, source: str = "<dict>", out_dir: str | None = None) -> StudyConfig:
+def parse_config(
+    data: dict, *, source: str = "<dict>", out_dir: str | None = None
+) -> StudyConfig:
     """Validate a parsed config document; raise ConfigError listing every problem.
 
     `source` names the document in messages; its file stem is the default study name
@@ -571,7 +704,8 @@ def parse_config(data: dict, *, source: str = "<dict>", out_dir: str | None = No
     for section, value in data.items():
         if section not in SCHEMA:
             sections = ", ".join(map(_heading, SCHEMA))
-            problems.append(f"[{section}]: unknown section.{_suggest(section, list(SCHEMA))} Sections: {sections}")
+            problems.append(f"[{section}]: unknown section.{_suggest(section, list(SCHEMA))} "
+                            f"Sections: {sections}")
     tables: dict[str, dict[str, Any]] = {}
     for section, fields in SCHEMA.items():
         if section in ARRAY_SECTIONS:
@@ -582,7 +716,8 @@ def parse_config(data: dict, *, source: str = "<dict>", out_dir: str | None = No
             continue
         kind = table.get("kind") if section == "env" else None
         env_kind = kind if kind in ENV_KINDS else None
-        tables[section] = _validate_table(f"[{section}]", table, fields, problems, env_kind=env_kind)
+        tables[section] = _validate_table(
+            f"[{section}]", table, fields, problems, env_kind=env_kind)
     hypotheses = _validate_hypotheses(data.get("hypotheses", []), problems)
     problems += _cross_field_problems(tables, hypotheses_given=bool(data.get("hypotheses")))
     if problems:
@@ -592,8 +727,11 @@ def parse_config(data: dict, *, source: str = "<dict>", out_dir: str | None = No
     study.setdefault("name", "study" if source == "<dict>" else Path(source).stem)
     study.setdefault("out_dir", f"studies/{study['name']}")
     # Relative to the current directory (where the command was typed), not the config file.
-    study["out_dir"] = Path(out_dir if out_dir is not None else study["out_dir"]).expanduser().resolve()
-    sections = {name: SECTION_TYPES[name](**values) for name, values in tables.items() if name != "env"}
+    study["out_dir"] = (
+        Path(out_dir if out_dir is not None else study["out_dir"]).expanduser().resolve())
+    sections = {
+        name: SECTION_TYPES[name](**values) for name, values in tables.items() if name != "env"
+    }
     return StudyConfig(
         **sections,
         env=tables["env"],
@@ -614,7 +752,8 @@ def load_config(path: str | Path, *, out_dir: str | None = None) -> StudyConfig:
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read {path}: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+        raise ConfigError(
+            str(path), [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None  # names line and column
     return parse_config(data, source=str(path), out_dir=out_dir)
@@ -629,7 +768,11 @@ def config_hash(cfg: StudyConfig) -> str:
     validated = {
         "env": cfg.env,
         "hypotheses": [dataclasses.asdict(h) for h in cfg.hypotheses],
-        **{name: dataclasses.asdict(getattr(cfg, name)) for name in SECTION_TYPES if name != "hypotheses"},
+        **{
+            name: dataclasses.asdict(getattr(cfg, name))
+            for name in SECTION_TYPES
+            if name != "hypotheses"
+        },
     }
     del validated["study"]["out_dir"]
     canonical = json.dumps(validated, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -652,13 +795,18 @@ def _render_default(default: Any) -> str:
 
 
 def describe_schema() -> str:
-    """Markdown: one table per section with every key's type, default, allowed values and meaning."""
+    """Markdown: one table per section with every key's type, default, allowed values and
+    meaning."""
     out = []
     for section, fields in SCHEMA.items():
         heading = _heading(section)
         has_kinds = any(f.kinds for f in fields.values())
-        columns = ["key", *(["env kind"] if has_kinds else []), "type", "default", "allowed", "meaning"]
-        out += [f"### `{heading}`", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        columns = [
+            "key", *(["env kind"] if has_kinds else []), "type", "default", "allowed", "meaning",
+        ]
+        out += [
+            f"### `{heading}`", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+        ]
         for key, field in fields.items():
             cells = [
                 f"`{key}`",

@@ -5,53 +5,40 @@ and rendered into the LLM proposer's prompt.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from engine.study import Study
+from engine.summary import StudySummary
 
 
-def derive_insights(study: Study) -> list[dict]:
+def derive_insights(summary: StudySummary) -> list[dict]:
     """Category effects, per-hypothesis effects, dead ends and the noise level, in metric units."""
-    metric = study.cfg.env["metric"]
-    fingerprint = study.env.fingerprint()
-    # Evidence about a hypothesis: every successful run that applied it (a reopened trial's
-    # earlier runs and the incumbent's runs after a keep count too).
-    runs_per = {h.name: sum(1 for r in study.history if r.value is not None and h.name in r.config)
-                for h in study.beliefs.hypotheses}
+    metric = summary.metric
     insights = []
 
-    def add(kind: str, subject: str, statement: str, mean: float, lo: float, hi: float, evidence: int):
-        insights.append(dict(env_fingerprint=fingerprint, kind=kind, subject=subject,
+    def add(kind: str, subject: str, statement: str, mean: float, lo: float, hi: float,
+            evidence: int):
+        insights.append(dict(env_fingerprint=summary.env_fingerprint, kind=kind, subject=subject,
                              statement=statement, mean=mean, lo=lo, hi=hi, evidence=evidence,
                              unit=metric))
 
-    for c in study.beliefs.category_effects():
-        mean, (lo, hi) = study.sign * c.mean, sorted((study.sign * c.lo, study.sign * c.hi))
-        evidence = sum(runs_per.get(h.name, 0) for h in study.beliefs.hypotheses
-                       if h.category == c.category)
+    for c in summary.categories:
         add("category_effect", c.category,
-            f"{c.category} changes: {mean:+.4g} ± {(hi - lo) / 3.29:.2g} {metric} over {evidence} runs",
-            mean, lo, hi, evidence)
-    effects = {e.name: e for e in study.beliefs.effects()}
-    dead_ends = {d["hypothesis"]: d for d in study.ledger.decisions(study.study_id)
-                 if d["verdict"] == "revert" and d["p_better"] is not None
-                 and d["p_better"] <= 1 - study.cfg.decision.threshold}
-    for name, e in effects.items():
-        if runs_per.get(name, 0) == 0:
+            f"{c.category} changes: {c.mean:+.4g} ± {(c.hi - c.lo) / 3.29:.2g} {metric} "
+            f"over {c.runs} runs", c.mean, c.lo, c.hi, c.runs)
+    dead_ends = {d.hypothesis: d for d in summary.decisions
+                 if d.verdict == "revert" and d.p_better is not None
+                 and d.p_better <= 1 - summary.threshold}
+    for e in summary.effects:
+        if e.runs == 0:
             continue  # an untried hypothesis has only its prior: nothing learned to pass on
-        mean, (lo, hi) = study.sign * e.mean, sorted((study.sign * e.lo, study.sign * e.hi))
-        if name in dead_ends:
-            d = dead_ends[name]
-            add("dead_end", name, f"dead end: {name} ({e.category}) {mean:+.4g} {metric}, "
-                f"P(better) = {d['p_better']:.3f} after {d['n_runs']} runs", mean, lo, hi, runs_per[name])
+        if e.name in dead_ends:
+            d = dead_ends[e.name]
+            add("dead_end", e.name, f"dead end: {e.name} ({e.category}) {e.mean:+.4g} {metric}, "
+                f"P(better) = {d.p_better:.3f} after {d.n_runs} runs", e.mean, e.lo, e.hi, e.runs)
         else:
-            add("effect", name, f"{name} ({e.category}): {mean:+.4g} {metric}, 90% [{lo:+.4g}, {hi:+.4g}] "
-                f"over {runs_per[name]} runs", mean, lo, hi, runs_per[name])
-    noise = study.beliefs.noise_sd()
-    runs_ok = sum(1 for r in study.history if r.value is not None)
-    budget = study.cfg.env.get("time_budget") if study.cfg.env["kind"] == "gpt" else None
-    subject = f"{study.env.backend}" + (f"@{budget:g}s" if budget else "")
-    add("noise", subject, f"noise sd on {subject}: {noise:.3g} {metric} over {runs_ok} runs",
-        noise, noise, noise, runs_ok)
+            add("effect", e.name, f"{e.name} ({e.category}): {e.mean:+.4g} {metric}, "
+                f"90% [{e.lo:+.4g}, {e.hi:+.4g}] over {e.runs} runs", e.mean, e.lo, e.hi, e.runs)
+    noise = summary.noise_sd
+    subject = summary.backend + (f"@{summary.time_budget:g}s" if summary.time_budget else "")
+    add("noise", subject,
+        f"noise sd on {subject}: {noise:.3g} {metric} over {summary.runs_ok} runs",
+        noise, noise, noise, summary.runs_ok)
     return insights

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 
@@ -18,17 +19,18 @@ class Progress:
     def status(self, message: str) -> None:
         self.say(f"… {message}")
 
-    def step(self, step: int, action: dict, runs: list, decision: dict | None,
-             incumbent: dict, sign: float) -> None:
+    def step(self, step: int, plan, runs: Sequence, decision, incumbent, sign: float) -> None:
+        """One line per concluded step: what ran, the mean metric of its runs, the verdict and the
+        incumbent (an engine.records StepPlan and StepDecision, an engine.core IncumbentSummary)."""
         if not self.enabled:
             return
         values = [sign * r.value for r in runs if r.value is not None]
         metric = f"{sum(values) / len(values):.4f}" if values else "—"
-        what = action.get("hypothesis") or action["kind"]
+        what = plan.hypothesis or plan.kind
         verdict = ""
         if decision is not None:
-            p = "—" if decision["p_better"] is None else f"{decision['p_better']:.3f}"
-            verdict = f" p_better {p} → {decision['verdict']}"
-        lo, hi = incumbent["interval"]
+            p = "—" if decision.p_better is None else f"{decision.p_better:.3f}"
+            verdict = f" p_better {p} → {decision.verdict}"
+        lo, hi = incumbent.interval
         self.say(f"[{step:3d}] {what:<24} runs {len(runs):2d} metric {metric}{verdict} | "
-                 f"incumbent {incumbent['mean']:.4f} [{lo:.4f}, {hi:.4f}] kept {len(incumbent['kept'])}")
+                 f"incumbent {incumbent.mean:.4f} [{lo:.4f}, {hi:.4f}] kept {len(incumbent.kept)}")

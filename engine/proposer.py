@@ -111,10 +111,12 @@ class LLMProposer(BuiltinProposer):
         try:
             import litellm
         except ImportError:
-            return Proposal((), (), "[proposer] kind = 'llm' needs litellm: pip install -e '.[llm]'")
+            return Proposal(
+                (), (), "[proposer] kind = 'llm' needs litellm: pip install -e '.[llm]'")
         prompt = self._prompt(known, context)
         try:
-            reply = litellm.completion(model=self.model, messages=[{"role": "user", "content": prompt}],
+            reply = litellm.completion(model=self.model,
+                                       messages=[{"role": "user", "content": prompt}],
                                        mock_response=self.mock_response, timeout=120)
             text = reply.choices[0].message.content or ""
         except Exception as exc:  # any provider failure is reported and survived

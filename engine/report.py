@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -14,60 +13,55 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from beliefs import fit_pymc, save_inference_data, to_inference_data  # noqa: E402
-from engine.insights import derive_insights  # noqa: E402
+from beliefs import Beliefs, fit_pymc, save_inference_data, to_inference_data  # noqa: E402
+from engine.config import BeliefsSection  # noqa: E402
+from engine.progress import Progress  # noqa: E402
+from engine.summary import StudySummary  # noqa: E402
 
-if TYPE_CHECKING:
-    from engine.study import Study
 
+def write_outputs(summary: StudySummary, beliefs: Beliefs, insights: list[dict], stop_reason: str,
+                  *, fit: BeliefsSection, progress: Progress) -> dict[str, Path]:
+    """Write the study folder's outputs beside its results.tsv; return their paths by name.
 
-def write_outputs(study: Study, stop_reason: str) -> dict[str, Path]:
-    """Write every output file of a finished study and return their paths by name."""
-    out = study.out_dir
+    `beliefs` is the posterior the decisions were made from (internal lower-is-better scale);
+    `fit` says whether and how to fit the full-Bayes PyMC model for comparison."""
+    out = summary.out_dir
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     paths = {"results": out / "results.tsv", "incumbent": out / "incumbent.json",
              "beliefs": out / "beliefs.nc", "report": out / "report.md"}
-    study.ledger.export_results_tsv(study.study_id, paths["results"])
-    incumbent = study.incumbent_summary()
+    incumbent = summary.incumbent
     paths["incumbent"].write_text(json.dumps(
-        {"config": study.config_for(study.incumbent), "kept": incumbent["kept"],
-         "mean": incumbent["mean"], "interval": incumbent["interval"]}, indent=2) + "\n")
-    insights = derive_insights(study)
-    for memory in filter(None, (study.ledger, study.shared_memory)):
-        with memory.transaction():
-            for insight in insights:
-                memory.upsert_insight(**insight)
+        {"config": dict(summary.incumbent_config), "kept": list(incumbent.kept),
+         "mean": incumbent.mean, "interval": list(incumbent.interval)}, indent=2) + "\n")
 
-    history = [frozenset(row["incumbent"].get("kept", [])) for row in study.ledger.steps(study.study_id)]
-    idata = to_inference_data(study.beliefs, incumbent_history=history,
-                              rng=np.random.default_rng(study.cfg.study.seed))
+    history = [frozenset(row["incumbent"].get("kept", [])) for row in summary.steps]
+    idata = to_inference_data(beliefs, incumbent_history=history,
+                              rng=np.random.default_rng(summary.seed))
     save_inference_data(idata, paths["beliefs"])
     models = [("conjugate", idata)]
-    if study.cfg.beliefs.fit_pymc and study.beliefs.n_observations > 0:
-        study.progress.status("full-Bayes PyMC fit for the report")
-        pymc_idata = fit_pymc(study.beliefs, draws=study.cfg.beliefs.pymc_draws,
-                              tune=study.cfg.beliefs.pymc_tune, chains=study.cfg.beliefs.pymc_chains,
-                              seed=study.cfg.study.seed)
+    if fit.fit_pymc and beliefs.n_observations > 0:
+        progress.status("full-Bayes PyMC fit for the report")
+        pymc_idata = fit_pymc(beliefs, draws=fit.pymc_draws, tune=fit.pymc_tune,
+                              chains=fit.pymc_chains, seed=summary.seed)
         paths["beliefs_pymc"] = out / "beliefs_pymc.nc"
         save_inference_data(pymc_idata, paths["beliefs_pymc"])
         models.append(("pymc", pymc_idata))
 
-    steps = study.ledger.steps(study.study_id)
-    runs = study.ledger.runs(study.study_id)
-    paths["forest"] = plot_forest(models, study, plots / "effects_forest.png")
-    paths["incumbent_plot"] = plot_incumbent(steps, runs, study, plots / "incumbent.png")
-    paths["efe_plot"] = plot_efe_terms(steps, plots / "efe_terms.png")
-    paths["appraisal_plot"] = plot_appraisal(steps, plots / "appraisal.png")
-    paths["report"].write_text(render_report(study, stop_reason, incumbent, insights, paths))
+    paths["forest"] = plot_forest(models, beliefs, summary, plots / "effects_forest.png")
+    paths["incumbent_plot"] = plot_incumbent(summary, plots / "incumbent.png")
+    paths["efe_plot"] = plot_efe_terms(summary.steps, plots / "efe_terms.png")
+    paths["appraisal_plot"] = plot_appraisal(summary.steps, plots / "appraisal.png")
+    paths["report"].write_text(render_report(summary, stop_reason, insights, paths))
     return paths
 
 
-def plot_forest(models: list, study: Study, path: Path) -> Path:
-    """Effects by hypothesis with 90% HDIs, one colour per model, grouped by category."""
+def plot_forest(models: list, beliefs: Beliefs, summary: StudySummary, path: Path) -> Path:
+    """Effects by hypothesis with 90% HDIs, one colour per model, grouped by category. The
+    posteriors are on the internal lower-is-better scale: a higher-is-better metric is negated."""
     import arviz as az
 
-    order = sorted(study.beliefs.hypotheses, key=lambda h: (h.category, h.name))
+    order = sorted(beliefs.hypotheses, key=lambda h: (h.category, h.name))
     names = [h.name for h in order]
     height = 1.2 + 0.32 * len(names)
     axes = az.plot_forest([m for _, m in models], model_names=[n for n, _ in models],
@@ -75,7 +69,7 @@ def plot_forest(models: list, study: Study, path: Path) -> Path:
                           combined=True, figsize=(8, height))
     ax = np.ravel(axes)[0]
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    metric = study.cfg.env["metric"] if study.sign > 0 else f"-{study.cfg.env['metric']} (negated)"
+    metric = summary.metric if summary.direction == "lower" else f"-{summary.metric} (negated)"
     ax.set_title(f"Effect on {metric} by hypothesis (90% HDI); lower is better")
     legend = ax.get_legend()
     if legend is not None:  # moved outside the axes, so it never hides the first row; arviz's
@@ -98,8 +92,9 @@ def _relabel(text: str, labels: dict[str, str]) -> str:
     return text
 
 
-def plot_incumbent(steps: list[dict], runs: list[dict], study: Study, path: Path) -> Path:
+def plot_incumbent(summary: StudySummary, path: Path) -> Path:
     """The incumbent's posterior mean per step with its 90% band; raw runs as dots."""
+    steps, runs = summary.steps, summary.runs
     rows = [(r["step"], r["incumbent"]) for r in steps if r["incumbent"]]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     if rows:
@@ -115,7 +110,7 @@ def plot_incumbent(steps: list[dict], runs: list[dict], study: Study, path: Path
             ax.plot(*zip(*pts), style, markersize=4, alpha=0.6 if role == "candidate" else 0.9,
                     label=f"{role} runs")
     ax.set_xlabel("step")
-    ax.set_ylabel(study.cfg.env["metric"])
+    ax.set_ylabel(summary.metric)
     ax.set_title("Incumbent over the study")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -124,7 +119,7 @@ def plot_incumbent(steps: list[dict], runs: list[dict], study: Study, path: Path
     return path
 
 
-def _series(steps: list[dict], group: str | None) -> dict[str, tuple[list[int], list[float]]]:
+def _series(steps: tuple[dict, ...], group: str | None) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = {}
     for row in steps:
         values = row["appraisal"].get("terms", {}) if group == "terms" else row["appraisal"]
@@ -136,12 +131,13 @@ def _series(steps: list[dict], group: str | None) -> dict[str, tuple[list[int], 
     return series
 
 
-def plot_efe_terms(steps: list[dict], path: Path) -> Path:
+def plot_efe_terms(steps: tuple[dict, ...], path: Path) -> Path:
     """The chosen action's policy terms (nats) per step."""
-    return _plot_series(_series(steps, "terms"), "Policy terms of the chosen action (nats; probability: its selection probability)", path)
+    title = "Policy terms of the chosen action (nats; probability: its selection probability)"
+    return _plot_series(_series(steps, "terms"), title, path)
 
 
-def plot_appraisal(steps: list[dict], path: Path) -> Path:
+def plot_appraisal(steps: tuple[dict, ...], path: Path) -> Path:
     """Surprise, learntropy and compression progress per step (nats)."""
     series = {k: v for k, v in _series(steps, None).items()
               if k in ("surprise", "learntropy", "compression_progress")}
@@ -165,43 +161,43 @@ def _plot_series(series: dict, title: str, path: Path) -> Path:
     return path
 
 
-def render_report(study: Study, stop_reason: str, incumbent: dict, insights: list[dict],
+def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
                   paths: dict[str, Path]) -> str:
-    metric = study.cfg.env["metric"]
-    decisions = study.ledger.decisions(study.study_id)
+    metric, incumbent = summary.metric, summary.incumbent
     lines = [
-        f"# Study {study.cfg.study.name}",
+        f"# Study {summary.name}",
         "",
-        f"- env: {study.cfg.env['kind']} ({study.env.backend}), metric `{metric}` "
-        f"({study.cfg.env['direction']} is better)",
-        f"- policy: {study.cfg.policy.kind}; keep when P(better) >= {study.cfg.decision.threshold}",
-        f"- runs used: {study.runs_used} of {study.cfg.study.budget_trials}; stopped: {stop_reason}",
-        f"- noise sd (posterior mean): {study.beliefs.noise_sd():.4g} {metric}",
-        f"- incumbent: {', '.join(incumbent['kept']) or 'the base config'}; "
-        f"{metric} {incumbent['mean']:.4f}, 90% interval [{incumbent['interval'][0]:.4f}, "
-        f"{incumbent['interval'][1]:.4f}]",
+        f"- env: {summary.env_kind} ({summary.backend}), metric `{metric}` "
+        f"({summary.direction} is better)",
+        f"- policy: {summary.policy}; keep when P(better) >= {summary.threshold}",
+        f"- runs used: {summary.runs_used} of {summary.budget_trials}; stopped: {stop_reason}",
+        f"- noise sd (posterior mean): {summary.noise_sd:.4g} {metric}",
+        f"- incumbent: {', '.join(incumbent.kept) or 'the base config'}; "
+        f"{metric} {incumbent.mean:.4f}, 90% interval [{incumbent.interval[0]:.4f}, "
+        f"{incumbent.interval[1]:.4f}]",
         "",
         "## Decisions",
         "",
-        "| step | hypothesis | verdict | P(better) | 90% interval of the difference | runs | reason |",
+        "| step | hypothesis | verdict | P(better) | 90% interval of the difference | runs "
+        "| reason |",
         "|---|---|---|---|---|---|---|",
     ]
-    for d in decisions:
-        p = "—" if d["p_better"] is None else f"{d['p_better']:.3f}"
-        interval = "—" if d["lo"] is None else f"[{d['lo']:+.4f}, {d['hi']:+.4f}]"
-        lines.append(f"| {d['step']} | {d['hypothesis']} | {d['verdict']} | {p} | {interval} | "
-                     f"{d['n_runs']} | {d['reason']} |")
+    for d in summary.decisions:
+        p = "—" if d.p_better is None else f"{d.p_better:.3f}"
+        interval = "—" if d.lo is None else f"[{d.lo:+.4f}, {d.hi:+.4f}]"
+        lines.append(f"| {d.step} | {d.hypothesis} | {d.verdict} | {p} | {interval} | "
+                     f"{d.n_runs} | {d.reason} |")
     lines += ["", "## Effects (conjugate posterior, 90% intervals)", "",
-              "Mean and interval are the slab's (the effect if the change does anything); P(no effect)",
+              "Mean and interval are the slab's (the effect if the change does anything); "
+              "P(no effect)",
               "is the spike-and-slab posterior probability that it does nothing at all.", "",
               "| hypothesis | category | mean | interval | P(no effect) |", "|---|---|---|---|---|"]
-    for e in sorted(study.beliefs.effects(), key=lambda e: (e.category, e.name)):
-        lo, hi = sorted((study.sign * e.lo, study.sign * e.hi))
-        null = study.beliefs.null_probability(frozenset({e.name}), frozenset())
-        lines.append(f"| {e.name} | {e.category} | {study.sign * e.mean:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {null:.3f} |")
+    for e in sorted(summary.effects, key=lambda e: (e.category, e.name)):
+        lines.append(f"| {e.name} | {e.category} | {e.mean:+.4f} | [{e.lo:+.4f}, {e.hi:+.4f}] | "
+                     f"{e.p_no_effect:.3f} |")
     lines += ["", "## Insights", ""] + [f"- {i['statement']}" for i in insights]
     lines += ["", "## Files", ""]
-    lines += [f"- `{p.relative_to(study.out_dir)}`" for p in paths.values()
+    lines += [f"- `{p.relative_to(summary.out_dir)}`" for p in paths.values()
               if p.exists() and p != paths["report"]]
     lines += ["", "Open the beliefs with `arviz.from_netcdf('beliefs.nc')` (arviz 0.2x) or "
               "`xarray.open_datatree('beliefs.nc')` (arviz 1.x).", ""]

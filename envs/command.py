@@ -27,7 +27,8 @@ def parse_template(template: str, *, key: str) -> tuple[list[str], set[str]]:
     try:
         argument_templates = shlex.split(template)
     except ValueError as exc:  # unbalanced quotes
-        raise ValueError(f"[env] {key} = {template!r} cannot be split into arguments: {exc}") from exc
+        raise ValueError(
+            f"[env] {key} = {template!r} cannot be split into arguments: {exc}") from exc
     if not argument_templates:
         raise ValueError(f"[env] {key} = {template!r} is empty; give the program to run")
     names = set().union(*(placeholders_of(argument, key=key) for argument in argument_templates))
@@ -58,7 +59,9 @@ def placeholders_of(argument_template: str, *, key: str) -> set[str]:
     return names
 
 
-def render_arguments(argument_templates: list[str], values: Mapping[str, Any], *, key: str) -> list[str]:
+def render_arguments(
+    argument_templates: list[str], values: Mapping[str, Any], *, key: str
+) -> list[str]:
     """Format each argument template separately: one template argument stays one argument."""
     needed = set().union(*(placeholders_of(a, key=key) for a in argument_templates))
     missing = sorted(needed - set(values))
@@ -123,7 +126,8 @@ class CommandEnv(Env):
         if truth_command:
             self.truth_templates, truth_needed = parse_template(truth_command, key="truth_command")
             if "seed" in truth_needed:
-                raise ValueError("[env] truth_command must not use {seed}: the noise-free value has no seed")
+                raise ValueError("[env] truth_command must not use {seed}: "
+                                 "the noise-free value has no seed")
         self.cwd = (Path(base_dir) / cwd).resolve() if cwd else Path(base_dir).resolve()
         if not self.cwd.is_dir():
             raise ValueError(f"[env] cwd = {cwd!r} is not a directory (resolved to {self.cwd})")
@@ -155,7 +159,8 @@ class CommandEnv(Env):
         try:
             value = float(text)
         except ValueError:
-            return failed("crash", f"the last '{self.metric_name}:' line has {text!r}, not a number")
+            return failed("crash",
+                          f"the last '{self.metric_name}:' line has {text!r}, not a number")
         if not math.isfinite(value):
             return failed("nan", f"the metric is {text!r}")
         return Outcome(value, "ok", result.seconds, None, extra)
@@ -176,7 +181,8 @@ class CommandEnv(Env):
         try:
             return float(text)
         except ValueError as exc:
-            raise RuntimeError(f"truth_command {argv} printed {self.metric_name}: {text!r}, not a number") from exc
+            raise RuntimeError(f"truth_command {argv} printed {self.metric_name}: {text!r}, "
+                               "not a number") from exc
 
     def fingerprint(self) -> str:
         return stable_hash({"kind": self.kind, "command": self.command, "base": self.base,

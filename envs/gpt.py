@@ -17,7 +17,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.base import Direction, Env, Outcome, check_direction, hash_files, register_env, stable_hash
+from envs.base import (
+    Direction,
+    Env,
+    Outcome,
+    check_direction,
+    hash_files,
+    register_env,
+    stable_hash,
+)
 from envs.process import run_process, tail
 
 TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
@@ -104,7 +112,8 @@ class GptEnv(Env):
         if steps == 0 and not 0 < time_budget < timeout_s:
             raise ValueError(
                 f"[env] time_budget = {time_budget!r} with timeout_s = {timeout_s!r}: the training "
-                "budget must be > 0 and below the per-run timeout (warm-up and evaluation come on top)"
+                "budget must be > 0 and below the per-run timeout "
+                "(warm-up and evaluation come on top)"
             )
         self.backend = backend
         self.time_budget = float(time_budget)
@@ -133,7 +142,8 @@ class GptEnv(Env):
         self._pin_lock = threading.Lock()
 
     def budget_flags(self) -> list[str]:
-        return ["--steps", str(self.steps)] if self.steps > 0 else ["--time-budget", str(self.time_budget)]
+        return (["--steps", str(self.steps)] if self.steps > 0
+                else ["--time-budget", str(self.time_budget)])
 
     def run(self, config: dict, seed: int) -> Outcome:
         with tempfile.TemporaryDirectory(prefix="gpt-env-") as folder:
@@ -141,7 +151,8 @@ class GptEnv(Env):
             config_path.write_text(json.dumps(config))
             argv = [*self.trainer_command, "--config", str(config_path), "--seed", str(seed),
                     "--backend", self.backend, *self.budget_flags()]
-            result = run_process(argv, cwd=self.base_dir, timeout_s=self.timeout_s, env=self._child_environment())
+            result = run_process(argv, cwd=self.base_dir, timeout_s=self.timeout_s,
+                                 env=self._child_environment())
         summary = parse_summary(result.stdout) or {}
         steps = summary.get("num_steps") if isinstance(summary.get("num_steps"), int) else None
         extra: dict[str, Any] = {**summary, "argv": argv, "returncode": result.returncode}
@@ -158,15 +169,18 @@ class GptEnv(Env):
         if result.returncode != 0:
             return failed("crash", f"the trainer exited with status {result.returncode}")
         if not summary:
-            return failed("crash", "the trainer printed no summary block ('---' then 'key: value' lines)")
+            return failed("crash",
+                          "the trainer printed no summary block ('---' then 'key: value' lines)")
         value = summary.get(self.metric_name)
         if not isinstance(value, float):
-            return failed("crash", f"the summary has no numeric {self.metric_name!r} (got {value!r})")
+            return failed("crash",
+                          f"the summary has no numeric {self.metric_name!r} (got {value!r})")
         if not math.isfinite(value):
             return failed("nan", f"{self.metric_name} = {value}")
         eval_hash = summary.get("eval_hash")
         if not eval_hash:
-            return failed("crash", "the summary has no eval_hash, so the evaluation cannot be checked")
+            return failed("crash",
+                          "the summary has no eval_hash, so the evaluation cannot be checked")
         with self._pin_lock:
             if self.pinned_eval_hash is None:
                 self.pinned_eval_hash = eval_hash
@@ -177,7 +191,8 @@ class GptEnv(Env):
         return Outcome(value, "ok", result.seconds, steps, extra)
 
     def _child_environment(self) -> dict[str, str]:
-        """This environment with the project root on PYTHONPATH, so `-m train` resolves from any cwd."""
+        """This environment with the project root on PYTHONPATH, so `-m train` resolves from any
+        cwd."""
         environment = dict(os.environ)
         paths = [str(TRAIN_PACKAGE.parent), *filter(None, [environment.get("PYTHONPATH")])]
         environment["PYTHONPATH"] = os.pathsep.join(paths)

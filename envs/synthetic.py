@@ -26,7 +26,15 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from envs.base import Direction, Env, Outcome, check_direction, hash_files, register_env, stable_hash
+from envs.base import (
+    Direction,
+    Env,
+    Outcome,
+    check_direction,
+    hash_files,
+    register_env,
+    stable_hash,
+)
 
 # Exhaustive search over the hypotheses that take part in interactions up to this many
 # (2^16 subsets); above it, best_reachable uses a local search over single flips.
@@ -94,14 +102,16 @@ class SyntheticEnv(Env):
         _require(0.0 <= p_improve <= 1.0, f"[env] p_improve = {p_improve!r} must be in [0, 1]")
         _require(effect_size > 0, f"[env] effect_size = {effect_size!r} must be > 0")
         _require(noise_sd > 0, f"[env] noise_sd = {noise_sd!r} must be > 0")
-        _require(noise in ("gaussian", "student_t"), f"[env] noise = {noise!r} is not 'gaussian' or 'student_t'")
+        _require(noise in ("gaussian", "student_t"),
+                 f"[env] noise = {noise!r} is not 'gaussian' or 'student_t'")
         _require(noise != "student_t" or noise_df > 2,
                  f"[env] noise_df = {noise_df!r} must be > 2 for student_t noise (a finite sd)")
         _require(heteroscedastic >= 0, f"[env] heteroscedastic = {heteroscedastic!r} must be >= 0")
         _require(0 <= n_interactions <= n_pairs,
                  f"[env] n_interactions = {n_interactions!r} must be between 0 and {n_pairs}, "
                  f"the number of pairs of {n_hypotheses} hypotheses")
-        _require(interaction_size >= 0, f"[env] interaction_size = {interaction_size!r} must be >= 0")
+        _require(interaction_size >= 0,
+                 f"[env] interaction_size = {interaction_size!r} must be >= 0")
         _require(0.0 <= crash_prob < 1.0, f"[env] crash_prob = {crash_prob!r} must be in [0, 1)")
         _require(seconds_per_run > 0, f"[env] seconds_per_run = {seconds_per_run!r} must be > 0")
 
@@ -125,9 +135,11 @@ class SyntheticEnv(Env):
         self.names: list[str] = [f"h{index:0{width}d}" for index in range(n_hypotheses)]
         self._index = {name: index for index, name in enumerate(self.names)}
         category_of = rng.permutation(np.arange(n_hypotheses) % len(categories))
-        self.category_of: dict[str, str] = {n: categories[c] for n, c in zip(self.names, category_of)}
+        self.category_of: dict[str, str] = {n: categories[c]
+                                            for n, c in zip(self.names, category_of)}
         self._harm = _draw_harm(rng, category_of, len(categories), p_improve, effect_size)
-        self._pairs, self._pair_harm = _draw_interactions(rng, n_hypotheses, n_interactions, interaction_size)
+        self._pairs, self._pair_harm = _draw_interactions(rng, n_hypotheses, n_interactions,
+                                                          interaction_size)
         # Harm is positive = worse; metric units flip it when a higher metric is better.
         self._sign = 1.0 if direction == "lower" else -1.0
 
@@ -158,7 +170,8 @@ class SyntheticEnv(Env):
         """
         coupled_set = {index for pair in self._pairs for index in pair}
         coupled = sorted(coupled_set)
-        independent = [i for i in range(len(self.names)) if i not in coupled_set and self._harm[i] < 0]
+        independent = [i for i in range(len(self.names))
+                       if i not in coupled_set and self._harm[i] < 0]
         if len(coupled) <= MAX_EXACT_COUPLED:
             chosen, exact = self._best_subset_exhaustive(coupled), True
         else:
@@ -206,7 +219,8 @@ class SyntheticEnv(Env):
     def _truth_of(self, applied: frozenset[str]) -> float:
         indices = {self._index[name] for name in applied}
         harm = float(sum(self._harm[i] for i in indices))
-        harm += float(sum(h for (a, b), h in zip(self._pairs, self._pair_harm) if a in indices and b in indices))
+        harm += float(sum(h for (a, b), h in zip(self._pairs, self._pair_harm)
+                          if a in indices and b in indices))
         return self.world["base_value"] + self._sign * harm
 
     def _standard_noise(self, rng: np.random.Generator) -> float:

@@ -4,7 +4,7 @@ Command (from the repository root):
 
     .venv/bin/python experiments/bench_beliefs.py                 # fast path + PyMC at 50, 200
     .venv/bin/python experiments/bench_beliefs.py --pymc-sizes 50 200 1000 --draws 500 --tune 500
-    .venv/bin/python experiments/bench_beliefs.py --compare       # disagreement with NUTS, both variants
+    .venv/bin/python experiments/bench_beliefs.py --compare  # disagreement with NUTS, both variants
 
 A "step" is what the engine does once per batch: update with 2 new runs, then predictive and
 information gain for every candidate config (incumbent + one hypothesis). Data: hypotheses in 4
@@ -42,8 +42,11 @@ def simulate(n_hypotheses: int, n_observations: int, rng: np.random.Generator):
     return hypotheses, obs
 
 
-def bench_fast_path(n_hypotheses: int, rng: np.random.Generator, steps: int = 5) -> dict[str, float]:
-    """Mean wall time of a step, then (in a second pass: tracemalloc slows allocation) peak memory."""
+def bench_fast_path(
+    n_hypotheses: int, rng: np.random.Generator, steps: int = 5
+) -> dict[str, float]:
+    """Mean wall time of a step, then (in a second pass: tracemalloc slows allocation) peak
+    memory."""
     hypotheses, obs = simulate(n_hypotheses, 10 * n_hypotheses + 4 * steps, rng)
     beliefs = Beliefs(hypotheses)
     beliefs.update(obs[: 10 * n_hypotheses])
@@ -79,7 +82,8 @@ def bench_pymc(beliefs: Beliefs, draws: int, tune: int, chains: int) -> float:
 
 def compare_with_nuts(draws: int, tune: int) -> None:
     """The test's study (30 hypotheses, 4 categories, 3-6 replicates, noise ~ effects): max gaps in
-    posterior sd units between the fast path and NUTS, for NUTS with fixed and with integrated scales."""
+    posterior sd units between the fast path and NUTS, for NUTS with fixed and with integrated
+    scales."""
     from beliefs import fit_pymc
 
     rng = np.random.default_rng(0)
@@ -87,10 +91,13 @@ def compare_with_nuts(draws: int, tune: int) -> None:
     effects = rng.normal(0, 0.02, 30)
     obs = [Observation(frozenset(), 1.0 + 0.02 * rng.normal()) for _ in range(5)]
     for h, e in zip(hypotheses, effects):
-        obs += [Observation(frozenset({h.name}), 1.0 + e + 0.02 * rng.normal()) for _ in range(rng.integers(3, 7))]
-    print(f"\nfast path vs NUTS ({draws} draws x 2 chains): max |gap| / fast-path sd over 30 effects")
+        obs += [Observation(frozenset({h.name}), 1.0 + e + 0.02 * rng.normal())
+                for _ in range(rng.integers(3, 7))]
+    print(f"\nfast path vs NUTS ({draws} draws x 2 chains): "
+          "max |gap| / fast-path sd over 30 effects")
     print(f"{'fast path':<28}{'NUTS scales':<14}{'mean':>8}{'5% end':>9}{'95% end':>9}")
-    fits = {hier: fit_pymc(_fit(hypotheses, obs, True), draws=draws, tune=tune, chains=2, seed=1, hierarchical=hier)
+    fits = {hier: fit_pymc(_fit(hypotheses, obs, True), draws=draws, tune=tune, chains=2, seed=1,
+                           hierarchical=hier)
             for hier in (False, True)}
     for correction in (False, True):
         beliefs = _fit(hypotheses, obs, correction)
@@ -114,13 +121,15 @@ def _fit(hypotheses, obs, correction: bool) -> Beliefs:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000])
     parser.add_argument("--pymc-sizes", type=int, nargs="*", default=[50, 200])
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--tune", type=int, default=500)
     parser.add_argument("--chains", type=int, default=2)
-    parser.add_argument("--compare", action="store_true", help="only the fast path vs NUTS comparison")
+    parser.add_argument("--compare", action="store_true",
+                        help="only the fast path vs NUTS comparison")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.compare:
@@ -132,8 +141,10 @@ def main() -> None:
         result = bench_fast_path(n, rng)
         pymc_s = (f"{bench_pymc(result['beliefs'], args.draws, args.tune, args.chains):.1f}"
                   if n in args.pymc_sizes else "skipped")
-        print(f"{n:>10}{10 * n:>14}{result['step_ms']:>10.1f}{result['peak_mb']:>10.1f}{pymc_s:>12}", flush=True)
-    print(f"(PyMC: {args.chains} chains x {args.draws} draws after {args.tune} tuning, hierarchical, compile included)")
+        print(f"{n:>10}{10 * n:>14}{result['step_ms']:>10.1f}{result['peak_mb']:>10.1f}"
+              f"{pymc_s:>12}", flush=True)
+    print(f"(PyMC: {args.chains} chains x {args.draws} draws after {args.tune} tuning, "
+          "hierarchical, compile included)")
 
 
 if __name__ == "__main__":

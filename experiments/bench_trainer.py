@@ -1,8 +1,10 @@
-"""Benchmark of the default CPU miniature: throughput, memory, and the noise the engine must see through.
+"""Benchmark of the default CPU miniature: throughput, memory and the noise the engine sees through.
 
 Command (about 5 minutes on 2 cores; other processes on the machine inflate the spread):
 
-    .venv/bin/python experiments/bench_trainer.py [--budget 30] [--seeds 5] [--repeats 3] | tee /tmp/bench_trainer.txt
+    .venv/bin/python experiments/bench_trainer.py [--budget 30] [--seeds 5] [--repeats 3]
+
+(append `| tee /tmp/bench_trainer.txt` to keep a copy of the output).
 
 Prints: tokens/s and peak RSS of `python -m train` with default knobs; val_bpb over `--seeds` seeds
 at a `--budget`-second budget (mean, sd, min, max); val_bpb over `--repeats` runs of one seed
@@ -33,7 +35,8 @@ from train.torch_backend import TorchBackend  # noqa: E402
 def run_trainer(budget: float, seed: int) -> dict[str, float]:
     """One `python -m train` run; its summary values plus the child's peak RSS in MiB."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "train", "--time-budget", str(budget), "--seed", str(seed), "--backend", "cpu"],
+        [sys.executable, "-m", "train", "--time-budget", str(budget), "--seed", str(seed),
+         "--backend", "cpu"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     stdout = process.stdout.read()
@@ -55,7 +58,8 @@ def run_trainer(budget: float, seed: int) -> dict[str, float]:
 
 def tokens_per_second(run: dict[str, float], config: TrainConfig) -> float:
     """Timed tokens / timed seconds (the untimed warm-up steps are excluded from both)."""
-    return (run["num_steps"] - config.untimed_steps) * config.tokens_per_step / run["training_seconds"]
+    return ((run["num_steps"] - config.untimed_steps) * config.tokens_per_step
+            / run["training_seconds"])
 
 
 def describe(name: str, values: list[float]) -> str:
@@ -71,7 +75,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     config = TrainConfig()
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}, torch {torch.__version__}")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}, "
+          f"torch {torch.__version__}")
     print(f"config: depth {config.n_layer}, width {config.n_embd}, seq {config.seq_len}, "
           f"{config.tokens_per_step} tokens/step, budget {args.budget}s")
 
@@ -84,14 +89,16 @@ def main() -> None:
     print(describe("peak_rss_mb", [run["peak_rss_mb"] for run in all_runs]))
     print(describe("num_steps", [run["num_steps"] for run in all_runs]))
     print(describe(f"val_bpb over {args.seeds} seeds", [run["val_bpb"] for run in seed_runs]))
-    print(describe(f"val_bpb over {args.repeats} repeats of seed 1", [run["val_bpb"] for run in repeat_runs]))
+    print(describe(f"val_bpb over {args.repeats} repeats of seed 1",
+                   [run["val_bpb"] for run in repeat_runs]))
 
     torch.set_num_threads(os.cpu_count() or 1)
     model_flops_per_token = TorchBackend(config, "cpu").flops_per_token
     matmul_flops = measure_matmul_flops("cpu", torch.float32, size=512, seconds=2.0)
     achieved = model_flops_per_token * statistics.mean(throughput)
     print(f"flops_per_token: {model_flops_per_token:.4g} (6 * matmul params + attention)")
-    print(f"matmul_flops_per_second: {matmul_flops:.4g} (fp32 512x512, {torch.get_num_threads()} threads)")
+    print(f"matmul_flops_per_second: {matmul_flops:.4g} "
+          f"(fp32 512x512, {torch.get_num_threads()} threads)")
     print(f"mfu_percent: {100 * achieved / matmul_flops:.2f}")
 
 

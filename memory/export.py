@@ -20,7 +20,8 @@ _VERDICT_STATUS = {"keep": "keep", "revert": "discard", "undecided": "discard"}
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One results.tsv row; val_bpb is the mean metric of the evaluation's ok runs (metric units)."""
+    """One results.tsv row; val_bpb is the mean metric of the evaluation's ok runs (metric
+    units)."""
 
     commit: str
     val_bpb: float
@@ -61,7 +62,9 @@ def _row(runs: Sequence[dict[str, Any]], status: str, description: str, fallback
 
 
 def results_rows(
-    runs: Sequence[dict[str, Any]], decisions: Sequence[dict[str, Any]], plans: Mapping[int, dict[str, Any]]
+    runs: Sequence[dict[str, Any]],
+    decisions: Sequence[dict[str, Any]],
+    plans: Mapping[int, dict[str, Any]],
 ) -> list[ResultRow]:
     """Rows derived from one study's runs and decisions (as returned by `Ledger.runs/decisions`).
 
@@ -119,13 +122,15 @@ def parse_results_tsv(text: str) -> list[ResultRow]:
         if len(fields) != len(RESULTS_COLUMNS) or fields[3] not in ("keep", "discard", "crash"):
             raise ValueError(f"results.tsv line {number} is malformed: {line!r}")
         rows.append(
-            ResultRow(fields[0], float(fields[1]), float(fields[2]), fields[3], fields[4])  # type: ignore[arg-type]
+            ResultRow(fields[0], float(fields[1]), float(fields[2]),
+                      fields[3], fields[4])  # type: ignore[arg-type]
         )
     return rows
 
 
 def write_results_tsv(rows: Sequence[ResultRow], path: str | Path) -> None:
-    """Write the rows to `path` (replacing it) through a temporary file, so readers never see half."""
+    """Write the rows to `path` (replacing it) through a temporary file, so readers never see
+    half."""
     target = Path(path)
     partial = target.with_name(target.name + ".partial")
     partial.write_text(format_results_tsv(rows), encoding="utf-8")

@@ -192,13 +192,16 @@ class Ledger:
 
     # -- studies -------------------------------------------------------------------------------
 
-    def start_study(self, name: str, config: dict[str, Any], env_fingerprint: str, seed: int) -> int:
+    def start_study(
+        self, name: str, config: dict[str, Any], env_fingerprint: str, seed: int
+    ) -> int:
         """The id of study `name`, created now or resumed.
 
         Resuming requires the same config, env fingerprint and seed (StudyMismatchError names the
         field otherwise); a resumed study that had stopped or failed is marked running again.
         """
-        given = {"config_json": _json(config), "env_fingerprint": env_fingerprint, "seed": int(seed)}
+        given = {"config_json": _json(config), "env_fingerprint": env_fingerprint,
+                 "seed": int(seed)}
         with self.transaction():
             rows = list(self._db["studies"].rows_where("name = ?", [name]))
             if not rows:
@@ -332,7 +335,8 @@ class Ledger:
             self.study(study_id)
             self._insert(
                 "plans",
-                {"study_id": study_id, "step": int(step), "action_json": _json(action), "created": _now()},
+                {"study_id": study_id, "step": int(step), "action_json": _json(action),
+                 "created": _now()},
                 f"plan (study_id={study_id}, step={step})",
             )
 
@@ -454,7 +458,8 @@ class Ledger:
     def episodes(self, *, env_fingerprint: str | None = None) -> list[Episode]:
         """All stored episodes (forgotten ones included), oldest first; nothing is reinforced."""
         where, params = (
-            ("env_fingerprint = ?", [env_fingerprint]) if env_fingerprint is not None else (None, [])
+            ("env_fingerprint = ?", [env_fingerprint]) if env_fingerprint is not None
+            else (None, [])
         )
         presentations = self._presentations("episode_presentations", "episode_id")
         return [
@@ -498,7 +503,8 @@ class Ledger:
                 score = recall_score(base, matches, relevance_weight)
                 if score >= threshold:
                     scored.append(replace(episode, activation=base, score=score))
-            scored.sort(key=lambda episode: (episode.score, episode.t_created, episode.id), reverse=True)
+            scored.sort(key=lambda episode: (episode.score, episode.t_created, episode.id),
+                        reverse=True)
             recalled = scored[:k]
             self._db["episode_presentations"].insert_all(
                 {"episode_id": episode.id, "t": t} for episode in recalled
@@ -533,7 +539,8 @@ class Ledger:
             raise ValueError(f"evidence must be a run count >= 0, got {evidence!r}")
         mean, lo, hi = (_finite_or_none(n, v) for n, v in (("mean", mean), ("lo", lo), ("hi", hi)))
         if (lo is None) != (hi is None) or (lo is not None and lo > hi):  # type: ignore[operator]
-            raise ValueError(f"insight interval must be both bounds with lo <= hi, got ({lo}, {hi})")
+            raise ValueError(
+                f"insight interval must be both bounds with lo <= hi, got ({lo}, {hi})")
         content = {
             "statement": statement, "mean": mean, "lo": lo, "hi": hi,
             "evidence": int(evidence), "unit": unit,
@@ -610,7 +617,8 @@ class Ledger:
         with self.transaction():
             t = self._time(t_now)
             stored = self.insights(env_fingerprint=env_fingerprint)
-            strength = {insight.id: activation(insight.presentations, t, decay) for insight in stored}
+            strength = {insight.id: activation(insight.presentations, t, decay)
+                        for insight in stored}
             recalled = [insight for insight in stored if strength[insight.id] >= threshold]
             recalled.sort(key=lambda insight: (strength[insight.id], insight.id), reverse=True)
             recalled = recalled[:k] if k is not None else recalled

@@ -164,7 +164,8 @@ def read_schema_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:
-    """Apply every migration from `from_version` up to SCHEMA_VERSION (inside the caller's transaction)."""
+    """Apply every migration from `from_version` up to SCHEMA_VERSION (inside the caller's
+    transaction)."""
     for version in range(from_version, SCHEMA_VERSION):
         MIGRATIONS[version](conn)
     conn.execute(

@@ -32,21 +32,25 @@ class NIGProjection(Protocol):
 
 def learntropy(projection: NIGProjection, n: int, kappa: float) -> float:
     """Expected learntropy of n runs at config c for effect j, nats (higher = more attractive):
-    E[dH_+] - kappa E[dH_-], dH = H(beta_j) - H(beta_j | n outcomes), closed form + 1-D quadrature."""
+    E[dH_+] - kappa E[dH_-], dH = H(beta_j) - H(beta_j | n outcomes), closed form + 1-D
+    quadrature."""
     p = projection
     return learntropy_nig(p.a, p.v_jj, p.cov_jc, p.r, p.h, n, kappa)
 
 
 def effect_entropy(beliefs, hypothesis: str) -> float:
     """Entropy of effect `hypothesis`'s Student-t marginal t_{2a}(m_j, (b/a) V_jj), nats in METRIC
-    units (log of the standardisation scale added, so a changed standardisation is accounted for)."""
+    units (log of the standardisation scale added, so a changed standardisation is accounted
+    for)."""
     p = beliefs.projection(frozenset({hypothesis}), hypothesis)
     metric_per_standard = float(beliefs.from_standard(1.0) - beliefs.from_standard(0.0))
-    return float(student_t_entropy(math.sqrt(p.b / p.a * p.v_jj), 2 * p.a)) + math.log(metric_per_standard)
+    return (float(student_t_entropy(math.sqrt(p.b / p.a * p.v_jj), 2 * p.a))
+            + math.log(metric_per_standard))
 
 
 def realised_entropy_reduction(before, after, hypothesis: str) -> float:
-    """dH = H_before(beta_j) - H_after(beta_j), nats: positive when the effect became more certain."""
+    """dH = H_before(beta_j) - H_after(beta_j), nats: positive when the effect became more
+    certain."""
     return effect_entropy(before, hypothesis) - effect_entropy(after, hypothesis)
 
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any, ClassVar
 
 import numpy as np
 
-from policies.keep import decide
+from policies.keep import decide, probability_better_than
 from policies.maths import argmax_random_tie, expected_improvement
-from policies.types import Action, Decision, KeepRule, StudyView
+from policies.types import Action, Decision, KeepRule, MoveMenu, StudyView, move_members, pair_move
 
 POLICIES: dict[str, type[Policy]] = {}
 
 # Every key of the [policy] config section (besides `kind`), plus the [decision] section's rule.
-POLICY_PARAMETERS = ("gamma", "preference", "cost_weight", "epistemic", "pragmatic", "cost", "kappa",
-                     "ucb_beta", "keep_rule")
+POLICY_PARAMETERS = ("gamma", "preference", "cost_weight", "epistemic", "pragmatic", "cost",
+                     "kappa", "ucb_beta", "keep_rule")
 
 
 def register(cls: type[Policy]) -> type[Policy]:
@@ -38,7 +39,8 @@ def make_policy(name: str, **params: Any) -> Policy:
         raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}")
     unknown = sorted(set(params) - set(POLICY_PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown policy parameter(s) {unknown} for {name!r}; allowed: {list(POLICY_PARAMETERS)}")
+        raise ValueError(f"unknown policy parameter(s) {unknown} for {name!r}; "
+                         f"allowed: {list(POLICY_PARAMETERS)}")
     cls = POLICIES[name]
     accepted = {f.name for f in dataclasses.fields(cls)}
     return cls(**{key: value for key, value in params.items() if key in accepted})
@@ -48,7 +50,8 @@ def check_positive(owner: str, key: str, value: float, *, allow_zero: bool = Fal
     """Raise a ValueError naming `key` unless `value` is a finite number > 0 (>= 0 if allowed)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not (ok and (value >= 0 if allow_zero else value > 0)):
-        raise ValueError(f"{owner}.{key} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ValueError(f"{owner}.{key} must be a finite number "
+                         f"{'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
 def options(view: StudyView) -> list[str]:
@@ -79,9 +82,6 @@ class Policy:
     (d = mu_cand - mu_inc, standardised), is worth the runs' cost."""
 
     name: ClassVar[str]
-    pairs_incumbent: ClassVar[bool] = True
-    retries_reverted: ClassVar[bool] = False  # ratchet: reverted hypotheses come back next pass
-    scores_pairs: ClassVar[bool] = True  # can score pair moves (it scores configurations)
     keep_rule: KeepRule = KeepRule()
     preference: float = 1.0  # lambda, nats per standardised unit of metric
     cost_weight: float = 0.0  # nats per expected second of running
@@ -90,18 +90,60 @@ class Policy:
         check_positive(type(self).__name__, "preference", self.preference)
         check_positive(type(self).__name__, "cost_weight", self.cost_weight, allow_zero=True)
         if not isinstance(self.keep_rule, KeepRule):
-            raise ValueError(f"{type(self).__name__}.keep_rule must be a KeepRule, got {self.keep_rule!r}")
+            raise ValueError(f"{type(self).__name__}.keep_rule must be a KeepRule, "
+                             f"got {self.keep_rule!r}")
 
     # -- to be provided by each policy --------------------------------------------------------
     def score(self, view: StudyView, beliefs) -> np.ndarray:
         """One score per hypothesis in `options(view)`; higher is better."""
         raise NotImplementedError
 
-    def choose(self, view: StudyView, beliefs, names: list[str], rng: np.random.Generator) -> tuple[int, dict[str, float]]:
-        """Index into `names` and the terms behind it; default: argmax of `score`, ties at random."""
+    def choose(self, view: StudyView, beliefs, names: list[str],
+               rng: np.random.Generator) -> tuple[int, dict[str, float]]:
+        """Index into `names` and the terms behind it; default: argmax of `score`, ties at
+        random."""
         scores = self.score(view, beliefs)
         index = argmax_random_tie(scores, rng)
         return index, {"score": float(scores[index])}
+
+    # -- which moves are open, and how a trial is paired (overridden by the ratchet) ----------
+    def moves(self, menu: MoveMenu) -> list[str]:
+        """Every move not yet in the incumbent: each hypothesis, then pairs of reverted ones.
+
+        With interactions modelled, two changes that do nothing alone may help together, a
+        synergy no single move can reach; a pair move tries both at once. Policies that score
+        one effect rather than a configuration (learntropy, the ratchet) offer singles only."""
+        singles = menu.singles()
+        if not menu.interactions:
+            return singles
+        reverted = sorted(name for name in singles if name in menu.closed)
+        return singles + [pair_move(a, b) for a, b in combinations(reverted, 2)]
+
+    def open_moves(self, menu: MoveMenu, beliefs) -> tuple[list[str], frozenset[str]]:
+        """(the moves open to a trial, the reverted ones among them reopened for a new trial).
+
+        A reverted move is tried again, as a new trial (the posterior keeps every old run):
+        - with interactions modelled, when it was reverted on an older incumbent: its pairs with
+          the newly kept changes are unseen, so it may help now;
+        - once nothing else is open, when the posterior does not call it worse
+          (P(better) > 1 - threshold): a futility revert judges the value of more runs, not the
+          change. Not a move whose every run crashed: its P(better) is still the prior's, and
+          more runs would crash again."""
+        moves = self.moves(menu)
+        reverted = {move: menu.closed[move] for move in moves if move in menu.closed}
+        reopened = {move for move, trial in reverted.items()
+                    if menu.interactions and trial.incumbent != menu.incumbent}
+        if not reopened and len(reverted) == len(moves):
+            floor = 1.0 - self.keep_rule.threshold
+            reopened = {move for move, trial in reverted.items()
+                        if trial.judged and probability_better_than(
+                            beliefs, menu.incumbent | move_members(move), menu.incumbent,
+                            self.keep_rule.epsilon)[0] > floor}
+        return [m for m in moves if m not in menu.closed or m in reopened], frozenset(reopened)
+
+    def incumbent_runs(self, requested: int) -> int:
+        """Incumbent runs to pair with each trial step: the [study] setting."""
+        return requested
 
     # -- shared --------------------------------------------------------------------------------
     def runs_for(self, view: StudyView, hypothesis: str) -> int:
@@ -128,18 +170,21 @@ class Policy:
             if np.all(value <= cost):
                 best = int(np.argmax(value - cost))
                 return Action("stop", None, 0,
-                              f"no candidate's expected improvement justifies its cost (best: {names[best]} "
+                              f"no candidate's expected improvement justifies its cost "
+                              f"(best: {names[best]} "
                               f"{value[best]:.4g} nats <= {cost[best]:.4g} nats)",
                               {"improvement": float(value[best]), "cost": float(cost[best])})
         index, terms = self.choose(view, beliefs, names, rng)
         hypothesis = names[index]
         n_runs = int(terms.pop("n_runs", self.runs_for(view, hypothesis)))
-        reason = f"{self.name}: best of {len(names)} open" if len(names) > 1 else f"{self.name}: last open"
+        reason = (f"{self.name}: best of {len(names)} open" if len(names) > 1
+                  else f"{self.name}: last open")
         if hypothesis == view.open_hypothesis:
             reason = f"{self.name}: continue undecided {hypothesis}"
         return Action("run", hypothesis, n_runs, reason, terms)
 
-    def improvement_value(self, view: StudyView, beliefs, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def improvement_value(self, view: StudyView, beliefs,
+                          names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(value, cost) in nats per option: value = preference * E[max(0, -epsilon - d)] with
         d = mu(incumbent|{h}) - mu(incumbent) standardised (0 with the spike's probability);
         cost = cost_weight * n * seconds."""
@@ -153,7 +198,8 @@ class Policy:
             cost[i] = self.cost_weight * self.runs_for(view, h) * view.expected_seconds.get(h, 0.0)
         return value, cost
 
-    def decide(self, view: StudyView, beliefs, hypothesis: str, rule: KeepRule | None = None) -> Decision:
+    def decide(self, view: StudyView, beliefs, hypothesis: str,
+               rule: KeepRule | None = None) -> Decision:
         """The posterior keep rule on incumbent|{hypothesis} against the incumbent; `rule`
         overrides the policy's own keep rule (the engine passes the [decision] section)."""
         return decide(beliefs, view.config_of(hypothesis), view.incumbent, rule or self.keep_rule,

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import Policy, check_positive, options, register
-from policies.maths import expected_free_energy, expected_log_preference, sample_index, softmax_probabilities
+from policies.maths import (
+    expected_free_energy,
+    expected_log_preference,
+    sample_index,
+    softmax_probabilities,
+)
 from policies.types import StudyView
 
 
@@ -41,9 +46,11 @@ class EFEPolicy(Policy):
         pragmatic = expected_log_preference(mean, self.preference)
         seconds = np.array([view.expected_seconds.get(h, 0.0) for h in names])
         most = np.array([self.runs_for(view, h) for h in names])
-        best = {key: np.empty(len(names)) for key in ("efe", "epistemic", "pragmatic", "cost", "n_runs")}
+        best = {key: np.empty(len(names))
+                for key in ("efe", "epistemic", "pragmatic", "cost", "n_runs")}
         best["efe"][:] = np.inf
-        # Row k: n = k + 1 runs for every option (capped at its own most); one posterior solve for all.
+        # Row k: n = k + 1 runs for every option (capped at its own most); one posterior solve
+        # for all.
         n_grid = np.minimum(np.arange(1, int(most.max()) + 1)[:, None], most[None, :])
         info = np.asarray(beliefs.info_gain(configs, n_grid), dtype=float)
         for n_arr, epistemic in zip(n_grid, info):

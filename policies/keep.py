@@ -95,18 +95,24 @@ def look_thresholds(rule: KeepRule) -> tuple[tuple[int, ...], tuple[float, ...]]
 
 
 def _probability(p: float) -> str:
-    """A probability for a reason string: 3 decimals, 5 above 0.999 (early thresholds are ~0.9999)."""
+    """A probability for a reason string: 3 decimals, 5 above 0.999 (early thresholds are
+    ~0.9999)."""
     return f"{p:.3f}" if p < 0.999 else f"{p:.5f}"
 
 
-def probability_better_than(beliefs: DifferencePosterior, candidate: frozenset[str], incumbent: frozenset[str],
-                            epsilon: float = 0.0) -> tuple[float, Any, Callable[[float, float], float] | None]:
+def probability_better_than(
+    beliefs: DifferencePosterior,
+    candidate: frozenset[str],
+    incumbent: frozenset[str],
+    epsilon: float = 0.0,
+) -> tuple[float, Any, Callable[[float, float], float] | None]:
     """(p_better, the slab posterior of d = mu(candidate) - mu(incumbent), P(d = 0) as a function
     of the slab posterior's mean and sd, or None without a spike): p_better = P(d < -epsilon | data)
     = (1 - P(d = 0)) P_slab(d < -epsilon) under the spike-and-slab prior (beliefs.spike)."""
     candidate, incumbent = frozenset(candidate), frozenset(incumbent)
     diff = beliefs.difference(candidate, incumbent)
-    mean, scale, df = float(np.asarray(diff.mean)), float(np.asarray(diff.scale)), float(np.asarray(diff.df))
+    mean, scale, df = (float(np.asarray(diff.mean)), float(np.asarray(diff.scale)),
+                       float(np.asarray(diff.df)))
     spike = beliefs.spike(candidate, incumbent)
     null_at = spike.null_probability if spike is not None else None
     null = null_at(mean, scale) if null_at is not None else 0.0
@@ -125,7 +131,8 @@ def decide(beliefs: DifferencePosterior, candidate: frozenset[str], incumbent: f
     if n_runs < 0:
         raise ValueError(f"decide: n_runs must be >= 0, got {n_runs!r}")
     p_better, diff, null_at = probability_better_than(beliefs, candidate, incumbent, rule.epsilon)
-    mean, scale, df = float(np.asarray(diff.mean)), float(np.asarray(diff.scale)), float(np.asarray(diff.df))
+    mean, scale, df = (float(np.asarray(diff.mean)), float(np.asarray(diff.scale)),
+                       float(np.asarray(diff.df)))
     lo, hi = diff.interval(INTERVAL_LEVEL)
     interval = (float(np.asarray(lo)), float(np.asarray(hi)))
 
@@ -137,19 +144,25 @@ def decide(beliefs: DifferencePosterior, candidate: frozenset[str], incumbent: f
     looks, thresholds = look_thresholds(rule)
     look = bisect.bisect_right(looks, n_runs)  # 1-based index of the last scheduled look <= n_runs
     needed = thresholds[look - 1]
-    where = f"look {look} of {len(looks)}" + (f", overall {rule.threshold:g}" if rule.spending != "none" else "")
+    where = f"look {look} of {len(looks)}" + (f", overall {rule.threshold:g}"
+                                              if rule.spending != "none" else "")
     if p_better >= needed:
-        return verdict("keep", f"P(better)={_probability(p_better)} >= {_probability(needed)} ({where})")
+        return verdict("keep",
+                       f"P(better)={_probability(p_better)} >= {_probability(needed)} ({where})")
     if p_better <= 1 - rule.threshold:
-        return verdict("revert", f"P(better)={_probability(p_better)} <= {1 - rule.threshold:.3g} ({where})")
+        return verdict("revert",
+                       f"P(better)={_probability(p_better)} <= {1 - rule.threshold:.3g} ({where})")
     if n_runs >= rule.max_replicates:
         return verdict("revert", f"undecided after max_replicates={rule.max_replicates} runs: "
-                                 f"P(better)={_probability(p_better)} < {_probability(needed)} ({where})")
-    success = probability_of_success(mean, scale, df, n_runs, rule.max_replicates - n_runs, thresholds[-1],
-                                     rule.epsilon, null_at)
+                                 f"P(better)={_probability(p_better)} < {_probability(needed)} "
+                                 f"({where})")
+    success = probability_of_success(mean, scale, df, n_runs, rule.max_replicates - n_runs,
+                                     thresholds[-1], rule.epsilon, null_at)
     if success < rule.futility:
         return verdict("revert", f"futile: P(keep within {rule.max_replicates - n_runs} more runs) "
-                                 f"{success:.3f} < futility {rule.futility:.3g} (P(better)={_probability(p_better)} "
+                                 f"{success:.3f} < futility {rule.futility:.3g} "
+                                 f"(P(better)={_probability(p_better)} "
                                  f"< {_probability(needed)}, {where})")
-    return verdict("undecided", f"P(better)={_probability(p_better)} < {_probability(needed)} ({where}); P(keep within "
+    return verdict("undecided", f"P(better)={_probability(p_better)} < {_probability(needed)} "
+                                f"({where}); P(keep within "
                                 f"{rule.max_replicates - n_runs} more runs) {success:.3f}")

@@ -11,16 +11,16 @@ import numpy as np
 from policies.appraisal import learntropy
 from policies.base import Policy, check_positive, options, register
 from policies.maths import sample_index, softmax_probabilities
-from policies.types import StudyView
+from policies.types import MoveMenu, StudyView
 
 
 @register
 @dataclass(frozen=True)
 class LearntropyPolicy(Policy):
-    """q(h) = softmax(gamma * score(h)) drawn with the seeded rng; kappa >= 1 weighs decoding failure."""
+    """q(h) = softmax(gamma * score(h)) drawn with the seeded rng; kappa >= 1 weighs decoding
+    failure."""
 
     name = "learntropy"
-    scores_pairs = False  # learntropy is about one hypothesis's effect
     gamma: float = 8.0
     kappa: float = 2.0
     cost: bool = True
@@ -30,6 +30,10 @@ class LearntropyPolicy(Policy):
         check_positive("LearntropyPolicy", "gamma", self.gamma)
         if not (isinstance(self.kappa, (int, float)) and self.kappa >= 1):
             raise ValueError(f"LearntropyPolicy.kappa must be a number >= 1, got {self.kappa!r}")
+
+    def moves(self, menu: MoveMenu) -> list[str]:
+        """Singles only: learntropy is about one hypothesis's effect."""
+        return menu.singles()
 
     def terms(self, view: StudyView, beliefs) -> dict[str, np.ndarray]:
         names = options(view)

@@ -15,7 +15,9 @@ from scipy import integrate, special, stats
 from scipy.optimize import brentq
 
 
-def info_gain(r: np.ndarray | float, n: np.ndarray | float, h: np.ndarray | float = 1.0) -> np.ndarray:
+def info_gain(
+    r: np.ndarray | float, n: np.ndarray | float, h: np.ndarray | float = 1.0
+) -> np.ndarray:
     """Epistemic value IG(c, n) = 0.5 log(1 + n r / h) nats (known-sigma mutual information).
 
     r = x_c^T V x_c (dimensionless, in units of sigma^2), n runs, h = noise variance multiplier."""
@@ -55,7 +57,8 @@ def expected_free_energy(
     pragmatic_arr = np.asarray(pragmatic, dtype=float)
     cost_arr = cost_weight * np.asarray(expected_seconds, dtype=float)
     zero = np.zeros(np.broadcast_shapes(epistemic_arr.shape, pragmatic_arr.shape, cost_arr.shape))
-    return (zero - (epistemic_arr if use_epistemic else 0.0) - (pragmatic_arr if use_pragmatic else 0.0)
+    return (zero - (epistemic_arr if use_epistemic else 0.0)
+            - (pragmatic_arr if use_pragmatic else 0.0)
             + (cost_arr if use_cost else 0.0))
 
 
@@ -82,7 +85,8 @@ def softmax_probabilities(scores: np.ndarray, gamma: float) -> np.ndarray:
 def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
     """One draw a ~ Categorical(probabilities), by inverting the CDF with one uniform of `rng`."""
     cumulative = np.cumsum(probabilities)
-    return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(cumulative) - 1))
+    return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"),
+                   len(cumulative) - 1))
 
 
 def argmax_random_tie(scores: np.ndarray, rng: np.random.Generator) -> int:
@@ -96,7 +100,8 @@ def student_t_entropy(scale: np.ndarray | float, df: np.ndarray | float) -> np.n
     """Differential entropy of t_df(., scale), nats:
     log s + (df+1)/2 [psi((df+1)/2) - psi(df/2)] + log(sqrt(df) B(df/2, 1/2))."""
     s, nu = np.asarray(scale, dtype=float), np.asarray(df, dtype=float)
-    return (np.log(s) + 0.5 * (nu + 1) * (special.digamma(0.5 * (nu + 1)) - special.digamma(0.5 * nu))
+    return (np.log(s)
+            + 0.5 * (nu + 1) * (special.digamma(0.5 * (nu + 1)) - special.digamma(0.5 * nu))
             + 0.5 * np.log(nu) + special.betaln(0.5 * nu, 0.5))
 
 
@@ -105,7 +110,9 @@ def effect_variance_after(v_jj: float, cov_jc: float, r: float, h: float, n: flo
     return v_jj - n * cov_jc**2 / (h + n * r)
 
 
-def entropy_reduction_offset(a: float, v_jj: float, cov_jc: float, r: float, h: float, n: float) -> float:
+def entropy_reduction_offset(
+    a: float, v_jj: float, cov_jc: float, r: float, h: float, n: float
+) -> float:
     """K in the realised reduction dH = K + 0.5 log B of effect j's Student-t marginal, nats.
 
     K = 0.5 log(v_jj / v_jj') + 0.5 log(a'/a) + c(2a) - c(2a'), a' = a + n/2, where c(nu) is the
@@ -113,14 +120,17 @@ def entropy_reduction_offset(a: float, v_jj: float, cov_jc: float, r: float, h: 
     _check_nig(a, v_jj, r, h, n)
     v_after = effect_variance_after(v_jj, cov_jc, r, h, n)
     if v_after <= 0:
-        raise ValueError(f"posterior variance after the update is {v_after!r} <= 0: inconsistent projection "
+        raise ValueError(f"posterior variance after the update is {v_after!r} <= 0: "
+                         "inconsistent projection "
                          f"(v_jj={v_jj!r}, cov_jc={cov_jc!r}, r={r!r}, h={h!r}, n={n!r})")
     a_after = a + 0.5 * n
     df_part = float(student_t_entropy(1.0, 2 * a) - student_t_entropy(1.0, 2 * a_after))
     return 0.5 * math.log(v_jj / v_after) + 0.5 * math.log(a_after / a) + df_part
 
 
-def learntropy_nig(a: float, v_jj: float, cov_jc: float, r: float, h: float, n: float, kappa: float) -> float:
+def learntropy_nig(
+    a: float, v_jj: float, cov_jc: float, r: float, h: float, n: float, kappa: float
+) -> float:
     """Learntropy = E[dH_+] - kappa E[dH_-], nats, dH the realised entropy reduction of effect j.
 
     dH = K + 0.5 log B with B = b/b' ~ Beta(a, n/2) exactly: the n outcomes' residual sum of
@@ -168,8 +178,8 @@ def _expected_negative_part(offset: float, alpha: float, beta: float) -> float:
 
 def _check_nig(a: float, v_jj: float, r: float, h: float, n: float) -> None:
     if not (a > 0 and v_jj > 0 and r >= 0 and h > 0 and n >= 1):
-        raise ValueError(f"need a > 0, v_jj > 0, r >= 0, h > 0, n >= 1; got a={a!r}, v_jj={v_jj!r}, "
-                         f"r={r!r}, h={h!r}, n={n!r}")
+        raise ValueError("need a > 0, v_jj > 0, r >= 0, h > 0, n >= 1; "
+                         f"got a={a!r}, v_jj={v_jj!r}, r={r!r}, h={h!r}, n={n!r}")
 
 
 def learntropy_of_reduction(reduction: float, kappa: float) -> float:
@@ -185,7 +195,8 @@ def compression_progress_from_losses(losses_before: np.ndarray, losses_after: np
     is not finite (a run with no proper leave-one-out predictive): the progress is undefined."""
     before, after = np.asarray(losses_before, dtype=float), np.asarray(losses_after, dtype=float)
     if before.shape != after.shape:
-        raise ValueError(f"log-losses must cover the same observations: shapes {before.shape} and {after.shape}")
+        raise ValueError("log-losses must cover the same observations: "
+                         f"shapes {before.shape} and {after.shape}")
     if not (np.all(np.isfinite(before)) and np.all(np.isfinite(after))):
         return float("nan")
     return float(np.sum(before - after))
@@ -200,13 +211,15 @@ def probability_better(mean: float, scale: float, df: float, epsilon: float) -> 
 
 
 def probability_of_success(
-    mean: float, scale: float, df: float, n_runs: int, more_runs: int, threshold: float, epsilon: float,
+    mean: float, scale: float, df: float, n_runs: int, more_runs: int, threshold: float,
+    epsilon: float,
     null_at: Callable[[float, float], float] | None = None,
 ) -> float:
     """Predictive probability that `more_runs` further runs lift p_better to >= threshold.
 
     Known-noise preposterior: after them the difference's scale is s' = s sqrt(n / (n + m)) and
-    under the slab its mean is m' ~ N(mean, s^2 - s'^2); success is m' <= -epsilon - s' t_df^-1(threshold).
+    under the slab its mean is m' ~ N(mean, s^2 - s'^2); success is
+    m' <= -epsilon - s' t_df^-1(threshold).
     With a spike, null_at(m, s) = P(d = 0 | slab posterior N(m, s^2)): success needs
     (1 - null_at(m', s')) P(d < -epsilon) >= threshold, i.e. m' <= m* (root-finding), and m' is
     the slab's N(mean, s^2 - s'^2) with weight 1 - null_at(mean, s), or, when d = 0,
@@ -224,19 +237,23 @@ def probability_of_success(
         return float(stats.norm.cdf((needed - mean) / spread))
 
     def margin(m: float) -> float:
-        return (1.0 - null_at(m, scale_after)) * probability_better(m, scale_after, df, epsilon) - threshold
+        return ((1.0 - null_at(m, scale_after)) * probability_better(m, scale_after, df, epsilon)
+                - threshold)
 
     far = -epsilon - 60.0 * scale_after  # where P(d = 0) and P(d >= -epsilon) are both ~0
     if margin(far) <= 0:
         return 0.0
     needed = brentq(margin, far, -epsilon, xtol=1e-9 * scale_after)
     added_precision = 1.0 / scale_after**2 - 1.0 / scale**2
-    spike_mean, spike_sd = mean * scale_after**2 / scale**2, scale_after**2 * math.sqrt(added_precision)
+    spike_mean, spike_sd = (mean * scale_after**2 / scale**2,
+                            scale_after**2 * math.sqrt(added_precision))
     return float((1.0 - null_now) * stats.norm.cdf((needed - mean) / spread)
                  + null_now * stats.norm.cdf((needed - spike_mean) / spike_sd))
 
 
-def expected_improvement(mean: np.ndarray, scale: np.ndarray, df: np.ndarray, target: float) -> np.ndarray:
+def expected_improvement(
+    mean: np.ndarray, scale: np.ndarray, df: np.ndarray, target: float
+) -> np.ndarray:
     """E[max(0, target - X)] for X ~ t_df(mean, scale), same units as X (requires df > 1):
     s [z F(z) + (df + z^2) / (df - 1) f(z)], z = (target - mean) / s."""
     m, s, nu = (np.asarray(v, dtype=float) for v in (mean, scale, df))
@@ -287,15 +304,17 @@ def sequential_boundaries(alpha: float, fractions: list[float] | np.ndarray,
     on `grid` points from -8 sd to the boundary; Jennison & Turnbull 2000, ch. 19); each z_k by
     Brent's method. The nominal per-look level is 1 - Phi(z_k); z_k = inf where nothing is spent."""
     t = np.asarray(fractions, dtype=float)
-    if t.ndim != 1 or t.size == 0 or np.any(t <= 0) or np.any(np.diff(t) <= 0) or not math.isclose(t[-1], 1.0):
-        raise ValueError(f"sequential_boundaries: fractions must increase strictly from > 0 to 1, got {t.tolist()}")
+    if (t.ndim != 1 or t.size == 0 or np.any(t <= 0) or np.any(np.diff(t) <= 0)
+            or not math.isclose(t[-1], 1.0)):
+        raise ValueError("sequential_boundaries: fractions must increase strictly from > 0 to 1, "
+                         f"got {t.tolist()}")
     if grid < 11 or grid % 2 == 0:
         raise ValueError(f"sequential_boundaries: grid must be an odd number >= 11, got {grid!r}")
     spent = np.array([alpha_spent(alpha, min(float(f), 1.0), spending) for f in t])
     increments = np.diff(spent, prepend=0.0)
     bounds = np.empty(t.size)
-    # Sub-density of W(t_{k-1}) on its continuation region, as (grid points, Simpson weight x density);
-    # before the first look W(0) = 0 is a point mass.
+    # Sub-density of W(t_{k-1}) on its continuation region, as
+    # (grid points, Simpson weight x density); before the first look W(0) = 0 is a point mass.
     points, mass = np.zeros(1), np.ones(1)
     t_prev = 0.0
     for k, (t_k, spend) in enumerate(zip(t, increments)):
@@ -303,11 +322,13 @@ def sequential_boundaries(alpha: float, fractions: list[float] | np.ndarray,
         bounds[k] = _spend_boundary(points, mass, math.sqrt(t_k), step_sd, float(spend))
         if k + 1 == t.size:
             break
-        # Sub-density of W(t_k) on (-8 sd, c_k): the previous one convolved with N(0, t_k - t_{k-1}).
+        # Sub-density of W(t_k) on (-8 sd, c_k): the previous one convolved with
+        # N(0, t_k - t_{k-1}).
         bottom = -8 * math.sqrt(t_k)
         top = bounds[k] * math.sqrt(t_k) if math.isfinite(bounds[k]) else 8 * math.sqrt(t_k)
         if top <= bottom:
-            raise ValueError(f"sequential_boundaries: boundary {bounds[k]!r} at look {k + 1} leaves no continuation region")
+            raise ValueError(f"sequential_boundaries: boundary {bounds[k]!r} at look {k + 1} "
+                             "leaves no continuation region")
         new_points = np.linspace(bottom, top, grid)
         density = stats.norm.pdf((new_points[:, None] - points[None, :]) / step_sd) @ mass / step_sd
         simpson = np.full(grid, 2.0)
@@ -318,7 +339,9 @@ def sequential_boundaries(alpha: float, fractions: list[float] | np.ndarray,
     return bounds
 
 
-def _spend_boundary(points: np.ndarray, mass: np.ndarray, root_t: float, step_sd: float, spend: float) -> float:
+def _spend_boundary(
+    points: np.ndarray, mass: np.ndarray, root_t: float, step_sd: float, spend: float
+) -> float:
     """z with sum_i mass_i P(W_i + N(0, step_sd^2) >= z root_t) = spend: the boundary that spends
     exactly `spend` at this look; inf where spend <= 0, -inf where spend is all that is left."""
     def crossing(z: float) -> float:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import Policy, options, register
-from policies.types import Decision, KeepRule, StudyView
+from policies.types import Decision, KeepRule, MoveMenu, StudyView
 
 
 def best_single_result(view: StudyView) -> float | None:
@@ -28,9 +28,17 @@ class RatchetPolicy(Policy):
     replacement within a pass = a seed-shuffled pass, with no state kept); one run each."""
 
     name = "ratchet"
-    pairs_incumbent = False
-    retries_reverted = True
-    scores_pairs = False
+
+    def moves(self, menu: MoveMenu) -> list[str]:
+        return menu.singles()
+
+    def open_moves(self, menu: MoveMenu, beliefs) -> tuple[list[str], frozenset[str]]:
+        """Every move: a discarded hypothesis comes back in the next pass."""
+        return self.moves(menu), frozenset()
+
+    def incumbent_runs(self, requested: int) -> int:
+        """None: the ratchet compares single results with the best so far."""
+        return 0
 
     def score(self, view: StudyView, beliefs) -> np.ndarray:
         """-(runs so far): the hypotheses not yet tried in this pass score highest."""
@@ -39,13 +47,16 @@ class RatchetPolicy(Policy):
     def runs_for(self, view: StudyView, hypothesis: str) -> int:
         return 1
 
-    def decide(self, view: StudyView, beliefs, hypothesis: str, rule: KeepRule | None = None) -> Decision:
+    def decide(self, view: StudyView, beliefs, hypothesis: str,
+               rule: KeepRule | None = None) -> Decision:
         """Keep iff the latest single result of incumbent|{hypothesis} < the best so far."""
         config = view.config_of(hypothesis)
         n_runs = view.runs_per_hypothesis.get(hypothesis, 1)
-        latest = next((r for r in reversed(view.history) if r.config == config and r.role == "candidate"), None)
+        latest = next((r for r in reversed(view.history)
+                       if r.config == config and r.role == "candidate"), None)
         if latest is None:
-            raise ValueError(f"ratchet.decide: no run of {hypothesis!r} on incumbent {sorted(view.incumbent)} "
+            raise ValueError(f"ratchet.decide: no run of {hypothesis!r} "
+                             f"on incumbent {sorted(view.incumbent)} "
                              "in the history")
         if latest.value is None:
             return Decision("revert", None, None, n_runs, f"run failed ({latest.status})")
@@ -53,5 +64,7 @@ class RatchetPolicy(Policy):
         if best is None:
             return Decision("keep", None, None, n_runs, "no successful earlier result to beat")
         if latest.value < best:
-            return Decision("keep", None, None, n_runs, f"{latest.value:.6g} < best so far {best:.6g}")
-        return Decision("revert", None, None, n_runs, f"{latest.value:.6g} >= best so far {best:.6g}")
+            return Decision("keep", None, None, n_runs,
+                            f"{latest.value:.6g} < best so far {best:.6g}")
+        return Decision("revert", None, None, n_runs,
+                        f"{latest.value:.6g} >= best so far {best:.6g}")

@@ -1,4 +1,5 @@
-"""Value types shared by the policies and the engine: the study view, actions, decisions, the keep rule.
+"""Value types shared by the policies and the engine: the study view, actions, decisions, the
+keep rule.
 
 Sign convention: `efe` is in nats and LOWER IS BETTER; `neg_efe = -efe` is maximised. Metric values
 here are lower-is-better (the engine negates a higher-is-better metric before they arrive).
@@ -7,6 +8,7 @@ here are lower-is-better (the engine negates a higher-is-better metric before th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +45,34 @@ class RunRecord:
     seed: int
     step: int
     role: str  # "base" | "candidate" | "incumbent"
+    slot: int = 0  # its place in the step's plan: runs of a step may finish in any order
+
+
+@dataclass(frozen=True)
+class ClosedTrial:
+    """A move's latest final verdict, the step it came at, the incumbent it was tried on, and
+    whether the posterior judged it (False when every run of the trial crashed)."""
+
+    verdict: Literal["keep", "revert"]
+    step: int
+    incumbent: frozenset[str]
+    judged: bool
+
+
+@dataclass(frozen=True)
+class MoveMenu:
+    """What a policy needs to say which moves are open: the known hypotheses (declaration
+    order), the incumbent, each move's latest closed trial, and whether interactions are
+    modelled."""
+
+    hypotheses: tuple[str, ...]
+    incumbent: frozenset[str]
+    closed: Mapping[str, ClosedTrial]
+    interactions: bool
+
+    def singles(self) -> list[str]:
+        """Every hypothesis not yet in the incumbent, in declaration order."""
+        return [name for name in self.hypotheses if name not in self.incumbent]
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,8 @@ class Action:
 
     def __post_init__(self) -> None:
         if self.kind not in ("run", "rerun_incumbent", "stop"):
-            raise ValueError(f"Action.kind must be 'run', 'rerun_incumbent' or 'stop', got {self.kind!r}")
+            raise ValueError(f"Action.kind must be 'run', 'rerun_incumbent' or 'stop', "
+                             f"got {self.kind!r}")
         if self.kind == "run" and not self.hypothesis:
             raise ValueError(f"a 'run' action needs a hypothesis, got {self.hypothesis!r}")
         if self.kind != "stop" and self.n_runs < 1:
@@ -124,20 +155,27 @@ class KeepRule:
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and 0.5 < self.threshold < 1):
             raise ValueError(f"KeepRule.threshold must be in (0.5, 1), got {self.threshold!r}")
-        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise ValueError(f"KeepRule.epsilon must be a finite number >= 0, got {self.epsilon!r}")
+        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
+                and self.epsilon >= 0):
+            raise ValueError(f"KeepRule.epsilon must be a finite number >= 0, "
+                             f"got {self.epsilon!r}")
         if not (isinstance(self.max_replicates, int) and self.max_replicates >= 1):
-            raise ValueError(f"KeepRule.max_replicates must be an int >= 1, got {self.max_replicates!r}")
-        if not (isinstance(self.min_replicates, int) and 1 <= self.min_replicates <= self.max_replicates):
+            raise ValueError(f"KeepRule.max_replicates must be an int >= 1, "
+                             f"got {self.max_replicates!r}")
+        if not (isinstance(self.min_replicates, int)
+                and 1 <= self.min_replicates <= self.max_replicates):
             raise ValueError(f"KeepRule.min_replicates must be an int in 1..max_replicates "
                              f"({self.max_replicates}), got {self.min_replicates!r}")
-        if not (isinstance(self.batch, int) and not isinstance(self.batch, bool) and self.batch >= 1):
+        if not (isinstance(self.batch, int) and not isinstance(self.batch, bool)
+                and self.batch >= 1):
             raise ValueError(f"KeepRule.batch must be an int >= 1, got {self.batch!r}")
         if not (isinstance(self.futility, (int, float)) and 0 < self.futility < 1):
             raise ValueError(f"KeepRule.futility must be in (0, 1), got {self.futility!r}")
         if self.spending not in KEEP_SPENDING:
-            raise ValueError(f"KeepRule.spending must be one of {KEEP_SPENDING}, got {self.spending!r}")
+            raise ValueError(f"KeepRule.spending must be one of {KEEP_SPENDING}, "
+                             f"got {self.spending!r}")
 
     def looks(self) -> tuple[int, ...]:
-        """The run counts at which the rule may decide: min_replicates, + batch, ..., max_replicates."""
+        """The run counts at which the rule may decide: min_replicates, + batch, ...,
+        max_replicates."""
         return (*range(self.min_replicates, self.max_replicates, self.batch), self.max_replicates)

@@ -1,4 +1,5 @@
-"""python -m train [--config FILE.toml|FILE.json] [--seed N] [--steps N | --time-budget S] [--backend B] [--knob VALUE ...]
+"""python -m train [--config FILE.toml|FILE.json] [--seed N] [--steps N | --time-budget S]
+                   [--backend B] [--knob VALUE ...]
 
 Prints progress to stderr and ends stdout with the summary block (docs/ARCHITECTURE.md). Exit 0 on
 success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data.
@@ -25,7 +26,9 @@ def make_backend(config: TrainConfig) -> Backend:
         try:
             from train.mlx_backend import MLXBackend
         except ImportError as error:
-            raise ConfigError(f"bad value for 'backend': 'mlx' (mlx cannot be imported: {error})") from None
+            raise ConfigError(
+                f"bad value for 'backend': 'mlx' (mlx cannot be imported: {error})"
+            ) from None
         return MLXBackend(config)
     from train.torch_backend import TorchBackend, resolve_device
 

@@ -53,7 +53,7 @@ class TrainConfig:
     time_budget: float = 30.0  # seconds of training, excluding untimed_steps and evaluation
     untimed_steps: int = 2  # first steps (warm-up, allocation) not counted in the budget
     backend: str = "auto"
-    threads: int = 0  # torch CPU threads; 0 = all cores
+    threads: int = 0  # torch CPU threads; 0 = all cores (mlx has no such setting, ignores it)
     # data and evaluation (eval_seq_len, eval_tokens and the data are covered by eval_hash)
     data: str = ""  # "" = the shipped corpus; else a .txt/.txt.gz/.parquet file or a directory
     text_column: str = "text"  # parquet column holding documents
@@ -94,7 +94,8 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, key) < 2:
             _fail(key, getattr(config, key), "an integer >= 2")
     if config.eval_tokens < config.eval_seq_len:
-        _fail("eval_tokens", config.eval_tokens, f"an integer >= eval_seq_len={config.eval_seq_len}")
+        _fail("eval_tokens", config.eval_tokens,
+              f"an integer >= eval_seq_len={config.eval_seq_len}")
     if not re.fullmatch(r"[SL]+", config.window_pattern):
         _fail("window_pattern", config.window_pattern, "a non-empty string of S and L")
     nonneg = ("logit_softcap", "matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr",
@@ -177,7 +178,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         elif path.suffix == ".json":
             table = json.loads(path.read_text())
         else:
-            raise ConfigError(f"bad value for 'config': {str(path)!r} (allowed: a .toml or .json file)")
+            raise ConfigError(
+                f"bad value for 'config': {str(path)!r} (allowed: a .toml or .json file)"
+            )
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"bad value for 'config': {str(path)!r} ({error})") from None
     if not isinstance(table, dict):

@@ -71,16 +71,22 @@ def read_default_corpus() -> str:
 
 
 def source_files(data: str) -> list[Path]:
-    """The files behind a `data` knob: one file, or a directory's .txt/.txt.gz/.parquet files sorted."""
+    """The files behind a `data` knob: one file, or a directory's .txt/.txt.gz/.parquet files,
+    sorted."""
     path = Path(data).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _is_supported(p))
         if not files:
-            raise DataError(f"bad value for 'data': {data!r} (directory has no .txt, .txt.gz or .parquet files)")
+            raise DataError(
+                f"bad value for 'data': {data!r} (directory has no .txt, .txt.gz or .parquet files)"
+            )
         return files
     if path.is_file() and _is_supported(path):
         return [path]
-    raise DataError(f"bad value for 'data': {data!r} (expected a .txt, .txt.gz or .parquet file, or a directory of them)")
+    raise DataError(
+        f"bad value for 'data': {data!r} "
+        "(expected a .txt, .txt.gz or .parquet file, or a directory of them)"
+    )
 
 
 def _is_supported(path: Path) -> bool:
@@ -88,7 +94,8 @@ def _is_supported(path: Path) -> bool:
 
 
 def read_documents(data: str, text_column: str) -> Iterator[str]:
-    """Documents in a fixed order: the shipped corpus when `data` is empty, else the user's files."""
+    """Documents in a fixed order: the shipped corpus when `data` is empty, else the user's
+    files."""
     if not data:
         yield from split_paragraphs(read_default_corpus())
         return
@@ -96,7 +103,9 @@ def read_documents(data: str, text_column: str) -> Iterator[str]:
         if path.name.endswith(".parquet"):
             yield from _parquet_documents(path, text_column)
         else:
-            raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+            raw = path.read_bytes()
+            if path.name.endswith(".gz"):
+                raw = gzip.decompress(raw)
             yield from split_paragraphs(raw.decode("utf-8", errors="replace"))
 
 
@@ -105,7 +114,10 @@ def _parquet_documents(path: Path, text_column: str) -> Iterator[str]:
 
     table = pq.read_table(path)
     if text_column not in table.column_names:
-        raise DataError(f"bad value for 'text_column': {text_column!r} ({path} has columns {table.column_names})")
+        raise DataError(
+            f"bad value for 'text_column': {text_column!r} "
+            f"({path} has columns {table.column_names})"
+        )
     for text in table.column(text_column).to_pylist():
         if text:
             yield text
@@ -124,18 +136,22 @@ def pack_documents(documents: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_validation(documents: list[str], eval_tokens: int) -> tuple[list[str], list[str]]:
-    """(validation, training): the fewest leading documents holding eval_tokens + 1 tokens, the rest."""
+    """(validation, training): the fewest leading documents holding eval_tokens + 1 tokens, and
+    the rest."""
     needed = eval_tokens + 1
     total = 0
     for index, doc in enumerate(documents):
         total += len(doc.encode("utf-8")) + 1
         if total >= needed:
             return documents[: index + 1], documents[index + 1 :]
-    raise DataError(f"bad value for 'eval_tokens': {eval_tokens} (the corpus has only {total} tokens)")
+    raise DataError(
+        f"bad value for 'eval_tokens': {eval_tokens} (the corpus has only {total} tokens)"
+    )
 
 
 def source_id(data: str, text_column: str) -> str:
-    """Cache key of a data source: content hash of the shipped corpus, or path/size/mtime of user files."""
+    """Cache key of a data source: content hash of the shipped corpus, or path/size/mtime of
+    user files."""
     digest = hashlib.sha256(TOKENIZER_VERSION.encode())
     if not data:
         digest.update(DEFAULT_CORPUS_SHA256.read_text().encode())
@@ -176,28 +192,37 @@ def prepare(data: str, text_column: str, eval_tokens: int) -> PreparedData:
     path = cache_dir() / f"{key}-val{eval_tokens}.npz"
     if path.is_file():
         with np.load(path) as cached:
-            return PreparedData(cached["train_tokens"], cached["train_starts"], cached["val_tokens"], key)
+            return PreparedData(
+                cached["train_tokens"], cached["train_starts"], cached["val_tokens"], key
+            )
     documents = list(read_documents(data, text_column))
     val_docs, train_docs = split_validation(documents, eval_tokens)
     if not train_docs:
-        raise DataError(f"bad value for 'data': {data!r} (no documents left for training after the validation prefix)")
+        raise DataError(
+            f"bad value for 'data': {data!r} "
+            "(no documents left for training after the validation prefix)"
+        )
     val_tokens, _ = pack_documents(val_docs)
     train_tokens, train_starts = pack_documents(train_docs)
-    _write_atomically(path, {"train_tokens": train_tokens, "train_starts": train_starts, "val_tokens": val_tokens})
+    arrays = {"train_tokens": train_tokens, "train_starts": train_starts, "val_tokens": val_tokens}
+    _write_atomically(path, arrays)
     return PreparedData(train_tokens, train_starts, val_tokens, key)
 
 
 def sample_batch(
     tokens: np.ndarray, starts: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BOS-aligned rows: each row begins at a random document start and runs on for seq_len + 1 tokens.
+    """BOS-aligned rows: each row begins at a random document start and runs on for seq_len + 1
+    tokens.
 
     Returns (inputs, targets), int64 arrays of shape (batch_size, seq_len); targets are inputs
     shifted by one. Starts too close to the end to fit a row are never drawn.
     """
     usable = starts[starts + seq_len + 1 <= len(tokens)]
     if len(usable) == 0:
-        raise DataError(f"training split ({len(tokens)} tokens) is shorter than one row of {seq_len + 1}")
+        raise DataError(
+            f"training split ({len(tokens)} tokens) is shorter than one row of {seq_len + 1}"
+        )
     chosen = rng.choice(usable, size=batch_size)
     rows = np.stack([tokens[s : s + seq_len + 1] for s in chosen]).astype(np.int64)
     return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from train.architecture import layer_windows
 from train.config import TrainConfig
-from train.model import layer_windows
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the MLX backend does not need it
+    import torch
 
 
-def flops_per_token(matrix_params: int, n_layer: int, n_embd: int, attended_context: float) -> float:
+def flops_per_token(
+    matrix_params: int, n_layer: int, n_embd: int, attended_context: float
+) -> float:
     """Training FLOPs per token = 6 * matrix_params + 12 * n_layer * n_embd * attended_context.
 
     matrix_params: weights used in matmuls (blocks and head; embedding lookups are free);
@@ -27,8 +32,12 @@ def mean_attended_context(config: TrainConfig) -> float:
     return float(np.mean([np.minimum(positions, w).mean() for w in layer_windows(config)]))
 
 
-def measure_matmul_flops(device: str, dtype: torch.dtype, size: int = 512, seconds: float = 0.3) -> float:
+def measure_matmul_flops(
+    device: str, dtype: torch.dtype, size: int = 512, seconds: float = 0.3
+) -> float:
     """FLOP/s of repeated square matmuls of `size` on `device`: 2 * size**3 per product, timed."""
+    import torch
+
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):  # warm-up: thread pools, kernels
@@ -44,6 +53,8 @@ def measure_matmul_flops(device: str, dtype: torch.dtype, size: int = 512, secon
 
 
 def _synchronize(device: str) -> None:
+    import torch
+
     if device == "cuda":
         torch.cuda.synchronize()
     elif device == "mps":

@@ -1,4 +1,5 @@
-"""The training loop shared by every backend: budget, progress-driven schedule, FAIL check, evaluation."""
+"""The training loop shared by every backend: budget, progress-driven schedule, FAIL check,
+evaluation."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ class Backend(Protocol):
     num_params: int
     flops_per_token: float
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, lr_multiplier: float, inject_nan: bool) -> float: ...
+    def train_step(
+        self, inputs: np.ndarray, targets: np.ndarray, lr_multiplier: float, inject_nan: bool
+    ) -> float: ...
     def per_token_nats(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray: ...
     def peak_memory_mb(self) -> float: ...
     def peak_flops(self) -> float: ...
@@ -88,9 +91,14 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
         if progress >= 1.0:
             break
         step_start = time.perf_counter()
-        inputs, targets = sample_batch(data.train_tokens, data.train_starts, config.batch_size, config.seq_len, rng)
-        multiplier = lr_multiplier(progress, config.warmup_ratio, config.warmdown_ratio, config.final_lr_frac)
-        loss = backend.train_step(inputs, targets, multiplier, inject_nan=step == config.debug_nan_step)
+        inputs, targets = sample_batch(
+            data.train_tokens, data.train_starts, config.batch_size, config.seq_len, rng
+        )
+        multiplier = lr_multiplier(
+            progress, config.warmup_ratio, config.warmdown_ratio, config.final_lr_frac
+        )
+        inject_nan = step == config.debug_nan_step
+        loss = backend.train_step(inputs, targets, multiplier, inject_nan=inject_nan)
         step_seconds = time.perf_counter() - step_start
         if not math.isfinite(loss) or loss > EXPLODING_LOSS:
             raise TrainingFailed(f"loss {loss} at step {step} (limit {EXPLODING_LOSS:.2f} nats)")
@@ -99,13 +107,18 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
         step += 1
         if time.perf_counter() - last_log > LOG_EVERY_SECONDS:
             last_log = time.perf_counter()
-            _log(f"step {step:5d} | loss {loss:.4f} | lr x{multiplier:.3f} | {training_seconds:.1f}s")
+            _log(f"step {step:5d} | loss {loss:.4f} | lr x{multiplier:.3f} | "
+                 f"{training_seconds:.1f}s")
     _log(f"trained {step} steps; evaluating on {config.eval_tokens} validation tokens")
-    val_bpb = evaluate_val_bpb(backend.per_token_nats, data.val_tokens, config.eval_seq_len, config.eval_tokens)
+    val_bpb = evaluate_val_bpb(
+        backend.per_token_nats, data.val_tokens, config.eval_seq_len, config.eval_tokens
+    )
     if not math.isfinite(val_bpb):
         raise TrainingFailed(f"val_bpb is {val_bpb}")
     timed_tokens = max(step - config.untimed_steps, 0) * config.tokens_per_step
-    achieved_flops = backend.flops_per_token * timed_tokens / training_seconds if training_seconds > 0 else 0.0
+    achieved_flops = (
+        backend.flops_per_token * timed_tokens / training_seconds if training_seconds > 0 else 0.0
+    )
     return RunResult(
         val_bpb=val_bpb,
         training_seconds=training_seconds,

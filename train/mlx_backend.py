@@ -1,13 +1,15 @@
 """The MLX backend: the same GPT, the same Muon + AdamW split, the same val_bpb (train.evaluate).
 
 Runs on Apple silicon, and on Linux through `mlx[cpu]` (about 20x slower than torch there).
-Mirrors train/model.py and train/optim.py layer for layer; weights are (out, in) as in torch.
+train/model.py (torch) is the reference; this file follows it, reading the same rules from
+train.architecture (windows, value-embedding layout, parameter names and shapes, init, groups,
+learning rates, constants). Weights are (out, in) as in torch, so they copy across unchanged.
+A knob this backend does not implement is refused (ConfigError naming it) when set.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import time
 
 import mlx.core as mx
@@ -15,90 +17,110 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from train import architecture as arch
 from train.config import TrainConfig
 from train.data import VOCAB_SIZE
 from train.flops import flops_per_token, mean_attended_context
-from train.model import ROTARY_BASE, has_value_embedding, layer_windows
-from train.optim import NS_COEFFICIENTS
 
-RMS_EPS = float(np.finfo(np.float32).eps)  # torch's F.rms_norm default for float32
-
+# Knobs outside arch.SHARED_KNOBS that this backend implements, or (threads) knowingly ignores:
+# `threads` sets torch's CPU thread count and mlx has no such setting. Any other knob is refused.
+HANDLED_KNOBS = frozenset({
+    "n_layer", "n_embd", "n_head", "mlp_ratio", "seq_len", "value_embeds", "window_pattern",
+    "logit_softcap", "matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "weight_decay",
+    "adam_beta1", "adam_beta2", "muon_momentum", "seed", "eval_seq_len", "threads",
+})
 
 
 def rms_norm(x: mx.array) -> mx.array:
-    return mx.fast.rms_norm(x, None, RMS_EPS)
+    return mx.fast.rms_norm(x, None, arch.RMS_NORM_EPS)
 
 
 @functools.lru_cache(maxsize=8)
 def rotary_tables(length: int, head_dim: int) -> tuple[mx.array, mx.array]:
-    inverse_frequency = ROTARY_BASE ** (-mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim)
+    even = mx.arange(0, head_dim, 2, dtype=mx.float32)
+    inverse_frequency = arch.rotary_inverse_frequency(even, head_dim)
     angles = mx.arange(length, dtype=mx.float32)[:, None] * inverse_frequency[None, :]
     return mx.cos(angles), mx.sin(angles)
 
 
 def apply_rotary(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+    return arch.rotate_halves(x, cos, sin, lambda parts: mx.concatenate(parts, axis=-1))
 
 
 def window_mask(length: int, window: int) -> mx.array | str:
-    if window >= length:
+    if arch.full_window(window, length):
         return "causal"
-    distance = mx.arange(length)[:, None] - mx.arange(length)[None, :]
-    return (distance >= 0) & (distance < window)
+    positions = mx.arange(length)
+    return arch.window_keeps(positions[:, None] - positions[None, :], window)
 
 
-def _uniform(shape: tuple[int, ...], bound: float) -> mx.array:
-    return mx.random.uniform(-bound, bound, shape)
+def initial_value(name: str, shape: tuple[int, ...], config: TrainConfig) -> mx.array:
+    """A fresh value for parameter `name` as arch.parameter_init says (draws from mx.random)."""
+    init = arch.parameter_init(name, config)
+    if init.kind == "normal":
+        return init.scale * mx.random.normal(shape)
+    if init.kind == "uniform":
+        return mx.random.uniform(-init.scale, init.scale, shape)
+    if init.kind == "zeros":
+        return mx.zeros(shape)
+    if init.kind == "constant":
+        return mx.full(shape, init.scale)
+    raise ValueError(f"unknown init kind {init.kind!r}")
+
+
+def _init_weight(layer: nn.Linear | nn.Embedding, name: str, config: TrainConfig) -> None:
+    """Replace a layer's default-initialised weight (that draw still happens, so every seed keeps
+    the weights it has always had)."""
+    layer.weight = initial_value(name, layer.weight.shape, config)
 
 
 class Attention(nn.Module):
-    def __init__(self, config: TrainConfig, value_embedding: bool):
+    def __init__(self, config: TrainConfig, layer: int):
         super().__init__()
         self.n_head, self.head_dim = config.n_head, config.head_dim
-        bound = math.sqrt(3.0) / math.sqrt(config.n_embd)
         self.c_q = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.c_k = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.c_v = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
-        for linear in (self.c_q, self.c_k, self.c_v):
-            linear.weight = _uniform(linear.weight.shape, bound)
-        self.c_proj.weight = mx.zeros_like(self.c_proj.weight)
-        if value_embedding:
-            self.ve_lambda = mx.ones((1,))
+        prefix = f"blocks.{layer}.attn"
+        for key in ("c_q", "c_k", "c_v", "c_proj"):
+            _init_weight(getattr(self, key), f"{prefix}.{key}.weight", config)
+        if arch.has_value_embedding(layer, config):
+            self.ve_lambda = initial_value(f"{prefix}.ve_lambda", (1,), config)
 
     def __call__(self, x, value_embed, cos, sin, mask):
         batch, length, width = x.shape
-        q = self.c_q(x).reshape(batch, length, self.n_head, self.head_dim).transpose(0, 2, 1, 3)
-        k = self.c_k(x).reshape(batch, length, self.n_head, self.head_dim).transpose(0, 2, 1, 3)
+        shape = (batch, length, self.n_head, self.head_dim)
+        q = self.c_q(x).reshape(shape).transpose(0, 2, 1, 3)
+        k = self.c_k(x).reshape(shape).transpose(0, 2, 1, 3)
         v = self.c_v(x)
         if value_embed is not None:
             v = v + self.ve_lambda * value_embed
-        v = v.reshape(batch, length, self.n_head, self.head_dim).transpose(0, 2, 1, 3)
+        v = v.reshape(shape).transpose(0, 2, 1, 3)
         q, k = rms_norm(apply_rotary(q, cos, sin)), rms_norm(apply_rotary(k, cos, sin))
-        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim), mask=mask)
+        scale = arch.attention_scale(self.head_dim)
+        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
         return self.c_proj(y.transpose(0, 2, 1, 3).reshape(batch, length, width))
 
 
 class MLP(nn.Module):
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, layer: int):
         super().__init__()
-        hidden = config.mlp_ratio * config.n_embd
+        hidden = arch.mlp_width(config)
         self.c_fc = nn.Linear(config.n_embd, hidden, bias=False)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=False)
-        self.c_fc.weight = _uniform(self.c_fc.weight.shape, math.sqrt(3.0) / math.sqrt(config.n_embd))
-        self.c_proj.weight = mx.zeros_like(self.c_proj.weight)
+        _init_weight(self.c_fc, f"blocks.{layer}.mlp.c_fc.weight", config)
+        _init_weight(self.c_proj, f"blocks.{layer}.mlp.c_proj.weight", config)
 
     def __call__(self, x):
         return self.c_proj(mx.square(nn.relu(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, config: TrainConfig, value_embedding: bool):
+    def __init__(self, config: TrainConfig, layer: int):
         super().__init__()
-        self.attn = Attention(config, value_embedding)
-        self.mlp = MLP(config)
+        self.attn = Attention(config, layer)
+        self.mlp = MLP(config, layer)
 
     def __call__(self, x, value_embed, cos, sin, mask):
         x = x + self.attn(rms_norm(x), value_embed, cos, sin, mask)
@@ -109,20 +131,20 @@ class GPT(nn.Module):
     def __init__(self, config: TrainConfig):
         super().__init__()
         self.config = config
-        self.windows = layer_windows(config)
-        bound = math.sqrt(3.0) / math.sqrt(config.n_embd)
+        self.windows = arch.layer_windows(config)
         self.wte = nn.Embedding(VOCAB_SIZE, config.n_embd)
-        self.wte.weight = mx.random.normal((VOCAB_SIZE, config.n_embd))
+        _init_weight(self.wte, "wte.weight", config)
         self.value_embeds = {
-            f"layer{i}": nn.Embedding(VOCAB_SIZE, config.n_embd) for i in range(config.n_layer) if has_value_embedding(i, config)
+            arch.value_embedding_key(i): nn.Embedding(VOCAB_SIZE, config.n_embd)
+            for i in arch.value_embedding_layers(config)
         }
-        for embedding in self.value_embeds.values():
-            embedding.weight = _uniform(embedding.weight.shape, bound)
-        self.blocks = [Block(config, has_value_embedding(i, config)) for i in range(config.n_layer)]
-        self.resid_lambdas = mx.ones((config.n_layer,))
-        self.x0_lambdas = mx.full((config.n_layer,), 0.1)
+        for key, embedding in self.value_embeds.items():
+            _init_weight(embedding, f"value_embeds.{key}.weight", config)
+        self.blocks = [Block(config, i) for i in range(config.n_layer)]
+        self.resid_lambdas = initial_value("resid_lambdas", (config.n_layer,), config)
+        self.x0_lambdas = initial_value("x0_lambdas", (config.n_layer,), config)
         self.lm_head = nn.Linear(config.n_embd, VOCAB_SIZE, bias=False)
-        self.lm_head.weight = 0.001 * mx.random.normal((VOCAB_SIZE, config.n_embd))
+        _init_weight(self.lm_head, "lm_head.weight", config)
 
     def __call__(self, idx: mx.array) -> mx.array:
         length = idx.shape[1]
@@ -131,35 +153,16 @@ class GPT(nn.Module):
         x = x0 = rms_norm(self.wte(idx))
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            value_embed = self.value_embeds[f"layer{i}"](idx) if f"layer{i}" in self.value_embeds else None
+            key = arch.value_embedding_key(i)
+            value_embed = self.value_embeds[key](idx) if key in self.value_embeds else None
             x = block(x, value_embed, cos, sin, masks[self.windows[i]])
         logits = self.lm_head(rms_norm(x))
-        cap = self.config.logit_softcap
-        return cap * mx.tanh(logits / cap) if cap > 0 else logits
+        return arch.softcap(logits, self.config.logit_softcap, mx.tanh)
 
 
-def newton_schulz(matrix: mx.array, steps: int = 5) -> mx.array:
-    """MLX twin of train.optim.newton_schulz (approximate U V^T)."""
-    a, b, c = NS_COEFFICIENTS
-    x = matrix / (mx.linalg.norm(matrix) + 1e-7)
-    transposed = x.shape[0] > x.shape[1]
-    if transposed:
-        x = x.T
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
-
-
-def parameter_group(name: str, value: mx.array) -> str:
-    """Which optimiser setting a parameter uses: matrix (Muon), embedding, unembedding or scalar."""
-    if name.startswith("blocks.") and value.ndim == 2:
-        return "matrix"
-    if name.startswith(("wte.", "value_embeds.")):
-        return "embedding"
-    if name.startswith("lm_head."):
-        return "unembedding"
-    return "scalar"
+def newton_schulz(matrix: mx.array, steps: int = arch.NS_STEPS) -> mx.array:
+    """arch.newton_schulz on mlx arrays (approximate U V^T), as train.optim does on torch."""
+    return arch.newton_schulz(matrix, mx.linalg.norm, steps)
 
 
 class MLXBackend:
@@ -168,20 +171,22 @@ class MLXBackend:
     name = "mlx"
 
     def __init__(self, config: TrainConfig):
+        arch.refuse_unimplemented(config, self.name, HANDLED_KNOBS)
         self.config = config
         mx.random.seed(config.seed)
         self.model = GPT(config)
         params = dict(tree_flatten(self.model.trainable_parameters()))
-        self.groups = {name: parameter_group(name, value) for name, value in params.items()}
-        self.base_lr = {
-            "matrix": config.matrix_lr, "embedding": config.embedding_lr,
-            "unembedding": config.unembedding_lr, "scalar": config.scalar_lr,
-        }
+        self.groups = {name: arch.parameter_group(name) for name in params}
+        self.base_lr = {group: arch.group_lr(group, config) for group in arch.GROUPS}
         self.state = {name: [mx.zeros_like(v), mx.zeros_like(v)] for name, v in params.items()}
         self.step_count = 0
         self.num_params = sum(v.size for v in params.values())
-        matmul_params = sum(v.size for n, v in params.items() if self.groups[n] in ("matrix", "unembedding"))
-        self.flops_per_token = flops_per_token(matmul_params, config.n_layer, config.n_embd, mean_attended_context(config))
+        matmul_params = sum(
+            v.size for n, v in params.items() if self.groups[n] in arch.MATMUL_GROUPS
+        )
+        self.flops_per_token = flops_per_token(
+            matmul_params, config.n_layer, config.n_embd, mean_attended_context(config)
+        )
         self._loss_and_grad = nn.value_and_grad(self.model, self._loss)
 
     def _loss(self, model, inputs, targets):
@@ -189,27 +194,35 @@ class MLXBackend:
         return nn.losses.cross_entropy(logits, targets, reduction="mean")
 
     def _update(self, name: str, param: mx.array, grad: mx.array, multiplier: float) -> mx.array:
-        config, group = self.config, self.groups[name]
+        """Muon (the formulas of train.optim.Muon) or AdamW with bias correction, no decay."""
+        config, group, state = self.config, self.groups[name], self.state[name]
         lr = self.base_lr[group] * multiplier
-        if group == "matrix":
-            buffer = self.state[name][0] = config.muon_momentum * self.state[name][0] + (1 - config.muon_momentum) * grad
-            nesterov = (1 - config.muon_momentum) * grad + config.muon_momentum * buffer
-            scale = max(1.0, param.shape[0] / param.shape[1]) ** 0.5
-            return param * (1 - lr * config.weight_decay) - lr * scale * newton_schulz(nesterov)
+        if group in arch.MUON_GROUPS:
+            momentum = config.muon_momentum
+            buffer = state[0] = momentum * state[0] + (1 - momentum) * grad
+            nesterov = (1 - momentum) * grad + momentum * buffer
+            scale = arch.muon_scale(param.shape[0], param.shape[1])
+            decayed = param * (1 - lr * config.weight_decay)
+            return decayed - lr * scale * newton_schulz(nesterov)
         beta1, beta2 = config.adam_beta1, config.adam_beta2
-        first = self.state[name][0] = beta1 * self.state[name][0] + (1 - beta1) * grad
-        second = self.state[name][1] = beta2 * self.state[name][1] + (1 - beta2) * mx.square(grad)
+        first = state[0] = beta1 * state[0] + (1 - beta1) * grad
+        second = state[1] = beta2 * state[1] + (1 - beta2) * mx.square(grad)
         corrected_first = first / (1 - beta1**self.step_count)
         corrected_second = second / (1 - beta2**self.step_count)
-        return param - lr * corrected_first / (mx.sqrt(corrected_second) + 1e-10)
+        return param - lr * corrected_first / (mx.sqrt(corrected_second) + arch.ADAM_EPS)
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, lr_multiplier: float, inject_nan: bool) -> float:
+    def train_step(
+        self, inputs: np.ndarray, targets: np.ndarray, lr_multiplier: float, inject_nan: bool
+    ) -> float:
         loss, grads = self._loss_and_grad(self.model, mx.array(inputs), mx.array(targets))
         if inject_nan:
             loss = loss * float("nan")
         self.step_count += 1
         params = dict(tree_flatten(self.model.trainable_parameters()))
-        updated = [(name, self._update(name, params[name], grad, lr_multiplier)) for name, grad in tree_flatten(grads)]
+        updated = [
+            (name, self._update(name, params[name], grad, lr_multiplier))
+            for name, grad in tree_flatten(grads)
+        ]
         self.model.update(tree_unflatten(updated))
         mx.eval(self.model.parameters(), [s for pair in self.state.values() for s in pair], loss)
         return float(loss.item())

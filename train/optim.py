@@ -1,30 +1,25 @@
-"""Muon for the 2-D matrices inside the blocks, AdamW for embeddings, head and scalars (PyTorch)."""
+"""Muon for the 2-D matrices inside the blocks, AdamW for embeddings, head and scalars (PyTorch).
+
+Which parameter goes where, each group's learning rate, the Newton-Schulz iteration and Muon's
+scale are train.architecture's rules, shared with the MLX backend.
+"""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from train import architecture as arch
 from train.config import TrainConfig
-
-# Quintic Newton-Schulz coefficients (Keller Jordan's Muon): fast, approximate orthogonalisation.
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+from train.model import GPT
 
 
-def newton_schulz(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately U V^T of matrix = U S V^T: X <- aX + (bA + cA^2)X with A = X X^T, from X = M / |M|_F.
+def newton_schulz(matrix: torch.Tensor, steps: int = arch.NS_STEPS) -> torch.Tensor:
+    """Approximately U V^T of matrix = U S V^T (arch.newton_schulz on torch tensors).
 
-    Singular values end roughly in [0.7, 1.2] (not exactly 1: the iteration trades accuracy for speed).
+    Singular values end roughly in [0.7, 1.2] (not exactly 1: the iteration trades accuracy for
+    speed).
     """
-    a, b, c = NS_COEFFICIENTS
-    x = matrix / (matrix.norm() + 1e-7)
-    transposed = x.size(0) > x.size(1)
-    if transposed:
-        x = x.T
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+    return arch.newton_schulz(matrix, lambda m: m.norm(), steps)
 
 
 class Muon(torch.optim.Optimizer):
@@ -50,30 +45,28 @@ class Muon(torch.optim.Optimizer):
                 buffer.lerp_(p.grad, 1 - group["momentum"])
                 nesterov = p.grad.lerp(buffer, group["momentum"])
                 update = newton_schulz(nesterov.bfloat16() if p.is_cuda else nesterov).to(p.dtype)
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                scale = arch.muon_scale(p.size(0), p.size(1))
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(update, alpha=-group["lr"] * scale)
 
 
-def build_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
-    """[Muon over block matrices, AdamW over embeddings / head / scalars]; each group keeps base_lr."""
-    matrices = model.matrix_parameters()
-    embeddings = [model.wte.weight, *(e.weight for e in model.value_embeds.values())]
-    scalars = [model.resid_lambdas, model.x0_lambdas, *(b.attn.ve_lambda for b in model.blocks if b.attn.ve_lambda is not None)]
-    covered = {id(p) for p in [*matrices, *embeddings, *scalars, model.lm_head.weight]}
-    missing = [name for name, p in model.named_parameters() if id(p) not in covered]
-    if missing:
-        raise RuntimeError(f"parameters without an optimizer: {missing}")
-    betas = (config.adam_beta1, config.adam_beta2)
+def build_optimizers(model: GPT, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """[Muon over the 'matrix' group, AdamW over the other groups (arch.ADAMW_GROUPS)].
+
+    Each param group carries `name` (its arch group) and `base_lr`. A parameter that
+    train.architecture has no rule for raises KeyError.
+    """
+    groups = model.grouped_parameters()
     adamw = torch.optim.AdamW(
-        [
-            dict(params=embeddings, lr=config.embedding_lr),
-            dict(params=[model.lm_head.weight], lr=config.unembedding_lr),
-            dict(params=scalars, lr=config.scalar_lr),
-        ],
-        betas=betas, eps=1e-10, weight_decay=0.0,
+        [dict(params=groups[g], lr=arch.group_lr(g, config), name=g) for g in arch.ADAMW_GROUPS],
+        betas=(config.adam_beta1, config.adam_beta2), eps=arch.ADAM_EPS, weight_decay=0.0,
     )
-    muon = Muon(matrices, lr=config.matrix_lr, momentum=config.muon_momentum, weight_decay=config.weight_decay)
+    (muon_group,) = arch.MUON_GROUPS
+    muon = Muon(
+        groups[muon_group], lr=arch.group_lr(muon_group, config),
+        momentum=config.muon_momentum, weight_decay=config.weight_decay,
+    )
+    muon.param_groups[0]["name"] = muon_group
     optimizers: list[torch.optim.Optimizer] = [muon, adamw]
     for optimizer in optimizers:
         for group in optimizer.param_groups:

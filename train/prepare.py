@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cache:        {cache_dir()}/{data.source_id}-val{config.eval_tokens}.npz")
     print(f"train_tokens: {len(data.train_tokens)} in {len(data.train_starts)} documents")
     print(f"val_tokens:   {len(data.val_tokens)}")
-    print(f"eval_hash:    {current_eval_hash(data.val_tokens, config.eval_seq_len, config.eval_tokens)}")
+    pinned = current_eval_hash(data.val_tokens, config.eval_seq_len, config.eval_tokens)
+    print(f"eval_hash:    {pinned}")
     return 0
 
 

@@ -1,10 +1,13 @@
-"""Learning-rate schedule driven by progress in [0, 1] (share of the time budget or of the steps)."""
+"""Learning-rate schedule driven by progress in [0, 1] (share of the time budget or of steps)."""
 
 from __future__ import annotations
 
 
-def lr_multiplier(progress: float, warmup_ratio: float, warmdown_ratio: float, final_lr_frac: float) -> float:
-    """Trapezoid: linear 0->1 over warmup_ratio, 1, then linear 1->final_lr_frac over the last warmdown_ratio.
+def lr_multiplier(
+    progress: float, warmup_ratio: float, warmdown_ratio: float, final_lr_frac: float
+) -> float:
+    """Trapezoid: linear 0->1 over warmup_ratio, 1, then linear 1->final_lr_frac over the last
+    warmdown_ratio.
 
     Unitless factor on every base learning rate; progress outside [0, 1] is clipped.
     """

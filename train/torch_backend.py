@@ -26,7 +26,9 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return next(device for device in ("cuda", "mps", "cpu") if available[device])
     if not available[requested]:
-        raise ConfigError(f"bad value for 'backend': {requested!r} (no {requested} device on this machine)")
+        raise ConfigError(
+            f"bad value for 'backend': {requested!r} (no {requested} device on this machine)"
+        )
     return requested
 
 
@@ -40,7 +42,8 @@ class TorchBackend:
         self.optimizers = build_optimizers(self.model, config)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.flops_per_token = flops_per_token(
-            self.model.matmul_parameter_count(), config.n_layer, config.n_embd, mean_attended_context(config)
+            self.model.matmul_parameter_count(), config.n_layer, config.n_embd,
+            mean_attended_context(config),
         )
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -54,7 +57,9 @@ class TorchBackend:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.name, non_blocking=True)
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, lr_multiplier: float, inject_nan: bool) -> float:
+    def train_step(
+        self, inputs: np.ndarray, targets: np.ndarray, lr_multiplier: float, inject_nan: bool
+    ) -> float:
         """One optimiser step on a batch; returns the mean training loss in nats per token."""
         self.model.train()
         with self._autocast():
@@ -75,7 +80,9 @@ class TorchBackend:
         self.model.eval()
         with self._autocast():
             logits = self.model(self._tensor(inputs))
-        nats = F.cross_entropy(logits.view(-1, VOCAB_SIZE), self._tensor(targets).view(-1), reduction="none")
+        nats = F.cross_entropy(
+            logits.view(-1, VOCAB_SIZE), self._tensor(targets).view(-1), reduction="none"
+        )
         return nats.view(targets.shape).double().cpu().numpy()
 
     def peak_memory_mb(self) -> float:

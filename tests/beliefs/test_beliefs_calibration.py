@@ -42,11 +42,14 @@ def _posteriors(seed: int):
         marginal = stats.t(2 * post.a, loc=contrasts @ post.mean * scale,
                            scale=np.sqrt(post.noise_var * post.quad(contrasts)) * scale)
         truth.append(effects)
-        lo50.append(marginal.ppf(0.25)); hi50.append(marginal.ppf(0.75))
-        lo90.append(marginal.ppf(0.05)); hi90.append(marginal.ppf(0.95))
+        lo50.append(marginal.ppf(0.25))
+        hi50.append(marginal.ppf(0.75))
+        lo90.append(marginal.ppf(0.05))
+        hi90.append(marginal.ppf(0.95))
         p_negative.append(marginal.cdf(0.0))
         summaries = beliefs.effects()
-        np.testing.assert_allclose([e.lo for e in summaries], lo90[-1], rtol=1e-9)  # effects() agrees
+        # effects() agrees
+        np.testing.assert_allclose([e.lo for e in summaries], lo90[-1], rtol=1e-9)
     return [np.concatenate(x) for x in (truth, lo50, hi50, lo90, hi90, p_negative)]
 
 
@@ -76,7 +79,7 @@ def test_probability_of_improvement_is_calibrated():
     assert len(rows) >= 4  # the table is not vacuous
 
 
-def test_noise_sd_is_recovered_as_well_as_the_classical_pooled_estimate_and_errs_high_when_runs_are_few():
+def test_noise_sd_is_recovered_as_well_as_the_classical_pooled_sd_and_errs_high_when_runs_are_few():
     # residual df = runs - configs. The pooled-sd estimator's own sampling spread at 120 df is 6.5%,
     # so "within 15%" is checked as: as often as chi^2 sampling allows, and unbiased to 3%. At 30 df
     # the noise prior (one run's worth, centred on the sd of all runs: Beliefs.noise_prior) is still
@@ -99,9 +102,11 @@ def test_noise_sd_is_recovered_as_well_as_the_classical_pooled_estimate_and_errs
         if df >= 100:
             ideal = stats.chi2.cdf(1.15**2 * df, df) - stats.chi2.cdf(0.85**2 * df, df)
             within = np.mean(np.abs(ratios - 1) < 0.15)
-            assert within > ideal - 3 * np.sqrt(ideal * (1 - ideal) / len(ratios)), (df, within, ideal)
+            assert within > ideal - 3 * np.sqrt(ideal * (1 - ideal) / len(ratios)), (
+                df, within, ideal)
             assert abs(np.mean(ratios) - 1) < 0.03
         else:
-            too_low = stats.chi2.cdf(0.85**2 * df, df)  # the classical estimate's rate of ratio < 0.85
+            # the classical estimate's rate of ratio < 0.85
+            too_low = stats.chi2.cdf(0.85**2 * df, df)
             assert np.mean(ratios < 0.85) <= too_low
             assert 0 < np.mean(ratios) - 1 < 0.10

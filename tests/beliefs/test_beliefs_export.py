@@ -4,7 +4,14 @@ import arviz as az
 import numpy as np
 import pytest
 
-from beliefs import Beliefs, Hypothesis, Observation, plot_effects, save_inference_data, to_inference_data
+from beliefs import (
+    Beliefs,
+    Hypothesis,
+    Observation,
+    plot_effects,
+    save_inference_data,
+    to_inference_data,
+)
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +22,8 @@ def beliefs() -> Beliefs:
     truth = {"wider": -0.03, "rope": -0.01, "muon_lr_up": 0.02, "warmdown": 0.0}
     obs = [Observation(frozenset(), 1.0 + 0.01 * rng.normal()) for _ in range(4)]
     for name, effect in truth.items():
-        obs += [Observation(frozenset({name}), 1.0 + effect + 0.01 * rng.normal()) for _ in range(4)]
+        obs += [Observation(frozenset({name}), 1.0 + effect + 0.01 * rng.normal())
+                for _ in range(4)]
     b = Beliefs(hypotheses)
     b.update(obs)
     return b
@@ -23,11 +31,15 @@ def beliefs() -> Beliefs:
 
 def test_inference_data_has_the_documented_groups_and_coords(beliefs, tmp_path):
     history = [frozenset(), frozenset({"wider"}), frozenset({"wider", "rope"})]
-    idata = to_inference_data(beliefs, incumbent_history=history, rng=np.random.default_rng(1), n_draws=400)
+    idata = to_inference_data(beliefs, incumbent_history=history, rng=np.random.default_rng(1),
+                              n_draws=400)
     post = idata.posterior
-    assert {"baseline", "effect", "category_mean", "category_scale", "sigma", "incumbent_mean"} <= set(post.data_vars)
-    assert list(post["hypothesis"].values) == ["wider", "rope", "muon_lr_up", "warmdown"]  # grouped by category
-    assert list(post["category_of"].values) == ["architecture", "architecture", "optimizer", "schedule"]
+    assert {"baseline", "effect", "category_mean", "category_scale", "sigma",
+            "incumbent_mean"} <= set(post.data_vars)
+    # grouped by category
+    assert list(post["hypothesis"].values) == ["wider", "rope", "muon_lr_up", "warmdown"]
+    assert list(post["category_of"].values) == ["architecture", "architecture", "optimizer",
+                                                "schedule"]
     assert post["incumbent_mean"].shape == (1, 400, 3)
     assert idata.posterior_predictive["y"].shape == (1, 400, beliefs.n_observations)
     # draws agree with the closed-form summaries (MC error of 400 draws ~ 0.05 sd)
@@ -39,7 +51,8 @@ def test_inference_data_has_the_documented_groups_and_coords(beliefs, tmp_path):
     path = save_inference_data(idata, tmp_path / "beliefs.nc")
     loaded = az.from_netcdf(path)
     np.testing.assert_allclose(loaded.posterior["effect"].values, post["effect"].values)
-    np.testing.assert_allclose(loaded.observed_data["y"].values, [o.value for o in beliefs.observations])
+    np.testing.assert_allclose(loaded.observed_data["y"].values,
+                               [o.value for o in beliefs.observations])
 
 
 def test_forest_plot_labels_effects_by_category_and_name(beliefs, tmp_path):
@@ -50,7 +63,8 @@ def test_forest_plot_labels_effects_by_category_and_name(beliefs, tmp_path):
     assert path.stat().st_size > 5000
     assert plt.imread(path).shape[0] > 200
     axes = az.plot_forest(idata, var_names=["effect"], combined=True,
-                          labeller=az.labels.MapLabeller(coord_map={"hypothesis": {"wider": "architecture: wider"}}))
+                          labeller=az.labels.MapLabeller(
+                              coord_map={"hypothesis": {"wider": "architecture: wider"}}))
     labels = " ".join(t.get_text() for t in axes[0].get_yticklabels())
     plt.close("all")
     assert "architecture: wider" in labels and "muon_lr_up" in labels

@@ -12,11 +12,13 @@ def _hypotheses(n: int, n_categories: int = 3) -> list[Hypothesis]:
     return [Hypothesis(f"h{i}", f"cat{i % n_categories}") for i in range(n)]
 
 
-def _simulate(rng: np.random.Generator, n_hyp: int, reps: int, base: float, noise: float, effect: float):
+def _simulate(rng: np.random.Generator, n_hyp: int, reps: int, base: float, noise: float,
+              effect: float):
     effects = rng.normal(0, effect, n_hyp)
     obs = [Observation(frozenset(), base + rng.normal(0, noise)) for _ in range(reps)]
     for i in range(n_hyp):
-        obs += [Observation(frozenset({f"h{i}"}), base + effects[i] + rng.normal(0, noise)) for _ in range(reps)]
+        obs += [Observation(frozenset({f"h{i}"}), base + effects[i] + rng.normal(0, noise))
+                for _ in range(reps)]
     return effects, obs
 
 
@@ -30,7 +32,8 @@ def test_affine_change_of_metric_units_changes_nothing_but_units():
         assert e_large.mean == pytest.approx(0.01 * e_small.mean, rel=1e-6, abs=1e-12)
         assert e_large.sd == pytest.approx(0.01 * e_small.sd, rel=1e-6)
     assert large.noise_sd() == pytest.approx(0.01 * small.noise_sd(), rel=1e-6)
-    np.testing.assert_allclose(large.loo_log_loss(), small.loo_log_loss() + math.log(0.01), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(large.loo_log_loss(), small.loo_log_loss() + math.log(0.01),
+                               rtol=1e-6, atol=1e-8)
 
 
 def test_standardisation_centres_on_base_runs_and_scales_by_replicate_spread():
@@ -60,7 +63,8 @@ def test_noise_prior_guesses_the_sd_of_all_runs_not_the_replicate_sd():
     apart.update([Observation(frozenset(), v) for v in (0.0, 10.0, 0.0, 10.0)])
     assert apart.noise_prior()[1] / apart.noise_prior()[0] == pytest.approx(1.0)
     # A fixed standardisation fixes the prior too (noise_sd in its units), as the LOO test needs.
-    fixed = Beliefs(_hypotheses(2), prior=BeliefPrior(noise_df=3.0, noise_sd=2.0, standardisation=(0.0, 1.0)))
+    fixed = Beliefs(_hypotheses(2), prior=BeliefPrior(noise_df=3.0, noise_sd=2.0,
+                                                      standardisation=(0.0, 1.0)))
     fixed.update([Observation(frozenset(), v) for v in (0.0, 10.0)])
     assert fixed.noise_prior() == pytest.approx((1.5, 1.5 * 4.0))
 
@@ -109,9 +113,10 @@ def test_projection_predicts_the_known_sigma_update_exactly():
     post = after.standard_posterior()
     effect = after.effect_contrasts(["h1"])[0]  # beta_h1 = delta_h1 + m_cat1
     gain = proj.h + n * proj.r
-    assert float(effect @ post.solve(effect)) == pytest.approx(proj.v_jj - n * proj.cov_jc**2 / gain, rel=1e-9)
-    assert float(effect @ post.mean) == pytest.approx(proj.m_j + n * proj.cov_jc * (ybar_std - proj.mean_c) / gain,
-                                                      rel=1e-9)
+    assert float(effect @ post.solve(effect)) == pytest.approx(
+        proj.v_jj - n * proj.cov_jc**2 / gain, rel=1e-9)
+    assert float(effect @ post.mean) == pytest.approx(
+        proj.m_j + n * proj.cov_jc * (ybar_std - proj.mean_c) / gain, rel=1e-9)
 
 
 def test_loo_log_loss_matches_refitting_without_each_point():
@@ -120,7 +125,8 @@ def test_loo_log_loss_matches_refitting_without_each_point():
     beliefs = Beliefs(_hypotheses(4), prior=BeliefPrior(empirical_bayes=False))
     beliefs.update(obs)
     loo = beliefs.loo_log_loss()
-    # LOO holds the hyperparameters, the standardisation and the noise prior at their full-data values.
+    # LOO holds the hyperparameters, the standardisation and the noise prior at their full-data
+    # values.
     noise_shape, noise_rate = beliefs.noise_prior()
     held = BeliefPrior(empirical_bayes=False, standardisation=beliefs.standardisation(),
                        noise_sd=float(np.sqrt(noise_rate / noise_shape)))
@@ -147,7 +153,8 @@ def test_add_hypothesis_mid_study_starts_at_its_category_prior():
     _, scale = beliefs.standardisation()
     assert effects["late"].mean == pytest.approx(hyper["cat1"]["mean"] * scale, rel=1e-6)
     assert "brand_new" in beliefs.categories
-    beliefs.update([Observation(frozenset({"late"}), 0.3), Observation(frozenset({"late", "novel"}), 0.1)])
+    beliefs.update([Observation(frozenset({"late"}), 0.3),
+                    Observation(frozenset({"late", "novel"}), 0.1)])
     assert beliefs.n_observations == len(obs) + 2
     with pytest.raises(ValueError, match="already exists"):
         beliefs.add_hypothesis(Hypothesis("late", "cat0"))
@@ -166,7 +173,8 @@ def test_effect_prior_from_memory_is_used_in_metric_units():
 def test_interactions_learn_a_pair_effect_that_additive_model_misses():
     rng = np.random.default_rng(6)
     obs = []
-    truth = {frozenset(): 0.0, frozenset({"h0"}): -1.0, frozenset({"h1"}): -1.0, frozenset({"h0", "h1"}): 0.0}
+    truth = {frozenset(): 0.0, frozenset({"h0"}): -1.0, frozenset({"h1"}): -1.0,
+             frozenset({"h0", "h1"}): 0.0}
     for config, mean in truth.items():
         obs += [Observation(config, mean + rng.normal(0, 0.2)) for _ in range(8)]
     additive, pairwise = Beliefs(_hypotheses(2)), Beliefs(_hypotheses(2), interactions=True)
@@ -190,7 +198,8 @@ def test_info_gain_and_bad_inputs():
     assert gains[1] > gains[0] > 0  # the unobserved hypothesis is the more informative run
     # Several run counts at once (rows) give the same nats as one call per row.
     configs, grid = [frozenset({"h0"}), frozenset({"h1"})], np.array([[1, 2], [3, 1], [5, 4]])
-    assert np.allclose(beliefs.info_gain(configs, grid), [beliefs.info_gain(configs, row) for row in grid])
+    assert np.allclose(beliefs.info_gain(configs, grid),
+                       [beliefs.info_gain(configs, row) for row in grid])
     with pytest.raises(ValueError, match="n must be >= 0"):
         beliefs.info_gain([frozenset()], -1)
     with pytest.raises(ValueError, match="finite"):
@@ -221,7 +230,8 @@ def test_difference_variance_after_matches_the_posterior_after_those_runs():
 
     def r_of(b, candidate, incumbent):
         unit = float(b.from_standard(1.0) - b.from_standard(0.0))
-        return float(b.difference(candidate, incumbent).scale) ** 2 / (b.standard_posterior().noise_var * unit**2)
+        return (float(b.difference(candidate, incumbent).scale) ** 2
+                / (b.standard_posterior().noise_var * unit**2))
 
     # (h0,h2), (h1,h2) unseen in the candidate only; then (h0,h3) unseen in both, (h2,h3) in one
     for candidate, incumbent in ((frozenset({"h0", "h1", "h2"}), frozenset({"h0"})),
@@ -230,6 +240,7 @@ def test_difference_variance_after_matches_the_posterior_after_those_runs():
             r_of(beliefs, candidate, incumbent), rel=1e-9)
         for counts in ((2, 1), (1, 3), (3, 0)):
             after = beliefs.copy()
-            after.update([Observation(candidate, 0.3)] * counts[0] + [Observation(incumbent, 0.1)] * counts[1])
+            after.update([Observation(candidate, 0.3)] * counts[0]
+                         + [Observation(incumbent, 0.1)] * counts[1])
             assert beliefs.difference_variance_after(candidate, incumbent, counts) == pytest.approx(
                 r_of(after, candidate, incumbent), rel=1e-9)

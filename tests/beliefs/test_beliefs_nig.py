@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 from beliefs.nig import (
     batch_info_gain_known_sigma,
@@ -26,8 +25,8 @@ def _problem(rng: np.random.Generator, n: int = 40, d: int = 6):
 
 
 def _fit(rows, weights, z, prior_mean, prior_precision, a0=1.5, b0=0.7):
-    return nig_posterior((rows * weights[:, None]).T @ rows, rows.T @ (weights * z), float(weights @ z**2),
-                         len(z), prior_mean, prior_precision, a0, b0)
+    return nig_posterior((rows * weights[:, None]).T @ rows, rows.T @ (weights * z),
+                         float(weights @ z**2), len(z), prior_mean, prior_precision, a0, b0)
 
 
 def test_posterior_matches_dense_closed_form():
@@ -41,7 +40,8 @@ def test_posterior_matches_dense_closed_form():
     b = 0.7 + 0.5 * (resid @ (weights * resid) + (mean - mu0) @ (p0 * (mean - mu0)))
     np.testing.assert_allclose(post.mean, mean, rtol=1e-10)
     np.testing.assert_allclose(post.cov_diag(), np.diag(cov), rtol=1e-10)
-    np.testing.assert_allclose(post.quad(rows[:5]), np.einsum("ij,jk,ik->i", rows[:5], cov, rows[:5]), rtol=1e-10)
+    np.testing.assert_allclose(post.quad(rows[:5]),
+                               np.einsum("ij,jk,ik->i", rows[:5], cov, rows[:5]), rtol=1e-10)
     assert post.a == pytest.approx(1.5 + 20)
     assert post.b == pytest.approx(b, rel=1e-10)
 
@@ -50,31 +50,36 @@ def test_loo_hat_identity_matches_refit_without_the_point():
     rng = np.random.default_rng(2)
     rows, weights, z, mu0, p0 = _problem(rng, n=25)
     post = _fit(rows, weights, z, mu0, p0)
-    loc, scale, df = loo_predictive_params(z, rows @ post.mean, post.quad(rows), weights, post.a, post.b)
+    loc, scale, df = loo_predictive_params(z, rows @ post.mean, post.quad(rows), weights,
+                                           post.a, post.b)
     for i in (0, 7, 24):
         keep = np.arange(len(z)) != i
         refit = _fit(rows[keep], weights[keep], z[keep], mu0, p0)
         r_i = refit.quad(rows[i:i + 1])[0]
         assert loc[i] == pytest.approx(rows[i] @ refit.mean, rel=1e-9)
-        assert scale[i] == pytest.approx(np.sqrt(refit.b / refit.a * (1 / weights[i] + r_i)), rel=1e-9)
+        assert scale[i] == pytest.approx(np.sqrt(refit.b / refit.a * (1 / weights[i] + r_i)),
+                                         rel=1e-9)
         assert df[i] == pytest.approx(2 * refit.a)
 
 
 def test_loo_without_a_proper_predictive_has_a_nan_scale():
     """b_loo = b - w e^2 / (2(1 - k)) <= 0: the other runs cannot account for this residual."""
-    z, fitted, r, weight = np.array([3.0, 0.1]), np.array([0.0, 0.0]), np.array([0.5, 0.5]), np.ones(2)
+    z, fitted, r, weight = (np.array([3.0, 0.1]), np.array([0.0, 0.0]), np.array([0.5, 0.5]),
+                            np.ones(2))
     loc, scale, df = loo_predictive_params(z, fitted, r, weight, a=2.0, b=1.0)
     assert np.isnan(scale[0]) and np.isfinite(scale[1]) and np.all(np.isfinite(loc))
 
 
 def _mc_mutual_information(rng, prior_cov_rows, rows, h, sigma, draws):
-    """Monte Carlo of I(beta; Y) = E[log p(Y | beta) - log p(Y)] for Y = rows beta + eps (Gaussian)."""
+    """Monte Carlo of I(beta; Y) = E[log p(Y | beta) - log p(Y)] for Y = rows beta + eps
+    (Gaussian)."""
     k = len(rows)
     mu_cov = sigma**2 * prior_cov_rows                    # cov of rows @ beta
     mus = rng.multivariate_normal(np.zeros(k), mu_cov, size=draws)
     ys = mus + rng.normal(size=(draws, k)) * sigma * np.sqrt(h)
     log_lik = stats.norm.logpdf(ys, mus, sigma * np.sqrt(h)).sum(axis=1)
-    log_marg = stats.multivariate_normal(np.zeros(k), mu_cov + sigma**2 * np.diag(np.broadcast_to(h, k))).logpdf(ys)
+    log_marg = stats.multivariate_normal(
+        np.zeros(k), mu_cov + sigma**2 * np.diag(np.broadcast_to(h, k))).logpdf(ys)
     ratio = log_lik - log_marg
     return ratio.mean(), ratio.std() / np.sqrt(draws)
 
@@ -89,7 +94,8 @@ def test_info_gain_matches_monte_carlo_within_two_percent(n):
     h = 0.6
     closed = float(info_gain_known_sigma(r, n, h))
     # n runs of the same config: rows repeated; prior cov of (x beta) repeated is r * ones.
-    estimate, se = _mc_mutual_information(rng, np.full((n, n), r), np.repeat(x, n, axis=0), h, 0.8, 400_000)
+    estimate, se = _mc_mutual_information(rng, np.full((n, n), r), np.repeat(x, n, axis=0), h,
+                                          0.8, 400_000)
     assert se < 0.02 * closed / 3  # the 2% tolerance is at least 3 MC standard errors
     assert abs(estimate - closed) < 0.02 * closed
 
@@ -132,8 +138,8 @@ def test_contrast_variance_after_matches_a_refit_with_those_runs():
     factor = post.whiten(np.vstack([a, b, contrast]))
     for counts in ((2, 1), (3, 0), (0, 4), (5, 2)):
         added = np.vstack([rows] + [a] * counts[0] + [b] * counts[1])
-        refit = _fit(added, np.append(weights, np.ones(sum(counts))), np.append(z, rng.normal(size=sum(counts))),
-                     mu0, p0)
+        refit = _fit(added, np.append(weights, np.ones(sum(counts))),
+                     np.append(z, rng.normal(size=sum(counts))), mu0, p0)
         assert contrast_variance_after(factor.T @ factor, np.array(counts)) == pytest.approx(
             float(refit.quad(contrast[None, :])[0]), rel=1e-9)
 
@@ -142,13 +148,15 @@ def test_contrast_variance_after_one_parameter_closed_form():
     """One effect with variance v, n runs of it: v / (1 + n v)."""
     for v, n in ((0.5, 3), (2.0, 1), (0.1, 10)):
         gram = np.full((2, 2), v)
-        assert contrast_variance_after(gram, np.array([n])) == pytest.approx(v / (1 + n * v), rel=1e-12)
+        assert contrast_variance_after(gram, np.array([n])) == pytest.approx(v / (1 + n * v),
+                                                                             rel=1e-12)
     with pytest.raises(ValueError, match="counts must be >= 0"):
         contrast_variance_after(np.eye(2), np.array([-1]))
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), first=st.integers(0, 6), second=st.integers(0, 6), extra=st.integers(1, 4))
+@given(seed=st.integers(0, 10_000), first=st.integers(0, 6), second=st.integers(0, 6),
+       extra=st.integers(1, 4))
 def test_contrast_variance_after_never_grows_with_more_runs(seed, first, second, extra):
     rng = np.random.default_rng(seed)
     rows, weights, z, mu0, p0 = _problem(rng, n=8)

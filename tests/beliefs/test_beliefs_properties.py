@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation
 
 NAMES = ["a", "b", "c", "d"]
-HYPOTHESES = [Hypothesis("a", "x"), Hypothesis("b", "x"), Hypothesis("c", "y"), Hypothesis("d", "z")]
+HYPOTHESES = [Hypothesis("a", "x"), Hypothesis("b", "x"), Hypothesis("c", "y"),
+              Hypothesis("d", "z")]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 configs = st.frozensets(st.sampled_from(NAMES), max_size=3)
@@ -43,11 +44,13 @@ def test_update_order_and_batching_do_not_matter(obs, random, empirical_bayes, i
     one_by_one = Beliefs(HYPOTHESES, interactions=interactions, prior=prior)
     for o in shuffled:
         one_by_one.update([o])
-        one_by_one.effects()  # query mid-way: the lazily refitted hyperparameters must not leave a trace
+        # query mid-way: the lazily refitted hyperparameters must not leave a trace
+        one_by_one.effects()
     # Hyperparameters are a numerical optimum (gradient tolerance 1e-6): agreement to 1e-4 relative,
     # and to 1e-5 of the largest quantity for values near 0.
     expected = _summary(in_order)
-    np.testing.assert_allclose(_summary(one_by_one), expected, rtol=1e-4, atol=1e-5 * np.max(np.abs(expected)))
+    np.testing.assert_allclose(_summary(one_by_one), expected, rtol=1e-4,
+                               atol=1e-5 * np.max(np.abs(expected)))
 
 
 @SETTINGS
@@ -74,7 +77,8 @@ def test_no_nan_for_any_finite_input(obs, interactions):
     beliefs.update(obs)
     configs = [frozenset(), frozenset({"a"}), frozenset({"b", "d"})]
     outputs = [
-        beliefs.predict(configs).mean, beliefs.predict(configs).scale, beliefs.posterior_mean(configs).scale,
+        beliefs.predict(configs).mean, beliefs.predict(configs).scale,
+        beliefs.posterior_mean(configs).scale,
         beliefs.info_gain(configs, 3), [beliefs.noise_sd()], beliefs.loo_log_loss(),
         [e.mean for e in beliefs.effects()], [e.lo for e in beliefs.effects()],
         [c.mean for c in beliefs.category_effects()],

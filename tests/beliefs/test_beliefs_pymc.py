@@ -14,12 +14,14 @@ from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation, fit_pymc
 
 
 def _study(rng: np.random.Generator) -> Beliefs:
-    hypotheses = [Hypothesis(f"h{i:02d}", ["architecture", "optimizer", "schedule", "data"][i % 4]) for i in range(30)]
+    hypotheses = [Hypothesis(f"h{i:02d}", ["architecture", "optimizer", "schedule", "data"][i % 4])
+                  for i in range(30)]
     noise = 0.02
     effects = rng.normal(0, noise, 30)  # noise sd comparable to the effects
     obs = [Observation(frozenset(), 1.0 + noise * rng.normal()) for _ in range(5)]
     for h, effect in zip(hypotheses, effects):
-        obs += [Observation(frozenset({h.name}), 1.0 + effect + noise * rng.normal()) for _ in range(rng.integers(3, 7))]
+        obs += [Observation(frozenset({h.name}), 1.0 + effect + noise * rng.normal())
+                for _ in range(rng.integers(3, 7))]
     beliefs = Beliefs(hypotheses, prior=BeliefPrior(hyper_uncertainty=False))
     beliefs.update(obs)
     return beliefs

@@ -20,7 +20,9 @@ from beliefs.spike import (
 GAUSSIAN_DF = 1e13  # a Student-t with this many df is a Gaussian to ~1e-13 (relative, |z| < 100)
 
 
-def evidence(z: np.ndarray, design: np.ndarray, prior_var: np.ndarray, a0: float, b0: float) -> float:
+def evidence(
+    z: np.ndarray, design: np.ndarray, prior_var: np.ndarray, a0: float, b0: float
+) -> float:
     """log p(z) nats for z = X theta + eps, theta | s2 ~ N(0, s2 diag(prior_var)), s2 ~ IG(a0, b0):
     the multivariate Student-t marginal t_{2 a0}(0, (b0/a0)(I + X diag(prior_var) X^T))."""
     shape = b0 / a0 * (np.eye(len(z)) + design @ np.diag(prior_var) @ design.T)
@@ -31,16 +33,18 @@ def test_savage_dickey_equals_the_exact_evidence_ratio_of_the_conjugate_model():
     """H1: z = b0 + (delta + m_g) x + eps (the model's columns); H0: the effect is 0 and, as the
     ratio assumes, sigma^2 has the slab's prior given a zero effect, IG(a0 + 1/2, b0)."""
     rng = np.random.default_rng(4)
-    prior = BeliefPrior(effect_sd=0.6, category_mean_sd=0.5, baseline_sd=3.0, noise_df=4.0, noise_sd=1.0,
-                        empirical_bayes=False, standardisation=(0.0, 1.0))
+    prior = BeliefPrior(effect_sd=0.6, category_mean_sd=0.5, baseline_sd=3.0, noise_df=4.0,
+                        noise_sd=1.0, empirical_bayes=False, standardisation=(0.0, 1.0))
     beliefs = Beliefs([Hypothesis("h", "cat")], prior=prior)
     applied = np.array([0, 0, 0, 1, 1, 1, 0, 1], dtype=float)
     z = 0.3 + 0.4 * applied + rng.standard_normal(len(applied))
-    beliefs.update([Observation(frozenset({"h"} if x else set()), float(v)) for x, v in zip(applied, z)])
+    beliefs.update([Observation(frozenset({"h"} if x else set()), float(v))
+                    for x, v in zip(applied, z)])
     a0, b0 = prior.noise_shape, prior.noise_rate
     ones = np.ones(len(z))
     slab = evidence(z, np.column_stack([ones, applied, applied]),
-                    np.array([prior.baseline_sd**2, prior.effect_sd**2, prior.category_mean_sd**2]), a0, b0)
+                    np.array([prior.baseline_sd**2, prior.effect_sd**2,
+                              prior.category_mean_sd**2]), a0, b0)
     null = evidence(z, ones[:, None], np.array([prior.baseline_sd**2]), a0 + 0.5, b0)
     spike = beliefs.spike(frozenset({"h"}), frozenset())
     diff = beliefs.difference(frozenset({"h"}), frozenset())
@@ -70,8 +74,11 @@ def test_without_data_the_null_share_is_its_prior():
 
 
 @settings(max_examples=60, deadline=None)
-@given(log_bfs=st.lists(st.floats(-20, 20), max_size=12), extra=st.floats(-20, 20), prior=st.floats(0.05, 0.95))
-def test_evidence_for_the_spike_raises_the_null_share_and_evidence_against_lowers_it(log_bfs, extra, prior):
+@given(log_bfs=st.lists(st.floats(-20, 20), max_size=12), extra=st.floats(-20, 20),
+       prior=st.floats(0.05, 0.95))
+def test_evidence_for_the_spike_raises_the_null_share_and_evidence_against_lowers_it(
+    log_bfs, extra, prior
+):
     before = null_share_posterior(np.array(log_bfs), prior)
     after = null_share_posterior(np.array([*log_bfs, extra]), prior)
     assert np.all(after >= 0) and after.sum() == pytest.approx(1.0)
@@ -89,7 +96,8 @@ def test_with_a_known_null_share_the_null_probability_is_the_two_point_posterior
     share = NULL_SHARE_GRID[index]
     for log_bf in (-3.0, 0.0, 2.5):
         bf = np.exp(log_bf)
-        assert null_probability(log_bf, weights) == pytest.approx(share * bf / (share * bf + 1 - share))
+        assert null_probability(log_bf, weights) == pytest.approx(
+            share * bf / (share * bf + 1 - share))
     assert null_probability(np.inf, weights) == 1.0 and null_probability(-np.inf, weights) == 0.0
 
 
@@ -120,7 +128,8 @@ def test_beliefs_null_probability_follows_the_evidence():
     prior = BeliefPrior(effect_sd=0.75, empirical_bayes=False)
     clear, null, same = (Beliefs([Hypothesis("h", "cat")], prior=prior) for _ in range(3))
     clear.update([Observation(frozenset(), 0.1 * rng.standard_normal()) for _ in range(8)]
-                 + [Observation(frozenset({"h"}), -1.0 + 0.1 * rng.standard_normal()) for _ in range(8)])
+                 + [Observation(frozenset({"h"}), -1.0 + 0.1 * rng.standard_normal())
+                    for _ in range(8)])
     null.update([Observation(frozenset(), 0.1 * rng.standard_normal()) for _ in range(40)]
                 + [Observation(frozenset({"h"}), 0.1 * rng.standard_normal()) for _ in range(40)])
     h, base = frozenset({"h"}), frozenset()

@@ -50,7 +50,8 @@ noise_sd = 1.5
 def test_bench_runs_every_policy_on_every_world_with_equal_budgets(tmp_path):
     bench = tmp_path / "bench.toml"
     bench.write_text(textwrap.dedent(BENCH))
-    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out", str(tmp_path / "out")],
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench),
+                             "--out", str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "bench.json").read_text())
@@ -68,7 +69,8 @@ def test_bench_runs_every_policy_on_every_world_with_equal_budgets(tmp_path):
         assert 0 <= row.get("false_keep_rate", 0) <= 1 and 0 <= row.get("null_keep_rate", 0) <= 1
         assert all(s["false_keeps"] <= min(s["keeps"], s["null_decisions"]) for s in group)
         assert all(s["gain"] <= s["best_gain"] + 1e-9 for s in group)  # nobody beats the optimum
-        # The model's own expectation of false keeps: posterior policies claim one, the ratchet none.
+        # The model's own expectation of false keeps: posterior policies claim one, the ratchet
+        # none.
         assert ("claimed_false_keep_rate" in row) == (row["policy"] != "ratchet" and kept > 0)
         assert 0 <= row.get("claimed_false_keep_rate", 0) <= 1
     markdown = (tmp_path / "out" / "bench.md").read_text()
@@ -94,15 +96,18 @@ def test_bootstrap_interval_brackets_the_mean(values):
 
 def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
     bench = tmp_path / "bench.toml"
-    bench.write_text(textwrap.dedent(BENCH).replace('policies = ["efe", "ratchet"]', 'policies = ["efe"]'))
-    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out", str(tmp_path / "out"),
+    bench.write_text(textwrap.dedent(BENCH).replace('policies = ["efe", "ratchet"]',
+                                                    'policies = ["efe"]'))
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench),
+                             "--out", str(tmp_path / "out"),
                              "--seeds", "2", "--first-seed", "50", "--budget-trials", "12"],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     studies = json.loads((tmp_path / "out" / "bench.json").read_text())["studies"]
     assert sorted({s["seed"] for s in studies}) == [50, 51]
     assert all(s["runs_used"] <= 12 for s in studies)
-    assert "2 seeds per policy (from seed 50), 12 runs each" in (tmp_path / "out" / "bench.md").read_text()
+    assert ("2 seeds per policy (from seed 50), 12 runs each"
+            in (tmp_path / "out" / "bench.md").read_text())
 
 
 def test_a_policy_that_kept_nothing_gets_no_rates_but_a_dash():
@@ -118,7 +123,8 @@ def test_a_policy_that_kept_nothing_gets_no_rates_but_a_dash():
     assert {"false_keep_rate", "claimed_false_keep_rate"}.isdisjoint(efe)
     assert efe["null_keep_rate"] == 0.0  # verdicts on null changes were made: 0 of 6 kept
     assert ratchet["false_keep_rate"] == 0.5 and "claimed_false_keep_rate" not in ratchet
-    table = render_markdown(rows, {"name": "t", "seeds": 2, "budget_trials": 20, "default_policy": "efe"}, 1.0)
+    table = render_markdown(
+        rows, {"name": "t", "seeds": 2, "budget_trials": 20, "default_policy": "efe"}, 1.0)
     assert "| w | efe | +0 [+0, +0] | 0.00 [0.00, 0.00] | — | — | 0.000 [0.000, 0.000] |" in table
     assert "it kept nothing, so it made no false keep" in table
 
@@ -159,8 +165,9 @@ def test_an_interrupted_bench_writes_no_scores(tmp_path):
         change = {{ boost = 1 }}
         """))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.bench", str(bench), "--out", str(out)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.bench", str(bench), "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     db = out / "studies" / "command" / "efe" / "seed0" / "study.db"
     deadline = time.monotonic() + 120
     while not (db.exists() and db.stat().st_size > 0) and time.monotonic() < deadline:

@@ -83,7 +83,8 @@ def valid_doc(kind: str = "synthetic") -> dict:
     env = {
         "synthetic": {"kind": "synthetic"},
         "gpt": {"kind": "gpt"},
-        "command": {"kind": "command", "command": "python bench.py --seed {seed}", "metric": "loss"},
+        "command": {"kind": "command", "command": "python bench.py --seed {seed}",
+                    "metric": "loss"},
     }[kind]
     doc = {"env": dict(env)}
     if kind != "synthetic":
@@ -115,10 +116,13 @@ def test_full_config_round_trips_with_defaults_filled(tmp_path, monkeypatch):
         "backend": "cpu", "time_budget": 0.0, "steps": 50, "base": {"n_layer": 2, "n_embd": 64},
     }
     assert [h.name for h in cfg.hypotheses] == ["wider", "lr.high-2"]
-    assert cfg.hypotheses[0].change == {"n_embd": 96} and cfg.hypotheses[0].category == "architecture"
-    assert cfg.hypotheses[1].category == "general" and cfg.hypotheses[1].description == "higher matrix lr"
+    assert (cfg.hypotheses[0].change == {"n_embd": 96}
+            and cfg.hypotheses[0].category == "architecture")
+    assert (cfg.hypotheses[1].category == "general"
+            and cfg.hypotheses[1].description == "higher matrix lr")
     assert cfg.policy.kind == "learntropy" and cfg.policy.kappa == 3.0 and cfg.policy.gamma == 8.0
-    assert (cfg.decision.threshold, cfg.decision.min_replicates, cfg.decision.max_replicates) == (0.9, 2, 4)
+    assert (cfg.decision.threshold, cfg.decision.min_replicates,
+            cfg.decision.max_replicates) == (0.9, 2, 4)
     assert cfg.decision.epsilon == 0.0
     assert cfg.beliefs.pymc_draws == 500 and cfg.beliefs.fit_pymc is True
     assert cfg.memory.path == "" and cfg.memory.decay == 0.5
@@ -133,13 +137,16 @@ def test_full_config_round_trips_with_defaults_filled(tmp_path, monkeypatch):
 def test_env_holds_the_common_keys_and_only_those_of_its_kind():
     cfg = parse_config(valid_doc("synthetic"))
     assert set(cfg.env) == SYNTHETIC_KEYS
-    assert cfg.env["metric"] == "loss" and cfg.env["noise"] == "gaussian" and cfg.env["noise_df"] == 3.0
+    assert (cfg.env["metric"] == "loss" and cfg.env["noise"] == "gaussian"
+            and cfg.env["noise_df"] == 3.0)
     assert cfg.hypotheses == ()  # a synthetic world defines its own
     command = parse_config(valid_doc("command")).env
     assert command["base"] == {} and command["truth_command"] == "" and "backend" not in command
 
 
-def test_out_dir_argument_overrides_and_paths_resolve_against_the_current_directory(tmp_path, monkeypatch):
+def test_out_dir_argument_overrides_and_paths_resolve_against_the_current_directory(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     doc = {**valid_doc(), "study": {"name": "abc", "out_dir": "runs/here"}}
     assert parse_config(doc).study.out_dir == tmp_path.resolve() / "runs" / "here"
@@ -181,7 +188,8 @@ MISTAKES = {
     "unknown section": ({**valid_doc(), "polcy": {"kind": "efe"}},
                         ["[polcy]", "unknown section", "Did you mean 'policy'?"]),
     "unknown key": (with_change("decision.treshold", 0.9),
-                    ["[decision] treshold", "0.9", "Did you mean 'threshold'?", "Allowed keys: threshold, epsilon"]),
+                    ["[decision] treshold", "0.9", "Did you mean 'threshold'?",
+                     "Allowed keys: threshold, epsilon"]),
     "wrong type": (with_change("study.budget_trials", "40"),
                    ["[study] budget_trials", "'40'", "an integer >= 1"]),
     "bool for int": (with_change("study.seed", True),
@@ -200,30 +208,39 @@ MISTAKES = {
                  ["[policy] kind", "'efx'", "one of 'efe', 'learntropy', 'thompson'"]),
     "bad env kind": (with_change("env.kind", "gtp"),
                      ["[env] kind", "'gtp'", "one of 'gpt', 'synthetic', 'command'"]),
-    "min > max replicates": ({**valid_doc(), "decision": {"min_replicates": 5, "max_replicates": 3}},
+    "min > max replicates": ({**valid_doc(),
+                              "decision": {"min_replicates": 5, "max_replicates": 3}},
                              ["[decision] min_replicates", "5", "<= max_replicates (3)"]),
     "command env without command": ({"env": {"kind": "command", "metric": "loss"},
                                      "hypotheses": [{"name": "h", "change": {"x": 1}}]},
-                                    ["[env] command", "missing", "required for kind = 'command'", "a non-empty string"]),
+                                    ["[env] command", "missing", "required for kind = 'command'",
+                                     "a non-empty string"]),
     "command env without metric": ({"env": {"kind": "command", "command": "run {seed}"},
                                     "hypotheses": [{"name": "h", "change": {"x": 1}}]},
                                    ["[env] metric", "missing", "required for kind = 'command'"]),
-    "command placeholder not in base": (with_change("env.command", "bench --lr {lr} --seed {seed}", "command"),
-                                        ["[env] command", "'bench --lr {lr} --seed {seed}'", "{lr}", "keys of [env] base"]),
+    "command placeholder not in base": (with_change("env.command", "bench --lr {lr} --seed {seed}",
+                                                    "command"),
+                                        ["[env] command", "'bench --lr {lr} --seed {seed}'", "{lr}",
+                                         "keys of [env] base"]),
     "llm without model": (with_change("proposer.kind", "llm"),
                           ["[proposer] model", "''", "required when kind = 'llm'"]),
     "duplicate hypothesis name": (extra_hypothesis(name="h1"),
-                                  ["[[hypotheses]] #2 (h1) name", "'h1'", "a unique name (hypothesis #1 has it)"]),
+                                  ["[[hypotheses]] #2 (h1) name", "'h1'",
+                                   "a unique name (hypothesis #1 has it)"]),
     "bad hypothesis name": (with_change("hypotheses.0.name", "wide r", "gpt"),
-                            ["[[hypotheses]] #1 (wide r) name", "'wide r'", "a string matching [A-Za-z0-9_.-]+"]),
+                            ["[[hypotheses]] #1 (wide r) name", "'wide r'",
+                             "a string matching [A-Za-z0-9_.-]+"]),
     "empty change": (with_change("hypotheses.0.change", {}, "gpt"),
                      ["[[hypotheses]] #1 (h1) change", "{}", "a non-empty table"]),
     "unknown hypothesis key": (extra_hypothesis(descripton="x"),
-                               ["[[hypotheses]] #2 (h2) descripton", "Did you mean 'description'?"]),
+                               ["[[hypotheses]] #2 (h2) descripton",
+                                "Did you mean 'description'?"]),
     "env key of another kind": (with_change("env.noise_df", 3, "gpt"),
-                                ["[env] noise_df", "got 3", "only to kind 'synthetic'", "kind = 'gpt'"]),
+                                ["[env] noise_df", "got 3", "only to kind 'synthetic'",
+                                 "kind = 'gpt'"]),
     "no hypotheses for gpt": ({"env": {"kind": "gpt"}},
-                              ["[[hypotheses]]", "none given", "at least one", "only kind = 'synthetic' may omit"]),
+                              ["[[hypotheses]]", "none given", "at least one",
+                               "only kind = 'synthetic' may omit"]),
     "section not a table": ({**valid_doc(), "study": 3},
                             ["[study]", "got 3", "expected a table"]),
     "hypotheses not an array": ({**valid_doc(), "hypotheses": {"name": "h"}},
@@ -302,7 +319,8 @@ def test_describe_schema_lists_every_key_under_its_section():
     assert set(blocks) == set(SCHEMA)
     for section, fields in SCHEMA.items():
         for key, field in fields.items():
-            row = next(line for line in blocks[section].splitlines() if line.startswith(f"| `{key}` |"))
+            row = next(line for line in blocks[section].splitlines()
+                       if line.startswith(f"| `{key}` |"))
             assert field.allowed() in row
     assert "| `noise_df` | synthetic | number | `3.0` | a number > 2 |" in doc
 
@@ -312,7 +330,8 @@ def test_describe_schema_lists_every_key_under_its_section():
 ALL_KEYS = [(section, key) for section, fields in SCHEMA.items() for key in fields]
 CHOICES = sorted({c for fields in SCHEMA.values() for f in fields.values()
                   if isinstance(f.constraint, OneOf) for c in f.constraint.choices})
-toml_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)  # TOML cannot hold surrogates
+# TOML cannot hold surrogates
+toml_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 
 scalars = st.one_of(
     st.integers(-(2**63), 2**63 - 1),  # TOML's integer range
@@ -348,9 +367,11 @@ def toml_literal(value) -> str:
 def toml_document(doc: dict) -> str:
     lines = []
     for section, body in doc.items():
-        tables = [(f"[[{section}]]", t) for t in body] if isinstance(body, list) else [(f"[{section}]", body)]
+        tables = ([(f"[[{section}]]", t) for t in body] if isinstance(body, list)
+                  else [(f"[{section}]", body)])
         for heading, table in tables:
-            lines += [heading, *(f"{toml_literal(k)} = {toml_literal(v)}" for k, v in table.items())]
+            lines += [heading,
+                      *(f"{toml_literal(k)} = {toml_literal(v)}" for k, v in table.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -428,8 +449,9 @@ def validated_value(cfg, section: str, key: str):
 
 
 # Keys whose valid values can still be refused by a cross-field rule (each rule has its own test).
-CROSS_FIELD_KEYS = {("env", "kind"), ("env", "time_budget"), ("env", "command"), ("env", "truth_command"),
-                    ("decision", "min_replicates"), ("decision", "max_replicates"), ("proposer", "kind")}
+CROSS_FIELD_KEYS = {("env", "kind"), ("env", "time_budget"), ("env", "command"),
+                    ("env", "truth_command"), ("decision", "min_replicates"),
+                    ("decision", "max_replicates"), ("proposer", "kind")}
 
 
 @pytest.mark.parametrize("section, key", ALL_KEYS, ids=[f"{s}.{k}" for s, k in ALL_KEYS])
@@ -454,23 +476,27 @@ def test_garbage_toml_values_are_accepted_only_when_documented_valid(section, ke
         assert got == Path(written).resolve()
     else:
         is_number = field.type.noun == "number"  # ints become floats (huge ones round)
-        assert got == (float(written) if is_number else written) and (not is_number or type(got) is float)
+        assert (got == (float(written) if is_number else written)
+                and (not is_number or type(got) is float))
 
 
 python_garbage = st.recursive(
     st.one_of(scalars, st.none(), st.just(10**400), st.binary(max_size=3), st.just(object()),
               st.tuples(st.integers()), st.dates(), st.frozensets(st.integers(), max_size=2)),
     lambda inner: (st.lists(inner, max_size=3)
-                   | st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), inner, max_size=3)),
+                   | st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), inner,
+                                     max_size=3)),
     max_leaves=6,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([*ALL_KEYS, ("hypotheses", None), ("env", None), ("study", None), (None, None)]),
+@given(st.sampled_from([*ALL_KEYS, ("hypotheses", None), ("env", None), ("study", None),
+                        (None, None)]),
        python_garbage, st.sampled_from(ENV_KINDS))
 def test_python_garbage_raises_only_config_error(where, value, kind):
-    # The benchmark builds configs in code, so values TOML cannot express must be refused cleanly too.
+    # The benchmark builds configs in code, so values TOML cannot express must be refused cleanly
+    # too.
     section, key = where
     if section is None:
         doc = value  # the whole document
@@ -521,7 +547,8 @@ def test_the_config_reference_in_docs_is_generated_from_the_schema():
     from engine.config import render_reference
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
-    assert docs.read_text() == render_reference(), "regenerate: python -m engine.config > docs/CONFIG.md"
+    assert docs.read_text() == render_reference(), (
+        "regenerate: python -m engine.config > docs/CONFIG.md")
 
 
 def test_config_errors_survive_pickling_from_a_worker_process():

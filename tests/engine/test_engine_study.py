@@ -1,9 +1,9 @@
-"""End-to-end studies: the real loop, real SQLite, real beliefs, real envs (synthetic, command, gpt)."""
+"""End-to-end studies: the real loop, real SQLite, real beliefs, real envs (synthetic, command,
+gpt)."""
 from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
 from beliefs import Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
+from engine.config import load_config
 from engine.study import Study
 from policies.types import move_members
 
@@ -71,7 +71,8 @@ base_runs = 2
 
 [env]
 kind = "command"
-command = "{python} {script} seed={{seed}} boost={{boost}} noise={{noise}} crash={{crash}} sleep={{sleep}}"
+command = "{python} {script} seed={{seed}} boost={{boost}} noise={{noise}} \
+crash={{crash}} sleep={{sleep}}"
 metric = "loss"
 timeout_s = 20
 base = {{ boost = 0, noise = 0, crash = 0, sleep = {sleep} }}
@@ -124,7 +125,8 @@ def check_outputs_agree(out: Path) -> None:
         assert (out / "plots" / plot).stat().st_size > 5000, plot
     decisions = ledger_rows(out / "study.db", "decisions")
     incumbent = json.loads((out / "incumbent.json").read_text())
-    kept = [name for d in decisions if d["verdict"] == "keep" for name in sorted(move_members(d["hypothesis"]))]
+    kept = [name for d in decisions if d["verdict"] == "keep"
+            for name in sorted(move_members(d["hypothesis"]))]
     assert incumbent["kept"] == kept
     assert incumbent["interval"][0] <= incumbent["mean"] <= incumbent["interval"][1]
     with open(out / "results.tsv", newline="") as handle:
@@ -135,7 +137,8 @@ def check_outputs_agree(out: Path) -> None:
         "keep" if d["verdict"] == "keep" else "crash" if "crashed" in d["reason"] else "discard"
         for d in final]
     report = (out / "report.md").read_text()
-    effects = report[report.index("| hypothesis | category | mean | interval | P(no effect) |"):].split("\n\n")[0]
+    header = "| hypothesis | category | mean | interval | P(no effect) |"
+    effects = report[report.index(header):].split("\n\n")[0]
     for row in effects.splitlines()[2:]:
         assert 0.0 <= float(row.strip("| ").split(" | ")[-1]) <= 1.0, row
     last_verdict = {d["hypothesis"]: d["verdict"] for d in decisions}
@@ -143,9 +146,11 @@ def check_outputs_agree(out: Path) -> None:
         sum(v == "undecided" for v in last_verdict.values())
 
 
-@pytest.mark.filterwarnings("error:No artists with labels:UserWarning")  # the forest plot's legend is labelled
+# the forest plot's legend is labelled
+@pytest.mark.filterwarnings("error:No artists with labels:UserWarning")
 def test_synthetic_study_end_to_end_with_pymc(tmp_path):
-    cfg = load_config(write(tmp_path / "s.toml", SYNTHETIC.format(budget=30, fit_pymc="true", policy="efe")),
+    cfg = load_config(write(tmp_path / "s.toml",
+                            SYNTHETIC.format(budget=30, fit_pymc="true", policy="efe")),
                       out_dir=str(tmp_path / "out"))
     result = Study(cfg).run()
     assert result.status == "finished"
@@ -192,9 +197,11 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
         check_outputs_agree(tmp_path / f"out{seed}")
         studies[seed] = study
         replayed = Study(cfg)
-        assert (replayed.incumbent, replayed.kept, replayed.closed) == (study.incumbent, study.kept, study.closed)
-        assert replayed._view() == study._view()
-    pairs = [d for d in studies[10].ledger.decisions(studies[10].study_id) if " + " in d["hypothesis"]]
+        assert ((replayed.incumbent, replayed.kept, replayed.closed)
+                == (study.incumbent, study.kept, study.closed))
+        assert replayed.view() == study.view()
+    pairs = [d for d in studies[10].ledger.decisions(studies[10].study_id)
+             if " + " in d["hypothesis"]]
     kept_pairs = [d["hypothesis"] for d in pairs if d["verdict"] == "keep"]
     assert kept_pairs, "world 10 keeps a pair"
     env, members = studies[10].env, move_members(kept_pairs[0])
@@ -204,8 +211,9 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
     runs = ledger_rows(tmp_path / "out10" / "study.db", "runs")
     for d in pairs:  # a pair move's runs apply both hypotheses
         step_runs = [r for r in runs if r["step"] == d["step"] and r["role"] == "candidate"]
-        assert step_runs and all(move_members(d["hypothesis"]) <= set(json.loads(r["hypotheses_json"]))
-                                 for r in step_runs)
+        assert step_runs and all(
+            move_members(d["hypothesis"]) <= set(json.loads(r["hypotheses_json"]))
+            for r in step_runs)
     decisions = studies[0].ledger.decisions(studies[0].study_id)
     final = [d for d in decisions if d["verdict"] != "undecided"]
     retried = [name for name in {d["hypothesis"] for d in final}
@@ -213,13 +221,16 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
     assert retried, "world 0 tries a reverted change again on a new incumbent"
     # The keep rule counts a new trial's runs only: fewer than every run of that change.
     last = [d for d in final if d["hypothesis"] == retried[0]][-1]
-    applied = sum(1 for r in studies[0].history if r.role == "candidate" and retried[0] in r.config)
+    applied = sum(1 for r in studies[0].state.runs
+                  if r.role == "candidate" and retried[0] in r.config)
     assert last["n_runs"] < applied
 
 
-@pytest.mark.filterwarnings("error::RuntimeWarning")  # single runs: no overflowing leave-one-out losses
+# single runs: no overflowing leave-one-out losses
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_the_ratchet_runs_one_unpaired_run_per_step(tmp_path):
-    cfg = load_config(write(tmp_path / "s.toml", SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet")),
+    cfg = load_config(write(tmp_path / "s.toml",
+                            SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet")),
                       out_dir=str(tmp_path / "out"))
     Study(cfg).run(write_report=False)
     runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
@@ -232,19 +243,22 @@ def test_command_study_survives_a_crashing_hypothesis(tmp_path):
     result = Study(cfg).run()
     runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
     crashed = [r for r in runs if r["status"] == "crash"]
-    decisions = {d["hypothesis"]: d for d in ledger_rows(tmp_path / "out" / "study.db", "decisions")}
+    decisions = {d["hypothesis"]: d
+                 for d in ledger_rows(tmp_path / "out" / "study.db", "decisions")}
     if crashed:  # the policy chose to try it: the study recorded the crash and carried on
         assert decisions["crashes"]["verdict"] == "revert"
         assert all(json.loads(r["hypotheses_json"]) for r in crashed)
         # without interactions nothing can change a crash: one trial, never reopened
-        trials = [d for d in ledger_rows(tmp_path / "out" / "study.db", "decisions") if d["hypothesis"] == "crashes"]
+        trials = [d for d in ledger_rows(tmp_path / "out" / "study.db", "decisions")
+                  if d["hypothesis"] == "crashes"]
         assert len(trials) == 1 and len(crashed) == cfg.study.replicates_per_step
     assert "boost" in result.kept  # a 5-sd improvement is found and kept
     check_outputs_agree(tmp_path / "out")
 
 
 def run_study_process(config: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+    return subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out),
+                             "--quiet"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -270,8 +284,8 @@ def run_keys(db: Path) -> list[tuple]:
 def test_kill_9_mid_study_then_resume_loses_and_repeats_nothing(tmp_path):
     config = command_config(tmp_path, budget=18, sleep=0.3)
     reference = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out",
-                                str(tmp_path / "reference"), "--quiet"], cwd=REPO, capture_output=True,
-                               text=True, timeout=300)
+                                str(tmp_path / "reference"), "--quiet"], cwd=REPO,
+                               capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr
     expected = run_keys(tmp_path / "reference" / "study.db")
     assert 16 <= len(expected) <= 18  # the study stops early once every hypothesis is decided
@@ -282,7 +296,8 @@ def test_kill_9_mid_study_then_resume_loses_and_repeats_nothing(tmp_path):
         wait_for_runs(out / "study.db", kill_after, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    final = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+    final = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(out),
+                            "--quiet"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     got = run_keys(out / "study.db")
@@ -302,7 +317,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130
     assert "Resume with: python -m engine.study" in stderr
     assert ledger_rows(out / "study.db", "studies")[0]["status"] == "stopped"
-    resumed = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+    resumed = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(out),
+                              "--quiet"],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     keys = run_keys(out / "study.db")
@@ -314,7 +330,8 @@ def test_sigint_stops_the_study_even_when_inherited_ignored(tmp_path):
     still stop it cleanly."""
     config = command_config(tmp_path, budget=18, sleep=0.3)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out),
+                             "--quiet"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     wait_for_runs(out / "study.db", 3, proc)
@@ -325,8 +342,10 @@ def test_sigint_stops_the_study_even_when_inherited_ignored(tmp_path):
 
 
 def test_a_bad_config_exits_2_naming_the_key_before_any_run(tmp_path):
-    config = write(tmp_path / "bad.toml", SYNTHETIC.format(budget=0, fit_pymc="false", policy="efe"))
-    result = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out", str(tmp_path / "o")],
+    config = write(tmp_path / "bad.toml",
+                   SYNTHETIC.format(budget=0, fit_pymc="false", policy="efe"))
+    result = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out",
+                             str(tmp_path / "o")],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "budget_trials" in result.stderr and "0" in result.stderr
@@ -342,16 +361,19 @@ def test_resuming_with_a_changed_config_is_refused(tmp_path):
 
 
 LLM_REPLY = json.dumps([
-    {"name": "llm-wider", "category": "architecture", "change": {"boost": 1}, "description": "from the model"},
+    {"name": "llm-wider", "category": "architecture", "change": {"boost": 1},
+     "description": "from the model"},
     {"name": "bad name!", "category": "x", "change": {"boost": 1}},
 ])
 
 
-@pytest.mark.parametrize("reply, added", [(LLM_REPLY, ["llm-wider"]), ("I think you should try RoPE", [])])
+@pytest.mark.parametrize("reply, added",
+                         [(LLM_REPLY, ["llm-wider"]), ("I think you should try RoPE", [])])
 def test_llm_proposer_adds_valid_hypotheses_and_survives_garbage(tmp_path, reply, added):
     path = command_config(tmp_path, budget=10)
     text = path.read_text().replace('[policy]', f'[proposer]\nkind = "llm"\nmodel = "gpt-4o-mini"\n'
-                                               f'every = 1\nmock_response = {json.dumps(reply)}\n\n[policy]')
+                                               f'every = 1\nmock_response = {json.dumps(reply)}\n'
+                                               '\n[policy]')
     path.write_text(text)
     study = Study(load_config(path, out_dir=str(tmp_path / "out")))
     result = study.run(write_report=False)
@@ -367,7 +389,9 @@ def test_proposals_made_when_the_policy_stops_are_kept(tmp_path):
     the first proposal: the proposed hypothesis is still in the ledger and comes back on resume."""
     path = command_config(tmp_path, budget=10)
     text = path.read_text().replace('[policy]', f'[proposer]\nkind = "llm"\nmodel = "gpt-4o-mini"\n'
-                                               f'every = 1\nmock_response = {json.dumps(LLM_REPLY)}\n\n[policy]')
+                                               'every = 1\n'
+                                               f'mock_response = {json.dumps(LLM_REPLY)}\n'
+                                               '\n[policy]')
     path.write_text(text.replace('[policy]', '[policy]\ncost_weight = 1000000.0', 1))
     cfg = load_config(path, out_dir=str(tmp_path / "out"))
     result = Study(cfg).run(write_report=False)
@@ -391,7 +415,8 @@ kind = "gpt"
 backend = "cpu"
 steps = 3
 timeout_s = 120
-base = {{ n_layer = 1, n_embd = 32, n_head = 2, seq_len = 32, batch_size = 2, eval_seq_len = 32, eval_tokens = 1024, threads = 1 }}
+base = {{ n_layer = 1, n_embd = 32, n_head = 2, seq_len = 32, batch_size = 2, \
+eval_seq_len = 32, eval_tokens = 1024, threads = 1 }}
 
 [[hypotheses]]
 name = "wider"
@@ -410,11 +435,13 @@ fit_pymc = {fit_pymc}
 
 def test_tiny_gpt_study_end_to_end(tmp_path):
     """The real trainer in subprocesses: every run records its eval hash, seed and config."""
-    cfg = load_config(write(tmp_path / "g.toml", TINY_GPT.format(fit_pymc="false")), out_dir=str(tmp_path / "out"))
+    cfg = load_config(write(tmp_path / "g.toml", TINY_GPT.format(fit_pymc="false")),
+                      out_dir=str(tmp_path / "out"))
     result = Study(cfg).run()
     assert result.runs_used == 5
     runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
-    assert [r["status"] for r in runs] == ["ok"] * 5, [json.loads(r["extra_json"]).get("reason") for r in runs]
+    assert [r["status"] for r in runs] == ["ok"] * 5, [
+        json.loads(r["extra_json"]).get("reason") for r in runs]
     assert len({r["eval_hash"] for r in runs}) == 1 and runs[0]["eval_hash"]
     assert all(2.0 < r["metric"] < 9.0 for r in runs)  # bits per byte of an almost untrained model
     candidate = [json.loads(r["config_json"]) for r in runs if r["role"] == "candidate"]
@@ -448,13 +475,15 @@ def test_incumbent_runs_are_paired_only_where_they_narrow_the_comparison(tmp_pat
                          interactions=cfg.beliefs.interactions, prior=study._prior())
         before.update([Observation(frozenset(json.loads(r["hypotheses_json"])), r["metric"])
                        for r in runs if r["step"] < row["step"] and r["status"] == "ok"])
-        incumbent = frozenset(r for r in json.loads(step_runs[0]["hypotheses_json"]) if r != action["hypothesis"])
+        incumbent = frozenset(r for r in json.loads(step_runs[0]["hypotheses_json"])
+                              if r != action["hypothesis"])
         candidate = incumbent | {action["hypothesis"]}
         n = action["n_runs"]
         worth_it = (before.difference_variance_after(candidate, incumbent, (n, 1))
                     <= before.difference_variance_after(candidate, incumbent, (n + 1, 0)))
         left = cfg.study.budget_trials - sum(1 for r in runs if r["step"] < row["step"]) - n
-        assert action["incumbent_runs"] == (min(1, left) if not adaptive else min(int(worth_it), left))
+        assert action["incumbent_runs"] == (min(1, left) if not adaptive
+                                            else min(int(worth_it), left))
     if adaptive:
         assert len(runs) == cfg.study.budget_trials  # nothing is held back for pairing
         assert 0 in paired and 1 in paired  # both happen in this study

@@ -20,7 +20,8 @@ def python_command(code: str, *arguments: str) -> str:
 
 
 def test_placeholders_are_filled_from_config_and_seed(tmp_path):
-    env = CommandEnv(python_command("import sys; print('loss:', float(sys.argv[1]) + int(sys.argv[2]))",
+    env = CommandEnv(python_command("import sys; "
+                                    "print('loss:', float(sys.argv[1]) + int(sys.argv[2]))",
                                     "{lr}", "{seed}"),
                      "loss", base={"lr": 0.5}, base_dir=tmp_path)
     outcome = env.run({"lr": 0.25}, seed=3)
@@ -44,7 +45,8 @@ def test_nonzero_exit_is_a_crash_even_with_a_metric(tmp_path):
 
 
 def test_missing_metric_is_a_crash_with_a_reason(tmp_path):
-    outcome = CommandEnv(python_command("print('accuracy: 0.9')"), "loss", base_dir=tmp_path).run({}, seed=0)
+    outcome = CommandEnv(python_command("print('accuracy: 0.9')"), "loss",
+                         base_dir=tmp_path).run({}, seed=0)
     assert outcome.status == "crash"
     assert "no 'loss: <value>' line" in outcome.extra["reason"]
 
@@ -58,7 +60,8 @@ def test_garbage_metric_is_a_crash_naming_the_value(tmp_path):
 
 @pytest.mark.parametrize("printed", ["nan", "NaN", "inf", "-inf"])
 def test_non_finite_metric_is_nan(tmp_path, printed):
-    outcome = CommandEnv(python_command(f"print('loss: {printed}')"), "loss", base_dir=tmp_path).run({}, seed=0)
+    outcome = CommandEnv(python_command(f"print('loss: {printed}')"), "loss",
+                         base_dir=tmp_path).run({}, seed=0)
     assert outcome.status == "nan" and outcome.metric is None
 
 
@@ -72,7 +75,8 @@ def test_hanging_command_times_out_and_its_children_are_killed(tmp_path):
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(60)\n"
     )
-    env = CommandEnv(f"{PYTHON} {shlex.quote(str(script))}", "loss", timeout_s=1.5, base_dir=tmp_path)
+    env = CommandEnv(f"{PYTHON} {shlex.quote(str(script))}", "loss", timeout_s=1.5,
+                     base_dir=tmp_path)
     started = time.monotonic()
     outcome = env.run({}, seed=0)
     assert outcome.status == "timeout"
@@ -93,7 +97,8 @@ def is_running(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("hostile", ["x; rm -rf /", "--evil", "a b 'c' \"d\"", "$(touch pwned)", "`touch pwned`", "{seed}"])
+@pytest.mark.parametrize("hostile", ["x; rm -rf /", "--evil", "a b 'c' \"d\"", "$(touch pwned)",
+                                     "`touch pwned`", "{seed}"])
 def test_a_value_arrives_as_one_literal_argument(tmp_path, hostile):
     record = tmp_path / "argv.json"
     script = tmp_path / "record.py"
@@ -102,16 +107,20 @@ def test_a_value_arrives_as_one_literal_argument(tmp_path, hostile):
         f"open({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
         "print('loss: 1.0')\n"
     )
-    command = f"{PYTHON} {shlex.quote(str(script))} --value {{value}} --seed={{seed}} 'two words {{value}}'"
-    outcome = CommandEnv(command, "loss", base={"value": "safe"}, base_dir=tmp_path).run({"value": hostile}, seed=7)
+    command = (f"{PYTHON} {shlex.quote(str(script))} --value {{value}} "
+               f"--seed={{seed}} 'two words {{value}}'")
+    outcome = CommandEnv(command, "loss", base={"value": "safe"},
+                         base_dir=tmp_path).run({"value": hostile}, seed=7)
     assert outcome.status == "ok"
-    assert json.loads(record.read_text()) == ["--value", hostile, "--seed=7", f"two words {hostile}"]
+    assert json.loads(record.read_text()) == ["--value", hostile, "--seed=7",
+                                              f"two words {hostile}"]
     assert not (tmp_path / "pwned").exists()
 
 
 def test_placeholder_missing_from_base_is_an_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match=r"\['width'\]"):
-        CommandEnv(f"{PYTHON} run.py --lr {{lr}} --width {{width}}", "loss", base={"lr": 1}, base_dir=tmp_path)
+        CommandEnv(f"{PYTHON} run.py --lr {{lr}} --width {{width}}", "loss", base={"lr": 1},
+                   base_dir=tmp_path)
 
 
 def test_placeholder_missing_from_a_run_config_is_an_error_naming_it(tmp_path):
@@ -137,7 +146,8 @@ def test_other_construction_mistakes_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="cwd"):
         CommandEnv(f"{PYTHON} -V", "loss", cwd="no/such/folder", base_dir=tmp_path)
     with pytest.raises(ValueError, match="seed"):
-        CommandEnv(f"{PYTHON} -V", "loss", truth_command=f"{PYTHON} t.py {{seed}}", base_dir=tmp_path)
+        CommandEnv(f"{PYTHON} -V", "loss", truth_command=f"{PYTHON} t.py {{seed}}",
+                   base_dir=tmp_path)
     with pytest.raises(ValueError, match="seed"):
         CommandEnv(f"{PYTHON} -V", "loss", base={"seed": 1}, base_dir=tmp_path)
     with pytest.raises(ValueError, match="metric"):
@@ -145,15 +155,17 @@ def test_other_construction_mistakes_are_rejected(tmp_path):
 
 
 def test_truth_command_gives_the_noise_free_value(tmp_path):
-    env = CommandEnv(python_command("print('loss: 0')"), "loss", base={"lr": 2.0}, base_dir=tmp_path,
-                     truth_command=python_command("import sys; print('loss:', 3 * float(sys.argv[1]))", "{lr}"))
+    env = CommandEnv(python_command("print('loss: 0')"), "loss", base={"lr": 2.0},
+                     base_dir=tmp_path, truth_command=python_command(
+                         "import sys; print('loss:', 3 * float(sys.argv[1]))", "{lr}"))
     assert env.truth({"lr": 2.0}) == pytest.approx(6.0)
     assert CommandEnv(python_command("print(1)"), "loss", base_dir=tmp_path).truth({}) is None
 
 
 def test_make_env_resolves_cwd_against_base_dir_and_fingerprints_the_task(tmp_path):
     (tmp_path / "work").mkdir()
-    section = {"kind": "command", "command": python_command("import os; print('loss:', len(os.listdir()))"),
+    section = {"kind": "command",
+               "command": python_command("import os; print('loss:', len(os.listdir()))"),
                "metric": "loss", "cwd": "work", "base": {}, "timeout_s": 30.0, "direction": "lower",
                "truth_command": ""}
     env = make_env(section, base_dir=tmp_path)
@@ -161,4 +173,5 @@ def test_make_env_resolves_cwd_against_base_dir_and_fingerprints_the_task(tmp_pa
     (tmp_path / "work" / "a.txt").write_text("")
     assert env.run({}, seed=0).metric == 1.0
     assert env.fingerprint() == make_env(section, base_dir=tmp_path).fingerprint()
-    assert env.fingerprint() != make_env({**section, "base": {"lr": 1}}, base_dir=tmp_path).fingerprint()
+    assert env.fingerprint() != make_env({**section, "base": {"lr": 1}},
+                                         base_dir=tmp_path).fingerprint()

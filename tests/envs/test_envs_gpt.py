@@ -1,4 +1,5 @@
-"""The gpt env: the summary parser, every failure path with a fake trainer, and one real tiny run."""
+"""The gpt env: the summary parser, every failure path with a fake trainer, and one real tiny
+run."""
 from __future__ import annotations
 
 import pickle
@@ -65,7 +66,8 @@ def fake_trainer(tmp_path) -> list[str]:
 
 
 def fake_env(trainer: list[str], tmp_path: Path, **kwargs) -> GptEnv:
-    return GptEnv(**{"steps": 7, "timeout_s": 20.0, "base_dir": tmp_path, "trainer_command": trainer, **kwargs})
+    return GptEnv(**{"steps": 7, "timeout_s": 20.0, "base_dir": tmp_path,
+                     "trainer_command": trainer, **kwargs})
 
 
 def test_parse_summary_reads_the_contract_block_with_types():
@@ -128,7 +130,8 @@ def test_a_changed_eval_hash_is_refused(fake_trainer, tmp_path):
     assert refused.status == "refused" and refused.metric is None
     assert "bbbb" in refused.extra["reason"] and "aaaa" in refused.extra["reason"]
     assert env.pinned_eval_hash == "aaaa"
-    resumed = fake_env(fake_trainer, tmp_path, pinned_eval_hash="cccc")  # the study's pin, on resume
+    # the study's pin, on resume
+    resumed = fake_env(fake_trainer, tmp_path, pinned_eval_hash="cccc")
     assert resumed.run({"eval_hash": "aaaa"}, seed=0).status == "refused"
     assert resumed.run({"eval_hash": "cccc"}, seed=0).status == "ok"
 
@@ -163,12 +166,14 @@ def test_impossible_settings_are_rejected(kwargs, fragment):
 # The smallest model train/config.py accepts that still runs every code path, on one thread.
 TINY_TRAINER_CONFIG = {"n_layer": 1, "n_embd": 32, "n_head": 2, "seq_len": 32, "batch_size": 2,
                        "eval_seq_len": 32, "eval_tokens": 1024, "threads": 1}
-needs_trainer = pytest.mark.skipif(not (TRAIN_PACKAGE / "__main__.py").exists(), reason="train/ has no __main__ yet")
+needs_trainer = pytest.mark.skipif(not (TRAIN_PACKAGE / "__main__.py").exists(),
+                                   reason="train/ has no __main__ yet")
 
 
 def tiny_gpt_env(tmp_path: Path) -> GptEnv:
-    return make_env({"kind": "gpt", "backend": "cpu", "steps": 3, "time_budget": 30.0, "timeout_s": 240.0,
-                     "metric": "val_bpb", "direction": "lower", "base": TINY_TRAINER_CONFIG}, base_dir=tmp_path)
+    return make_env({"kind": "gpt", "backend": "cpu", "steps": 3, "time_budget": 30.0,
+                     "timeout_s": 240.0, "metric": "val_bpb", "direction": "lower",
+                     "base": TINY_TRAINER_CONFIG}, base_dir=tmp_path)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Synthetic worlds: reproducible truth, the noise and crash rate asked for, interactions, optimum."""
+"""Synthetic worlds: reproducible truth, the noise and crash rate asked for, interactions,
+optimum."""
 from __future__ import annotations
 
 import itertools
@@ -77,7 +78,8 @@ def test_interactions_change_truth_only_when_both_are_applied():
     assert len(pairs) == 5 and all(1.0 <= abs(e) <= 3.0 for e in pairs.values())
     for a, b in itertools.combinations(env.names, 2):
         # truth(a,b) - truth(a) - truth(b) + truth(base): zero unless (a, b) interact.
-        joint = env.truth(config_of(a, b)) - env.truth(config_of(a)) - env.truth(config_of(b)) + env.truth({})
+        joint = (env.truth(config_of(a, b)) - env.truth(config_of(a)) - env.truth(config_of(b))
+                 + env.truth({}))
         assert joint == pytest.approx(pairs.get(frozenset((a, b)), 0.0), abs=1e-12)
 
 
@@ -106,7 +108,8 @@ def test_higher_is_better_worlds_flip_the_sign_of_every_effect():
 def test_best_reachable_is_the_exact_optimum_over_all_subsets():
     env = SyntheticEnv(world_seed=12, n_hypotheses=9, n_interactions=6, interaction_size=1.5)
     best = env.best_reachable()
-    brute = min(env.truth(config_of(*subset)) for k in range(10) for subset in itertools.combinations(env.names, k))
+    brute = min(env.truth(config_of(*subset))
+                for k in range(10) for subset in itertools.combinations(env.names, k))
     assert best.exact
     assert best.value == pytest.approx(brute)
     assert env.truth(config_of(*best.applied)) == pytest.approx(best.value)
@@ -123,7 +126,8 @@ def test_best_reachable_falls_back_to_a_local_optimum_when_too_many_are_coupled(
 
 
 def test_hypotheses_runs_and_bad_configs():
-    env = SyntheticEnv(world_seed=0, n_hypotheses=12, categories=["a", "b", "c"], seconds_per_run=42.0)
+    env = SyntheticEnv(world_seed=0, n_hypotheses=12, categories=["a", "b", "c"],
+                       seconds_per_run=42.0)
     hypotheses = env.hypotheses()
     assert [h["name"] for h in hypotheses] == env.names and len(env.names) == 12
     assert all(h["change"] == {h["name"]: True} for h in hypotheses)

@@ -16,7 +16,8 @@ def populate(ledger, rng):
     study = ledger.start_study("s", {}, "env", 0)
     metrics = {}
     for step, move in enumerate([None, "rope", "rope", "gelu", "huge", "a + b", "late"]):
-        ledger.plan_step(study, step, action={"kind": "run" if move else "base", "hypothesis": move})
+        ledger.plan_step(study, step,
+                         action={"kind": "run" if move else "base", "hypothesis": move})
 
     def runs(step, role, hypotheses, n, status="ok", vram=None, first_slot=0):
         config = {name: True for name in hypotheses}
@@ -32,7 +33,8 @@ def populate(ledger, rng):
 
     base = runs(0, "base", [], 2, vram=1536.0)
     runs(1, "candidate", ["rope"], 2)
-    runs(1, "incumbent", [], 2, vram=4096.0, first_slot=2)  # incumbent re-runs are not the candidate's row
+    # incumbent re-runs are not the candidate's row
+    runs(1, "incumbent", [], 2, vram=4096.0, first_slot=2)
     ledger.record_decision(study, 1, "rope", "undecided", n_runs=2, p_better=0.8)
     rope = runs(2, "candidate", ["rope"], 2, vram=2048.0)
     ledger.record_decision(study, 2, "rope", "keep", n_runs=4, p_better=0.97)
@@ -106,4 +108,5 @@ def test_parse_refuses_a_bad_file():
     with pytest.raises(ValueError, match="header"):
         parse_results_tsv("commit,val_bpb\n")
     with pytest.raises(ValueError, match="line 2"):
-        parse_results_tsv("commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc\t1.0\t0.0\tmaybe\tx\n")
+        parse_results_tsv("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                          "abc\t1.0\t0.0\tmaybe\tx\n")

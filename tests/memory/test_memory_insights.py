@@ -16,7 +16,8 @@ def insights(draw):
     t_created = draw(st.floats(min_value=0, max_value=100))
     return Insight(
         id=draw(st.integers(1, 10**6)), env_fingerprint="env",
-        kind=draw(st.sampled_from(["effect", "category_effect", "interaction", "dead_end", "noise"])),
+        kind=draw(st.sampled_from(["effect", "category_effect", "interaction", "dead_end",
+                                   "noise"])),
         subject=draw(words), statement=draw(words), mean=lo + width / 2, lo=lo, hi=lo + width,
         evidence=draw(st.integers(0, 10**6)), unit=draw(words), t_created=t_created,
         active=draw(st.booleans()), superseded_by=None, presentations=(t_created,),

@@ -46,7 +46,8 @@ def test_start_study_resumes_by_name_and_refuses_a_mismatch(ledger):
     ledger.finish_study(first, "finished", "all decided")
     assert ledger.start_study("s", {"lr": 0.1}, "env-1", 7) == first
     row = ledger.study(first)
-    assert (row["status"], row["stop_reason"], row["config"]) == ("finished", "all decided", {"lr": 0.1})
+    assert (row["status"], row["stop_reason"], row["config"]) == ("finished", "all decided",
+                                                                  {"lr": 0.1})
     with pytest.raises(ValueError, match="'running'"):
         ledger.finish_study(first, "running")
 

@@ -15,8 +15,8 @@ def make_v1_database(path):
     build_schema_v1(conn)
     conn.execute("INSERT INTO studies (name, config_json, env_fingerprint, seed, started, status) "
                  "VALUES ('old', '{}', 'env', 3, '2026-01-01T00:00:00+00:00', 'finished')")
-    conn.execute("INSERT INTO runs (study_id, step, slot, role, hypotheses_json, config_json, seed, "
-                 "metric, status) VALUES (1, 0, 0, 'base', '[]', '{}', 11, 1.5, 'ok')")
+    conn.execute("INSERT INTO runs (study_id, step, slot, role, hypotheses_json, config_json, "
+                 "seed, metric, status) VALUES (1, 0, 0, 'base', '[]', '{}', 11, 1.5, 'ok')")
     conn.execute("INSERT INTO decisions (study_id, step, hypothesis, verdict, n_runs, reason, "
                  "created) VALUES (1, 1, 'rope', 'keep', 4, 'p>0.95', '2026-01-01T00:00:00+00:00')")
     conn.execute("COMMIT")

@@ -8,8 +8,9 @@ import pytest
 from scipy import stats
 
 from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation
-from policies import Decision, KeepRule, RunRecord, StudyView, decide, make_policy
+from policies import KeepRule, RunRecord, StudyView, decide, make_policy
 from policies.keep import look_thresholds
+from policies.types import ClosedTrial, MoveMenu
 
 # Trainer benchmark magnitudes (DESIGN.md section 7): val_bpb ~ 2.5, seed-to-seed sd ~ 0.03.
 BASE_VALUE, NOISE_SD = 2.5, 0.03
@@ -28,7 +29,8 @@ def run_keep_rule(effect, rule, rng, prior=PRIOR):
     """One hypothesis evaluated as the engine does: base runs, then batches of candidate runs with
     paired incumbent runs, a decision after each batch until keep or revert."""
     beliefs = Beliefs([Hypothesis("change", "architecture")], prior=prior)
-    beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(BASE_RUNS)])
+    beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal())
+                    for _ in range(BASE_RUNS)])
     n_runs = 0
     while True:
         batch = [Observation(CANDIDATE, BASE_VALUE + effect + NOISE_SD * rng.standard_normal())
@@ -44,10 +46,13 @@ def run_keep_rule(effect, rule, rng, prior=PRIOR):
 
 
 def run_ratchet(effect, rng):
-    """Vanilla autoresearch on the same hypothesis: the base runs, one candidate run, the ratchet's verdict."""
-    history = [RunRecord(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal(), "ok", seed, 0, "base")
+    """Vanilla autoresearch on the same hypothesis: the base runs, one candidate run, the ratchet's
+    verdict."""
+    history = [RunRecord(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal(), "ok", seed, 0,
+                         "base")
                for seed in range(BASE_RUNS)]
-    history.append(RunRecord(CANDIDATE, BASE_VALUE + effect + NOISE_SD * rng.standard_normal(), "ok", 9, 1, "candidate"))
+    history.append(RunRecord(CANDIDATE, BASE_VALUE + effect + NOISE_SD * rng.standard_normal(),
+                             "ok", 9, 1, "candidate"))
     view = StudyView(incumbent=INCUMBENT, candidates=["change"], history=history,
                      runs_per_hypothesis={"change": 1})
     return make_policy("ratchet").decide(view, None, "change")
@@ -67,7 +72,7 @@ def keep_rate(effect, rule, trials, seed, prior=PRIOR):
     return rate
 
 
-# ---- the rule at futility 0.05: spike-and-slab posterior, its threshold at every look -------------
+# ---- the rule at futility 0.05: spike-and-slab posterior, its threshold at every look ---------
 # One trial alone, with no other use for the runs, the rule reverts only a 1-in-20 long shot. The
 # engine's default bar (0.3) trades single-trial power for runs; tested further below.
 PATIENT = KeepRule(futility=0.05)
@@ -85,8 +90,9 @@ def world_from_the_prior(rule, trials=2000, seed=11):
         false_keeps += kept and effect >= 0
         large += effect < -NOISE_SD
         large_kept += kept and effect < -NOISE_SD
-    print(f"\nworld from the prior ({trials} changes, seed {seed}, futility {rule.futility}): {keeps} keeps, "
-          f"{false_keeps} false, share {false_keeps / keeps:.3f}; improvements over 1 sd kept {large_kept} of {large}")
+    print(f"\nworld from the prior ({trials} changes, seed {seed}, futility {rule.futility}): "
+          f"{keeps} keeps, {false_keeps} false, share {false_keeps / keeps:.3f}; "
+          f"improvements over 1 sd kept {large_kept} of {large}")
     return keeps, false_keeps, large, large_kept
 
 
@@ -111,7 +117,8 @@ def test_the_default_futility_bar_trades_single_trial_power_for_runs():
     share of false keeps stays bounded."""
     assert KeepRule().futility == 0.3
     null_runs = [np.mean([run_keep_rule(0.0, rule, rng).n_runs for _ in range(300)])
-                 for rule, rng in ((KeepRule(), np.random.default_rng(5)), (PATIENT, np.random.default_rng(5)))]
+                 for rule, rng in ((KeepRule(), np.random.default_rng(5)),
+                                   (PATIENT, np.random.default_rng(5)))]
     assert null_runs[0] < 0.8 * null_runs[1]
     assert keep_rate(-NOISE_SD, KeepRule(), 400, 7) < keep_rate(-NOISE_SD, PATIENT, 400, 7) - 0.1
     keeps, false_keeps, _, _ = world_from_the_prior(KeepRule())
@@ -120,9 +127,13 @@ def test_the_default_futility_bar_trades_single_trial_power_for_runs():
 
 def test_the_spike_lowers_p_better_for_the_same_data():
     rng = np.random.default_rng(3)
-    runs = ([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(6)]
-            + [Observation(CANDIDATE, BASE_VALUE - 0.5 * NOISE_SD + NOISE_SD * rng.standard_normal()) for _ in range(4)])
-    with_spike, slab_only = (Beliefs([Hypothesis("change", "architecture")], prior=p) for p in (PRIOR, SLAB_PRIOR))
+    runs = ([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal())
+             for _ in range(6)]
+            + [Observation(CANDIDATE,
+                           BASE_VALUE - 0.5 * NOISE_SD + NOISE_SD * rng.standard_normal())
+               for _ in range(4)])
+    with_spike, slab_only = (Beliefs([Hypothesis("change", "architecture")], prior=p)
+                             for p in (PRIOR, SLAB_PRIOR))
     for beliefs in (with_spike, slab_only):
         beliefs.update(runs)
     p_spike = decide(with_spike, CANDIDATE, INCUMBENT, KeepRule(), 4).p_better
@@ -132,7 +143,7 @@ def test_the_spike_lowers_p_better_for_the_same_data():
     assert p_spike == pytest.approx((1 - null) * p_slab, rel=1e-9)
 
 
-# ---- the group-sequential alternative: slab only, O'Brien-Fleming spending -------------------------
+# ---- the group-sequential alternative: slab only, O'Brien-Fleming spending ---------------------
 # `threshold` is then the overall confidence. max_replicates = 10: at 8 the 1-sd keep rate is only
 # ~0.53 (0.50-0.54 over seeds 7-9, 1000 trials each), because 8 paired runs give too little
 # information under the 0.75-sd effect prior.
@@ -147,11 +158,12 @@ def sequential_rule(max_replicates=SEQUENTIAL_MAX_REPLICATES):
 @functools.lru_cache(maxsize=None)
 def null_keep_rates(trials, seed, max_replicates=SEQUENTIAL_MAX_REPLICATES):
     rng = np.random.default_rng(seed)
-    decisions = [run_keep_rule(0.0, sequential_rule(max_replicates), rng, SLAB_PRIOR) for _ in range(trials)]
+    decisions = [run_keep_rule(0.0, sequential_rule(max_replicates), rng, SLAB_PRIOR)
+                 for _ in range(trials)]
     rate = float(np.mean([d.verdict == "keep" for d in decisions]))
     ratchet_rate = float(np.mean([run_ratchet(0.0, rng).verdict == "keep" for _ in range(trials)]))
-    print(f"\nnull changes ({trials} trials, seed {seed}, max_replicates {max_replicates}): sequential rule "
-          f"keeps {rate:.3f}, ratchet keeps {ratchet_rate:.3f} "
+    print(f"\nnull changes ({trials} trials, seed {seed}, max_replicates {max_replicates}): "
+          f"sequential rule keeps {rate:.3f}, ratchet keeps {ratchet_rate:.3f} "
           f"(mean runs {np.mean([d.n_runs for d in decisions]):.2f})")
     return rate, ratchet_rate
 
@@ -186,27 +198,34 @@ def test_decision_fields_and_min_replicates():
     beliefs = Beliefs([Hypothesis("change", "architecture")], prior=SLAB_PRIOR)
     # Enough incumbent runs that one candidate run can already pass 0.95 (the noise prior, centred
     # on the sd of all runs, keeps P(better) lower when there are fewer).
-    beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(8)])
-    beliefs.update([Observation(CANDIDATE, BASE_VALUE - 0.3 + NOISE_SD * rng.standard_normal()) for _ in range(1)])
+    beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal())
+                    for _ in range(8)])
+    beliefs.update([Observation(CANDIDATE, BASE_VALUE - 0.3 + NOISE_SD * rng.standard_normal())
+                    for _ in range(1)])
     early = decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(min_replicates=2), 1)
-    assert early.verdict == "undecided" and early.p_better > 0.95  # never keep before min_replicates
+    # never keep before min_replicates
+    assert early.verdict == "undecided" and early.p_better > 0.95
     beliefs.update([Observation(CANDIDATE, BASE_VALUE - 0.3 + NOISE_SD * rng.standard_normal())])
-    # With looks up to 8 runs the first look (2 runs) needs P(better) >= 0.9999: undecided, not kept.
+    # With looks up to 8 runs the first look (2 runs) needs P(better) >= 0.9999: undecided, not
+    # kept.
     rule = KeepRule(max_replicates=8, spending="obrien_fleming")
     looks, thresholds = look_thresholds(rule)
     strict = decide(beliefs, CANDIDATE, INCUMBENT, rule, 2)
     assert strict.verdict == "undecided" and 0.95 < strict.p_better < thresholds[0]
     assert f"look 1 of {len(looks)}, overall 0.95" in strict.reason
     # A single look at 2 runs is the plain rule at the stated threshold; so is the default rule.
-    for kept in (decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(max_replicates=2, spending="obrien_fleming"), 2),
+    for kept in (decide(beliefs, CANDIDATE, INCUMBENT,
+                        KeepRule(max_replicates=2, spending="obrien_fleming"), 2),
                  decide(beliefs, CANDIDATE, INCUMBENT, KeepRule(), 2)):
         assert kept.verdict == "keep" and kept.n_runs == 2
         assert kept.reason.startswith(f"P(better)={kept.p_better:.3f} >= 0.950 (look 1 of ")
         lo, hi = kept.interval
         assert lo < -0.2 < hi < 0
     worse = Beliefs([Hypothesis("change", "architecture")], prior=PRIOR)
-    worse.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal()) for _ in range(4)])
-    worse.update([Observation(CANDIDATE, BASE_VALUE + 0.3 + NOISE_SD * rng.standard_normal()) for _ in range(2)])
+    worse.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal())
+                  for _ in range(4)])
+    worse.update([Observation(CANDIDATE, BASE_VALUE + 0.3 + NOISE_SD * rng.standard_normal())
+                  for _ in range(2)])
     reverted = decide(worse, CANDIDATE, INCUMBENT, KeepRule(), 2)
     assert reverted.verdict == "revert" and reverted.p_better < 0.05
 
@@ -228,7 +247,8 @@ class FixedDifference:
 
 
 def test_per_look_thresholds_are_strict_early_and_the_threshold_applies_per_look():
-    rule = KeepRule(threshold=0.95, max_replicates=8, min_replicates=2, batch=2, spending="obrien_fleming")
+    rule = KeepRule(threshold=0.95, max_replicates=8, min_replicates=2, batch=2,
+                    spending="obrien_fleming")
     looks, thresholds = look_thresholds(rule)
     assert looks == (2, 4, 6, 8)
     assert all(later < earlier for earlier, later in zip(thresholds, thresholds[1:]))
@@ -267,11 +287,14 @@ def test_the_futility_bar_decides_between_revert_and_more_runs():
     """The same posterior, between the bars: reverted as futile at a bar above its predictive
     chance of a keep, left undecided at a bar below it; the reason names the bar."""
     posterior, rule = FixedDifference(0.80), KeepRule(max_replicates=8)
-    success = float(decide(posterior, CANDIDATE, INCUMBENT, KeepRule(max_replicates=8, futility=1e-9), 4)
+    success = float(decide(posterior, CANDIDATE, INCUMBENT,
+                           KeepRule(max_replicates=8, futility=1e-9), 4)
                     .reason.rsplit(" ", 1)[-1])
     assert 0.01 < success < 0.99
-    high = decide(posterior, CANDIDATE, INCUMBENT, dataclasses.replace(rule, futility=min(0.99, success + 0.01)), 4)
-    low = decide(posterior, CANDIDATE, INCUMBENT, dataclasses.replace(rule, futility=max(0.01, success - 0.01)), 4)
+    high = decide(posterior, CANDIDATE, INCUMBENT,
+                  dataclasses.replace(rule, futility=min(0.99, success + 0.01)), 4)
+    low = decide(posterior, CANDIDATE, INCUMBENT,
+                 dataclasses.replace(rule, futility=max(0.01, success - 0.01)), 4)
     assert high.verdict == "revert" and "futile" in high.reason
     assert f"futility {min(0.99, success + 0.01):.3g}" in high.reason
     assert low.verdict == "undecided"
@@ -279,15 +302,18 @@ def test_the_futility_bar_decides_between_revert_and_more_runs():
 
 def test_ratchet_reproduces_autoresearch_on_a_scripted_sequence():
     """Autoresearch: baseline 1.000; keep iff a result is strictly below the best kept so far."""
-    script = [("a", 0.990), ("b", 0.995), ("c", 0.990), ("d", 0.980), ("e", None), ("b", 0.975), ("f", 0.981)]
-    expected = ["keep", "revert", "revert", "keep", "revert", "keep", "revert"]  # c ties 0.990: discarded
+    script = [("a", 0.990), ("b", 0.995), ("c", 0.990), ("d", 0.980), ("e", None), ("b", 0.975),
+              ("f", 0.981)]
+    # c ties 0.990: discarded
+    expected = ["keep", "revert", "revert", "keep", "revert", "keep", "revert"]
     history = [RunRecord(frozenset(), 1.000, "ok", 0, 0, "base")]
     incumbent: frozenset[str] = frozenset()
     runs: dict[str, int] = {}
     ratchet = make_policy("ratchet")
     verdicts = []
     for step, (name, value) in enumerate(script, start=1):
-        history.append(RunRecord(incumbent | {name}, value, "ok" if value is not None else "crash", step, step, "candidate"))
+        history.append(RunRecord(incumbent | {name}, value, "ok" if value is not None else "crash",
+                                 step, step, "candidate"))
         runs[name] = runs.get(name, 0) + 1
         view = StudyView(incumbent=incumbent, candidates=sorted({n for n, _ in script} - incumbent),
                          history=list(history), runs_per_hypothesis=dict(runs))
@@ -310,7 +336,8 @@ def test_ratchet_passes_through_every_hypothesis_before_repeating():
         history = [RunRecord(frozenset(), 1.0, "ok", 0, 0, "base")]
         chosen = []
         for _ in range(8):
-            view = StudyView(incumbent=frozenset(), candidates=names, history=history, runs_per_hypothesis=dict(runs))
+            view = StudyView(incumbent=frozenset(), candidates=names, history=history,
+                             runs_per_hypothesis=dict(runs))
             action = ratchet.select(view, None, rng)
             assert action.kind == "run" and action.n_runs == 1
             chosen.append(action.hypothesis)
@@ -318,4 +345,8 @@ def test_ratchet_passes_through_every_hypothesis_before_repeating():
         assert sorted(chosen[:4]) == names and sorted(chosen[4:]) == names
         orders.append(tuple(chosen[:4]))
     assert len(set(orders)) > 1  # the order is shuffled by the seed
-    assert not ratchet.pairs_incumbent and ratchet.retries_reverted
+    assert ratchet.incumbent_runs(3) == 0  # never re-runs the incumbent beside a candidate
+    # a discarded hypothesis is open again in the next pass, and no pair is offered
+    closed = {"a": ClosedTrial("revert", 1, frozenset(), True)}
+    menu = MoveMenu(tuple(names), frozenset(), closed, interactions=True)
+    assert ratchet.open_moves(menu, None) == (names, frozenset())

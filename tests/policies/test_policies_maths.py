@@ -50,7 +50,8 @@ def test_efe_sign_more_informative_is_lower_at_equal_means():
 
 
 def test_efe_sign_better_mean_is_lower_at_equal_information():
-    pragmatic = expected_log_preference(np.array([0.5, -0.5]), 2.0)  # the second predicts a lower metric
+    # the second predicts a lower metric
+    pragmatic = expected_log_preference(np.array([0.5, -0.5]), 2.0)
     efe = expected_free_energy(info_gain(np.array([0.2, 0.2]), 2), pragmatic, np.zeros(2), 0.0)
     assert efe[1] < efe[0]
     assert efe[0] - efe[1] == pytest.approx(2.0 * 1.0)  # lambda * (difference of means)
@@ -120,10 +121,12 @@ def test_student_t_entropy_against_scipy():
     from scipy import stats
 
     for scale, df in [(0.3, 2.0), (1.0, 5.0), (2.5, 60.0)]:
-        assert student_t_entropy(scale, df) == pytest.approx(stats.t(df, scale=scale).entropy(), rel=1e-10)
+        assert student_t_entropy(scale, df) == pytest.approx(stats.t(df, scale=scale).entropy(),
+                                                             rel=1e-10)
 
 
-@pytest.mark.parametrize("a, v_jj, n", [(1.0, 0.25, 1), (1.0, 0.25, 2), (2.0, 1.0, 3), (1.5, 1e-3, 1), (4.0, 4.0, 1)])
+@pytest.mark.parametrize("a, v_jj, n", [(1.0, 0.25, 1), (1.0, 0.25, 2), (2.0, 1.0, 3),
+                                        (1.5, 1e-3, 1), (4.0, 4.0, 1)])
 def test_learntropy_closed_form_matches_monte_carlo(a, v_jj, n):
     rng = np.random.default_rng(11)
     exact = learntropy_nig(a, v_jj, v_jj, v_jj + 0.01, 1.0, n, 2.0)
@@ -135,14 +138,16 @@ def test_learntropy_regimes_boring_noise_dominated_and_between():
     kappa = 2.0
     # Well known: the effect pinned down (v_jj tiny) and the noise known from ~400 runs.
     boring = learntropy_nig(200.0, 1e-4, 1e-4, 1e-4 + 1e-3, 1.0, 2, kappa)
-    # Noise-dominated: the run's noise (h = 400) swamps the effect's uncertainty; noise poorly known.
+    # Noise-dominated: the run's noise (h = 400) swamps the effect's uncertainty; noise poorly
+    # known.
     noisy = learntropy_nig(1.5, 0.25, 0.25, 0.26, 400.0, 2, kappa)
     between = learntropy_nig(1.5, 0.25, 0.25, 0.26, 1.0, 2, kappa)
     assert abs(boring) < 0.01
     assert noisy < 0  # decoding failure outweighs the little there is to learn
     assert between > 10 * abs(boring) and between > 0.1
     # Along the noise axis the value falls from the informative run to the noise-dominated one.
-    path = [learntropy_nig(1.5, 0.25, 0.25, 0.26, h, 2, kappa) for h in (0.1, 1.0, 10.0, 100.0, 400.0)]
+    path = [learntropy_nig(1.5, 0.25, 0.25, 0.26, h, 2, kappa)
+            for h in (0.1, 1.0, 10.0, 100.0, 400.0)]
     assert all(later < earlier for earlier, later in zip(path, path[1:]))
 
 
@@ -153,7 +158,8 @@ def test_learntropy_kappa_one_is_the_mean_reduction_and_kappa_penalises():
     mean = learntropy_nig(a, v, v, v, 1.0, n, 1.0)
     assert learntropy_nig(a, v, v, v, 1.0, n, 3.0) < mean
     v_after = effect_variance_after(v, v, v, 1.0, n)
-    direct = (student_t_entropy(math.sqrt(v / a), 2 * a) - student_t_entropy(math.sqrt(v_after / (a + 1)), 2 * a + 2)
+    direct = (student_t_entropy(math.sqrt(v / a), 2 * a)
+              - student_t_entropy(math.sqrt(v_after / (a + 1)), 2 * a + 2)
               + 0.5 * (special.digamma(a) - special.digamma(a + 1)))
     assert mean == pytest.approx(float(direct))
     with pytest.raises(ValueError, match="kappa"):
@@ -165,7 +171,8 @@ def test_expected_improvement_matches_monte_carlo():
     mean, scale, df, target = 0.2, 0.5, 6.0, -0.1
     draws = mean + scale * rng.standard_t(df, 400_000)
     mc = np.maximum(target - draws, 0.0)
-    assert float(expected_improvement(mean, scale, df, target)) == pytest.approx(mc.mean(), abs=4 * mc.std() / 632)
+    assert float(expected_improvement(mean, scale, df, target)) == pytest.approx(
+        mc.mean(), abs=4 * mc.std() / 632)
 
 
 def test_probability_better_and_success():
@@ -204,15 +211,18 @@ def test_success_with_a_spike_matches_monte_carlo(mean):
     added = 1 / scale_after**2 - 1 / scale**2
     new_mean = effect + rng.standard_normal(draws) / math.sqrt(added)
     mean_after = scale_after**2 * (mean / scale**2 + added * new_mean)
-    p_after = np.array([(1 - null_at(m, scale_after)) * stats.norm.cdf(-m / scale_after) for m in mean_after])
+    p_after = np.array([(1 - null_at(m, scale_after)) * stats.norm.cdf(-m / scale_after)
+                        for m in mean_after])
     simulated = float(np.mean(p_after >= threshold))
-    assert claimed == pytest.approx(simulated, abs=4 * math.sqrt(simulated * (1 - simulated) / draws) + 2e-3)
+    assert claimed == pytest.approx(
+        simulated, abs=4 * math.sqrt(simulated * (1 - simulated) / draws) + 2e-3)
 
 
 def test_compression_progress_from_losses():
-    assert compression_progress_from_losses(np.array([1.0, 2.0]), np.array([0.5, 2.5])) == pytest.approx(0.0)
-    assert compression_progress_from_losses(np.array([1.0]), np.array([0.25])) == pytest.approx(0.75)
-    assert np.isnan(compression_progress_from_losses(np.array([np.inf, 1.0]), np.array([np.inf, 0.5])))
+    progress = compression_progress_from_losses
+    assert progress(np.array([1.0, 2.0]), np.array([0.5, 2.5])) == pytest.approx(0.0)
+    assert progress(np.array([1.0]), np.array([0.25])) == pytest.approx(0.75)
+    assert np.isnan(progress(np.array([np.inf, 1.0]), np.array([np.inf, 0.5])))
     with pytest.raises(ValueError, match="same observations"):
         compression_progress_from_losses(np.zeros(2), np.zeros(3))
 
@@ -252,9 +262,11 @@ def test_sequential_boundaries_hold_the_overall_error_by_monte_carlo(spending):
     crossed = sums / np.sqrt(looks) >= bounds
     se = math.sqrt(alpha * (1 - alpha) / paths)
     assert crossed.any(axis=1).mean() == pytest.approx(alpha, abs=4 * se)
-    # Each look spends its share of alpha: P(first crossing at look k) = alpha*(t_k) - alpha*(t_{k-1}).
+    # Each look spends its share of alpha:
+    # P(first crossing at look k) = alpha*(t_k) - alpha*(t_{k-1}).
     first = np.argmax(crossed, axis=1)[crossed.any(axis=1)]
-    spent = np.diff([alpha_spent(alpha, t, spending) for t in np.concatenate([[0.0], looks / looks[-1]])])
+    spent = np.diff([alpha_spent(alpha, t, spending)
+                     for t in np.concatenate([[0.0], looks / looks[-1]])])
     assert np.bincount(first, minlength=len(looks)) / paths == pytest.approx(spent, abs=4 * se)
     # Looking less often (every second run) with the same boundaries never exceeds alpha.
     subset = crossed[:, ::2].any(axis=1).mean()

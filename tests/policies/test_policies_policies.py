@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 
 from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation
-from policies import POLICIES, Action, KeepRule, RunRecord, StudyView, compression_progress, learntropy, make_policy
-from policies import realised_learntropy
+from policies import (
+    POLICIES,
+    Action,
+    KeepRule,
+    RunRecord,
+    StudyView,
+    compression_progress,
+    learntropy,
+    make_policy,
+    realised_learntropy,
+)
 
 NAMES = ["wide", "deep", "lr_up", "warmup"]
 CATEGORIES = ["architecture", "architecture", "optimizer", "schedule"]
@@ -16,19 +25,22 @@ def small_study(rng, prior=None):
     beliefs = Beliefs([Hypothesis(n, c) for n, c in zip(NAMES, CATEGORIES)], prior=prior)
     history = []
     for seed in range(3):
-        history.append(RunRecord(frozenset(), 2.5 + 0.03 * rng.standard_normal(), "ok", seed, 0, "base"))
+        history.append(RunRecord(frozenset(), 2.5 + 0.03 * rng.standard_normal(), "ok", seed, 0,
+                                 "base"))
     for step, (name, effect) in enumerate([("wide", -0.05), ("deep", 0.02)], start=1):
         for seed in range(2):
-            history.append(RunRecord(frozenset({name}), 2.5 + effect + 0.03 * rng.standard_normal(), "ok", seed, step, "candidate"))
+            history.append(RunRecord(frozenset({name}), 2.5 + effect + 0.03 * rng.standard_normal(),
+                                     "ok", seed, step, "candidate"))
     beliefs.update([Observation(r.config, r.value) for r in history])
     view = StudyView(incumbent=frozenset(), candidates=list(NAMES), history=history,
-                     runs_per_hypothesis={"wide": 2, "deep": 2, "lr_up": 0, "warmup": 0}, runs_left=30,
-                     expected_seconds=dict.fromkeys(NAMES, 30.0), open_hypothesis="wide")
+                     runs_per_hypothesis={"wide": 2, "deep": 2, "lr_up": 0, "warmup": 0},
+                     runs_left=30, expected_seconds=dict.fromkeys(NAMES, 30.0),
+                     open_hypothesis="wide")
     return beliefs, view
 
 
-CONFIG_SECTION = dict(gamma=8.0, preference=1.0, cost_weight=0.0, epistemic=True, pragmatic=True, cost=True,
-                      kappa=2.0, ucb_beta=2.0)
+CONFIG_SECTION = dict(gamma=8.0, preference=1.0, cost_weight=0.0, epistemic=True, pragmatic=True,
+                      cost=True, kappa=2.0, ucb_beta=2.0)
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -62,17 +74,21 @@ def test_efe_terms_follow_the_sign_convention():
     assert np.allclose(terms["efe"], -terms["epistemic"] - terms["pragmatic"] + terms["cost"])
     assert np.allclose(policy.score(view, beliefs), -terms["efe"])
     # The untried hypotheses are more informative than the ones run twice.
-    assert terms["epistemic"][2] > terms["epistemic"][0] and terms["epistemic"][3] > terms["epistemic"][1]
+    assert (terms["epistemic"][2] > terms["epistemic"][0]
+            and terms["epistemic"][3] > terms["epistemic"][1])
     pragmatic_only = make_policy("efe", epistemic=False)
-    assert int(np.argmax(pragmatic_only.score(view, beliefs))) == 0  # "wide" has the best predicted mean
+    # "wide" has the best predicted mean
+    assert int(np.argmax(pragmatic_only.score(view, beliefs))) == 0
 
 
 def test_greedy_ucb_and_random_choices():
     beliefs, view = small_study(np.random.default_rng(0))
-    assert make_policy("greedy").select(view, beliefs, np.random.default_rng(0)).hypothesis == "wide"
+    greedy = make_policy("greedy").select(view, beliefs, np.random.default_rng(0))
+    assert greedy.hypothesis == "wide"
     ucb = make_policy("ucb", ucb_beta=50.0).select(view, beliefs, np.random.default_rng(0))
     assert ucb.hypothesis in {"lr_up", "warmup"}  # huge optimism favours the never-run ones
-    picks = {make_policy("random").select(view, beliefs, np.random.default_rng(s)).hypothesis for s in range(40)}
+    picks = {make_policy("random").select(view, beliefs, np.random.default_rng(s)).hypothesis
+             for s in range(40)}
     assert picks == set(NAMES)
 
 
@@ -83,7 +99,8 @@ def test_shared_stopping_and_incumbent_rerun():
     assert policy.select(spent, beliefs, np.random.default_rng(0)).kind == "stop"
     empty = StudyView(incumbent=frozenset(), candidates=[], history=view.history, runs_left=5)
     assert "no open candidates" in policy.select(empty, beliefs, np.random.default_rng(0)).reason
-    unseen = StudyView(incumbent=frozenset({"deep"}), candidates=["wide"], history=view.history[:3], runs_left=5)
+    unseen = StudyView(incumbent=frozenset({"deep"}), candidates=["wide"],
+                       history=view.history[:3], runs_left=5)
     assert policy.select(unseen, beliefs, np.random.default_rng(0)).kind == "rerun_incumbent"
     costly = make_policy("efe", cost_weight=1.0)  # 1 nat per second: nothing is worth 30 s runs
     stop = costly.select(view, beliefs, np.random.default_rng(0))
@@ -93,11 +110,15 @@ def test_shared_stopping_and_incumbent_rerun():
 
 
 def test_learntropy_matches_monte_carlo_over_real_updates():
-    """Draw the outcome from the predictive, update a copy of Beliefs, average the realised value."""
+    """Draw the outcome from the predictive, update a copy of Beliefs, average the realised
+    value."""
     rng = np.random.default_rng(0)
-    beliefs = Beliefs([Hypothesis("h", "c"), Hypothesis("g", "c")], prior=BeliefPrior(empirical_bayes=False, effect_sd=2.0))
-    beliefs.update([Observation(frozenset(), 2.5 + 0.03 * rng.standard_normal()) for _ in range(3)])
-    beliefs.update([Observation(frozenset({"g"}), 2.49 + 0.03 * rng.standard_normal()) for _ in range(2)])
+    beliefs = Beliefs([Hypothesis("h", "c"), Hypothesis("g", "c")],
+                      prior=BeliefPrior(empirical_bayes=False, effect_sd=2.0))
+    beliefs.update([Observation(frozenset(), 2.5 + 0.03 * rng.standard_normal())
+                    for _ in range(3)])
+    beliefs.update([Observation(frozenset({"g"}), 2.49 + 0.03 * rng.standard_normal())
+                    for _ in range(2)])
     config = frozenset({"h"})
     exact = learntropy(beliefs.projection(config, "h"), 1, 2.0)
     predictive = beliefs.predict([config])
@@ -116,8 +137,10 @@ def test_learntropy_matches_monte_carlo_over_real_updates():
 def test_learntropy_is_near_zero_for_a_well_known_candidate():
     rng = np.random.default_rng(1)
     beliefs = Beliefs([Hypothesis("h", "c")], prior=BeliefPrior(empirical_bayes=False))
-    beliefs.update([Observation(frozenset(), 2.5 + 0.03 * rng.standard_normal()) for _ in range(200)])
-    beliefs.update([Observation(frozenset({"h"}), 2.48 + 0.03 * rng.standard_normal()) for _ in range(200)])
+    beliefs.update([Observation(frozenset(), 2.5 + 0.03 * rng.standard_normal())
+                    for _ in range(200)])
+    beliefs.update([Observation(frozenset({"h"}), 2.48 + 0.03 * rng.standard_normal())
+                    for _ in range(200)])
     fresh = Beliefs([Hypothesis("h", "c")], prior=BeliefPrior(empirical_bayes=False))
     fresh.update([Observation(frozenset(), 2.5 + 0.03 * rng.standard_normal()) for _ in range(6)])
     known = learntropy(beliefs.projection(frozenset({"h"}), "h"), 2, 2.0)

@@ -39,10 +39,13 @@ def cache_env(data_dir, monkeypatch) -> Path:
 def run_cli(data_dir):
     """Run `python -m <module> args...` in a subprocess; returns the CompletedProcess."""
 
-    def run(args: list[str], module: str = "train", timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        args: list[str], module: str = "train", timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         env = {**os.environ, "TRAIN_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
         return subprocess.run(
-            [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
+            text=True, timeout=timeout,
         )
 
     return run

@@ -26,7 +26,8 @@ def test_summary_block_is_the_contract_and_same_seed_is_bit_identical(run_cli, t
     assert first.returncode == 0, first.stderr
     summary = summary_values(first.stdout)
     assert list(summary) == SUMMARY_KEYS
-    assert first.stdout.splitlines()[-13] == "---" and first.stdout.splitlines()[-12].startswith("val_bpb:          ")
+    lines = first.stdout.splitlines()
+    assert lines[-13] == "---" and lines[-12].startswith("val_bpb:          ")
     assert summary["num_steps"] == "12" and summary["depth"] == "1" and summary["seed"] == "5"
     assert summary["backend"] == "cpu" and len(summary["eval_hash"]) == 12
     assert float(summary["total_tokens_M"]) == pytest.approx(12 * 8 * 64 / 1e6, abs=5e-4)
@@ -42,7 +43,8 @@ def test_time_budget_bounds_the_timed_training_seconds(run_cli, tiny_flags):
     assert result.returncode == 0, result.stderr
     summary = summary_values(result.stdout)
     assert 1.5 <= float(summary["training_seconds"]) < 3.0
-    assert int(summary["num_steps"]) > 2 and float(summary["total_seconds"]) > float(summary["training_seconds"])
+    assert int(summary["num_steps"]) > 2
+    assert float(summary["total_seconds"]) > float(summary["training_seconds"])
 
 
 @pytest.mark.parametrize(
@@ -73,7 +75,9 @@ def test_an_absent_device_exits_2(run_cli, tiny_flags):
     assert result.returncode == 2 and "'cuda'" in result.stderr
 
 
-@pytest.mark.parametrize("flags", [["--debug-nan-step", "3"], ["--unembedding-lr", "1e6", "--logit-softcap", "0"]])
+@pytest.mark.parametrize(
+    "flags", [["--debug-nan-step", "3"], ["--unembedding-lr", "1e6", "--logit-softcap", "0"]]
+)
 def test_nan_or_exploding_loss_prints_fail_and_exits_1(run_cli, tiny_flags, flags):
     result = run_cli([*tiny_flags, "--steps", "20", *flags])
     assert result.returncode == 1
@@ -82,7 +86,9 @@ def test_nan_or_exploding_loss_prints_fail_and_exits_1(run_cli, tiny_flags, flag
 
 
 def test_parquet_input_and_prepare_command(run_cli, tiny_flags, tmp_path):
-    stories = [f"Once upon a time there was a fox number {i} who liked café au lait." for i in range(400)]
+    stories = [
+        f"Once upon a time there was a fox number {i} who liked café au lait." for i in range(400)
+    ]
     pq.write_table(pa.table({"story": stories}), tmp_path / "shard.parquet")
     data_flags = ["--data", str(tmp_path / "shard.parquet"), "--text-column", "story"]
     prepared = run_cli([*tiny_flags, *data_flags], module="train.prepare")

@@ -22,7 +22,8 @@ def test_flags_override_the_file_and_accept_dashes_or_underscores(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('n_layer = 3\nmatrix_lr = 1\nvalue_embeds = false\nwindow_pattern = "L"\n')
     config = parse_args(["--config", str(path), "--n-layer", "4", "--seq_len=128"])
-    assert (config.n_layer, config.seq_len, config.matrix_lr, config.value_embeds) == (4, 128, 1.0, False)
+    chosen = (config.n_layer, config.seq_len, config.matrix_lr, config.value_embeds)
+    assert chosen == (4, 128, 1.0, False)
     assert config.window_pattern == "L"
     json_path = tmp_path / "run.json"
     json_path.write_text(json.dumps({"n_embd": 64, "n_head": 2}))
@@ -81,7 +82,10 @@ knob_values = {
 @given(st.fixed_dictionaries({}, optional=knob_values))
 def test_flags_round_trip_through_their_text(values):
     """Any valid knob values, written as flags, parse back to exactly those values."""
-    argv = [item for key, value in values.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    argv = [
+        item for key, value in values.items()
+        for item in (f"--{key.replace('_', '-')}", str(value))
+    ]
     config = parse_args(argv)
     assert {key: getattr(config, key) for key in values} == values
 
@@ -97,7 +101,10 @@ def test_a_file_and_a_flag_agree_and_the_flag_wins(tmp_path_factory, values, lay
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from(sorted(k for k, t in FIELD_TYPES.items() if t in (int, float))), st.text(max_size=12))
+@given(
+    st.sampled_from(sorted(k for k, t in FIELD_TYPES.items() if t in (int, float))),
+    st.text(max_size=12),
+)
 def test_numeric_knobs_reject_text_that_is_not_a_number(key, text):
     try:
         float(text)

@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from train import data
-from train.data import BOS, DataError, decode, encode, pack_documents, prepare, sample_batch, split_paragraphs
+from train.data import (
+    BOS,
+    DataError,
+    decode,
+    encode,
+    pack_documents,
+    prepare,
+    sample_batch,
+    split_paragraphs,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -61,11 +70,14 @@ def test_batches_start_at_document_starts_and_follow_the_seed():
         sample_batch(tokens[:10], starts[:1], 2, 20, np.random.default_rng(0))
 
 
-def test_text_files_become_a_fixed_validation_prefix_and_a_cached_training_split(tmp_path, cache_env):
+def test_text_files_become_a_fixed_validation_prefix_and_a_cached_training_split(
+    tmp_path, cache_env
+):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text("\n\n".join(f"alpha {i} ünïcode" for i in range(50)))
-    (corpus / "b.txt.gz").write_bytes(gzip.compress("\n\n".join(f"beta {i}" for i in range(50)).encode()))
+    beta = "\n\n".join(f"beta {i}" for i in range(50))
+    (corpus / "b.txt.gz").write_bytes(gzip.compress(beta.encode()))
     prepared = prepare(str(corpus), "text", eval_tokens=100)
     assert decode(prepared.val_tokens).startswith("alpha 0 ünïcode")
     assert len(prepared.val_tokens) >= 101

@@ -31,25 +31,29 @@ def test_a_uniform_model_scores_log2_of_the_vocabulary():
     def uniform(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         return np.full(targets.shape, math.log(VOCAB_SIZE))
 
-    assert evaluate_val_bpb(uniform, val_tokens, 16, 256) == pytest.approx(math.log2(VOCAB_SIZE), rel=1e-12)
+    expected = pytest.approx(math.log2(VOCAB_SIZE), rel=1e-12)
+    assert evaluate_val_bpb(uniform, val_tokens, 16, 256) == expected
 
 
 def test_a_model_knowing_the_text_scores_its_true_bits_per_byte():
-    """A model putting probability p on every true next byte scores -log2(p) per byte, on any text."""
+    """A model putting probability p on every true next byte scores -log2(p) per byte, on any
+    text."""
     val_tokens, _ = pack_documents(["ü" * 300])
     probability = 0.3
 
     def confident(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         return np.full(targets.shape, -math.log(probability))
 
-    assert evaluate_val_bpb(confident, val_tokens, 32, 320) == pytest.approx(-math.log2(probability), rel=1e-12)
+    expected = pytest.approx(-math.log2(probability), rel=1e-12)
+    assert evaluate_val_bpb(confident, val_tokens, 32, 320) == expected
 
 
 def test_evaluation_rows_are_consecutive_windows_of_the_prefix():
     val_tokens = np.arange(100, dtype=np.uint16)
     inputs, targets = evaluation_rows(val_tokens, 8, 30)  # 30 // 8 = 3 rows
     assert inputs.shape == targets.shape == (3, 8)
-    assert inputs.ravel().tolist() == list(range(24)) and targets.ravel().tolist() == list(range(1, 25))
+    assert inputs.ravel().tolist() == list(range(24))
+    assert targets.ravel().tolist() == list(range(1, 25))
     with pytest.raises(ValueError, match="needs 25"):
         evaluation_rows(val_tokens[:20], 8, 30)
 

@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from train.architecture import layer_windows
 from train.config import TrainConfig
 from train.flops import flops_per_token, mean_attended_context
-from train.model import GPT, layer_windows
+from train.model import GPT
 from train.optim import build_optimizers, newton_schulz
 from train.schedule import lr_multiplier
 

@@ -1,0 +1,222 @@
+"""The loop that runs a study: it executes the core's commands and feeds back what happened.
+
+Everything that touches the world is here: the runner and env, the proposer, the ledger and the
+shared memory, the clock, signals, progress lines and the final outputs. The decisions are not:
+they are `engine.core.advance`'s. A step's plan is written before its runs start, each run is
+written the moment it finishes, and a step's appraisal, decision and episode are written in one
+transaction at its end; so a study killed at any instant loses no finished run and, resumed,
+runs nothing twice.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.config import StudyConfig
+from engine.core import (
+    Command,
+    Conclude,
+    Event,
+    Propose,
+    Proposed,
+    RecordPlan,
+    Run,
+    RunFinished,
+    StepFinished,
+    Stop,
+    advance,
+    start,
+)
+from engine.progress import Progress
+from engine.proposer import BuiltinProposer
+from engine.runner import Runner
+from engine.state import StudyRules, StudyState, run_record
+from engine.summary import StudySummary
+from envs import Env
+from memory import DuplicateRecordError, Ledger, render_summary
+
+
+class Study(Protocol):
+    """What the loop needs of a study handle (engine.study.Study is one): its parts, and the
+    state the loop replaces after every event."""
+
+    cfg: StudyConfig
+    rules: StudyRules
+    state: StudyState
+    ledger: Ledger
+    study_id: int
+    shared_memory: Ledger | None
+    shared_study_id: int | None
+    env: Env
+    runner: Runner
+    proposer: BuiltinProposer
+    progress: Progress
+    out_dir: Path
+    resume_hint: str
+
+    @property
+    def kept(self) -> list[str]: ...
+
+    @property
+    def runs_used(self) -> int: ...
+
+    def summary(self) -> StudySummary: ...
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    out_dir: Path
+    status: str  # finished | stopped
+    stop_reason: str
+    kept: list[str]
+    runs_used: int
+
+
+def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
+    """Run (or resume) the study until a budget is spent, the policy stops, or everything is
+    decided; `write_report=False` (the benchmark) skips plots and the PyMC fit."""
+    # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
+    # and Ctrl-C (or kill -INT) must still stop the study cleanly.
+    previous = {sig: signal.signal(sig, _raise_interrupt)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        study.state, queue = start(study.state, study.rules)
+        reason = ""
+        while queue:
+            command = queue.pop(0)
+            if isinstance(command, Stop):
+                reason = command.reason
+                break
+            for event in execute(study, command):
+                study.state, more = advance(study.state, study.rules, event)
+                queue = more + queue  # what an event leads to comes before what was queued
+    except KeyboardInterrupt:
+        study.ledger.finish_study(study.study_id, "stopped", "interrupted")
+        study.progress.say(f"Interrupted; every finished run is saved in "
+                           f"{study.out_dir / 'study.db'}.\nResume with: {study.resume_hint}",
+                           always=True)
+        return StudyResult(study.out_dir, "stopped", "interrupted", list(study.kept),
+                           study.runs_used)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    study.ledger.finish_study(study.study_id, "finished", reason)
+    if write_report:
+        write_study_outputs(study, reason)
+    return StudyResult(study.out_dir, "finished", reason, list(study.kept), study.runs_used)
+
+
+def execute(study: Study, command: Command) -> Iterator[Event]:
+    """Carry out one command; yield the events it gives rise to."""
+    if isinstance(command, Propose):
+        yield Proposed(command.step, propose(study, command.step))
+    elif isinstance(command, RecordPlan):
+        study.ledger.plan_step(study.study_id, command.step, action=command.plan.to_json())
+    elif isinstance(command, Run):
+        yield from run_step(study, command)
+    elif isinstance(command, Conclude):
+        record_conclusion(study, command)
+    else:
+        raise TypeError(f"not a study command: {command!r}")
+
+
+def propose(study: Study, step: int) -> tuple[Any, ...]:
+    """The proposer's new hypotheses; what it refused, or its failure, is reported."""
+    memory = study.shared_memory or study.ledger
+    insights = memory.insights(env_fingerprint=study.env.fingerprint())
+    context = render_summary(insights, max_chars=1500)
+    proposal = study.proposer.propose(step, set(study.state.hypotheses), context)
+    if proposal is None:
+        return ()
+    for problem in proposal.rejected:
+        study.progress.say(f"  proposer: rejected {problem}")
+    if proposal.error:
+        study.progress.say(f"  proposer: {proposal.error}", always=True)
+    return tuple(proposal.accepted)
+
+
+def run_step(study: Study, command: Run) -> Iterator[Event]:
+    """Make the step's runs, writing each to the ledger as it finishes."""
+    started = time.monotonic()
+    study.progress.status(f"step {command.step}: {command.plan.describe()} "
+                          f"({len(command.runs)} runs)")
+    env = study.env
+    for plan, outcome in study.runner.run(env, command.runs):
+        row = dict(role=plan.role, hypotheses=sorted(plan.applied), config=plan.config,
+                   seed=plan.seed, metric=outcome.metric, status=outcome.status,
+                   steps=outcome.steps, seconds=outcome.seconds, backend=env.backend,
+                   code_hash=env.code_hash, eval_hash=outcome.extra.get("eval_hash", env.eval_hash),
+                   extra=json.loads(json.dumps(outcome.extra, default=str)))
+        study.ledger.record_run(study.study_id, command.step, plan.slot, **row)
+        yield RunFinished(run_record({**row, "slot": plan.slot}, command.step, study.rules),
+                          outcome.seconds)
+        if outcome.status != "ok":
+            study.progress.say(f"  run {plan.role} seed {plan.seed}: {outcome.status} "
+                               f"{outcome.extra.get('reason', '')}".rstrip(), always=True)
+    yield StepFinished(command.step, time.monotonic() - started)
+
+
+def record_conclusion(study: Study, command: Conclude) -> None:
+    """Mirror the step into the shared memory, then write it to the study's ledger."""
+    episode = None
+    if command.episode is not None:
+        episode = {"env_fingerprint": study.env.fingerprint(), **command.episode}
+    if study.shared_memory is not None:
+        mirror_step(study, command.step, episode)
+    ledger, study_id, step = study.ledger, study.study_id, command.step
+    with ledger.transaction():
+        if command.records_plan:
+            ledger.plan_step(study_id, step, action=command.plan.to_json())
+        if command.decision is not None:
+            ledger.record_decision(study_id, step, command.decision.hypothesis,
+                                   **command.decision.to_json())
+            ledger.record_episode(study_id=study_id, **episode)
+        ledger.record_step(study_id, step, action=command.plan.to_json(),
+                           appraisal=command.appraisal, incumbent=command.incumbent.to_json())
+    if not command.records_plan:
+        study.progress.step(step, command.plan, command.runs, command.decision, command.incumbent,
+                            study.rules.sign)
+
+
+def mirror_step(study: Study, step: int, episode: dict | None) -> None:
+    """Copy a step's runs and episode into the shared memory, in one transaction.
+
+    It commits before the study's own step, so a study killed in between re-concludes the
+    step on resume and finds it already mirrored: the duplicate is skipped, not doubled."""
+    memory, study_id = study.shared_memory, study.shared_study_id
+    try:
+        with memory.transaction():
+            for row in (r for r in study.ledger.runs(study.study_id) if r["step"] == step):
+                fields = {k: v for k, v in row.items()
+                          if k not in ("id", "study_id", "step", "slot")}
+                memory.record_run(study_id, step, row["slot"], **fields)
+            if episode is not None:
+                memory.record_episode(study_id=study_id, **episode)
+    except DuplicateRecordError:
+        pass
+
+
+def write_study_outputs(study: Study, reason: str) -> None:
+    """results.tsv, the insights (into the study's ledger and the shared memory), then the
+    report's files; plotting imports are slow, so they happen only here."""
+    from engine.insights import derive_insights
+    from engine.report import write_outputs
+
+    study.ledger.export_results_tsv(study.study_id, study.out_dir / "results.tsv")
+    summary = study.summary()
+    insights = derive_insights(summary)
+    for memory in filter(None, (study.ledger, study.shared_memory)):
+        with memory.transaction():
+            for insight in insights:
+                memory.upsert_insight(**insight)
+    write_outputs(summary, study.state.beliefs, insights, reason, fit=study.cfg.beliefs,
+                  progress=study.progress)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt

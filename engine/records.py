@@ -1,0 +1,100 @@
+"""Typed records that cross the ledger: a step's plan and a step's decision.
+
+The ledger (memory/) stores JSON and plain columns; these frozen records are what the engine
+reads and writes, with `to_json`/`from_json` at that boundary. Metric values in a `StepDecision`
+are in the metric's own units (the engine's lower-is-better sign already undone).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.proposer import Hypothesis
+
+PlanKind = Literal["base", "run", "rerun_incumbent", "stop"]
+PLAN_KINDS: tuple[str, ...] = ("base", "run", "rerun_incumbent", "stop")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What a step does, written before its runs start.
+
+    kind: "base" (runs of the base config), "run" (n_runs of incumbent + move, and
+    incumbent_runs of the incumbent on the same seeds), "rerun_incumbent", or "stop" (no runs:
+    it only records the proposals made before the policy stopped). `terms` are the numbers
+    behind the policy's choice (nats); `proposed` the hypotheses the proposer added first."""
+
+    kind: PlanKind
+    hypothesis: str | None
+    n_runs: int
+    reason: str
+    terms: Mapping[str, float] = field(default_factory=dict)
+    proposed: tuple[Hypothesis, ...] = ()
+    incumbent_runs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in PLAN_KINDS:
+            raise ValueError(f"StepPlan.kind must be one of {PLAN_KINDS}, got {self.kind!r}")
+        if (self.kind == "run") != (self.hypothesis is not None):
+            raise ValueError(f"a {self.kind!r} plan {'needs' if self.kind == 'run' else 'has no'} "
+                             f"hypothesis, got {self.hypothesis!r}")
+        if self.incumbent_runs and self.kind != "run":
+            raise ValueError(f"only a 'run' plan pairs incumbent runs, got {self.kind!r}")
+
+    def describe(self) -> str:
+        """A few words for the progress line."""
+        if self.kind == "run":
+            return f"try {self.hypothesis}"
+        return {"base": "baseline", "rerun_incumbent": "re-run incumbent"}.get(self.kind, self.kind)
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "kind": self.kind, "hypothesis": self.hypothesis, "n_runs": self.n_runs,
+            "reason": self.reason, "terms": {k: float(v) for k, v in self.terms.items()},
+            "proposed": [h.to_dict() for h in self.proposed],
+        }
+        if self.kind == "run":
+            record["incumbent_runs"] = self.incumbent_runs
+        return record
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> StepPlan:
+        return cls(kind=record["kind"], hypothesis=record.get("hypothesis"),
+                   n_runs=int(record["n_runs"]), reason=record.get("reason", ""),
+                   terms=dict(record.get("terms", {})),
+                   proposed=tuple(Hypothesis(**item) for item in record.get("proposed", [])),
+                   incumbent_runs=int(record.get("incumbent_runs", 0)))
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """The verdict on a step's move, in the metric's units: P(better), the 90% interval of
+    mu(candidate) - mu(incumbent) (lo <= hi; None for the ratchet and for a trial whose every
+    run crashed), the runs of the trial and why."""
+
+    step: int
+    hypothesis: str
+    verdict: Literal["keep", "revert", "undecided"]
+    p_better: float | None
+    lo: float | None
+    hi: float | None
+    n_runs: int
+    reason: str
+
+    @property
+    def judged(self) -> bool:
+        """Whether the posterior judged the move (False when every run crashed)."""
+        return self.p_better is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ledger's decision columns, step and hypothesis excluded (they are the row's key)."""
+        return {"verdict": self.verdict, "p_better": self.p_better, "lo": self.lo, "hi": self.hi,
+                "n_runs": self.n_runs, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> StepDecision:
+        return cls(step=int(record["step"]), hypothesis=record["hypothesis"],
+                   verdict=record["verdict"],
+                   p_better=record["p_better"], lo=record["lo"], hi=record["hi"],
+                   n_runs=int(record["n_runs"]), reason=record["reason"])

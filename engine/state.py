@@ -1,0 +1,294 @@
+"""The study's state as a frozen record, rebuilt from the ledger, and the rules that read it.
+
+`StudyState` holds what the ledger says (plans, runs, verdicts) and the beliefs those runs imply.
+It is never changed in place: each `with_*` transition returns a new state, and `replay` folds
+the ledger's records through the same transitions that the live loop (engine.core) takes, so a
+resumed study is in exactly the state the live one was. The rule functions below (open moves,
+the view, budget, pairing, stopping, the runs of a step) are pure functions of a state and the
+study's fixed `StudyRules`.
+
+Metric values inside are lower-is-better: a higher-is-better metric is negated on the way in
+(`StudyRules.sign`) and on the way out.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from beliefs import BeliefPrior, Beliefs, Observation
+from beliefs import Hypothesis as BeliefHypothesis
+from engine.config import StudyConfig, StudySection
+from engine.proposer import Hypothesis
+from engine.records import StepDecision, StepPlan
+from engine.runner import PlannedRun
+from memory import Ledger
+from policies import KeepRule, Policy, RunRecord, StudyView
+from policies.types import ClosedTrial, MoveMenu, move_members
+
+SEED_STREAM = 7  # the run seeds of step s come from default_rng([study seed, s, SEED_STREAM])
+
+
+@dataclass(frozen=True)
+class StudyRules:
+    """The fixed parts of a study that its state is read with: the [study] settings, the
+    policy and keep rule, whether interactions are modelled, the metric's sign and base config."""
+
+    study: StudySection
+    policy: Policy
+    keep_rule: KeepRule
+    interactions: bool
+    kappa: float
+    sign: float  # +1 when lower is better, -1 when higher is (values inside are sign * metric)
+    base_config: Mapping[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: StudyConfig, policy: Policy) -> StudyRules:
+        return cls(study=cfg.study, policy=policy, keep_rule=policy.keep_rule,
+                   interactions=cfg.beliefs.interactions, kappa=cfg.policy.kappa,
+                   sign=1.0 if cfg.env["direction"] == "lower" else -1.0,
+                   base_config=dict(cfg.env.get("base", {})))
+
+    def value_of(self, metric: float | None, status: str) -> float | None:
+        """A run's value on the internal lower-is-better scale; None for a failed run."""
+        return None if metric is None or status != "ok" else self.sign * metric
+
+    def metric(self, value: float | None) -> float | None:
+        """Back from the internal scale to the metric's own units."""
+        return None if value is None else self.sign * float(value)
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """Everything a study knows, as of its ledger. Fields are never mutated: the beliefs object
+    and the mappings are replaced by the `with_*` transitions, not changed."""
+
+    hypotheses: Mapping[str, Hypothesis]  # declaration order, then proposals in the order made
+    beliefs: Beliefs  # the posterior after every concluded step's runs
+    plans: Mapping[int, StepPlan] = field(default_factory=dict)
+    runs: tuple[RunRecord, ...] = ()  # every recorded run, the unconcluded step's too
+    run_seconds: tuple[float, ...] = ()
+    concluded: frozenset[int] = frozenset()
+    incumbent: frozenset[str] = frozenset()
+    kept: tuple[str, ...] = ()  # hypotheses in the order they were kept
+    closed: Mapping[str, ClosedTrial] = field(default_factory=dict)
+    elapsed: float = 0.0  # seconds of the concluded steps, summed over sessions
+
+    @classmethod
+    def start(cls, hypotheses: Iterable[Hypothesis], prior: BeliefPrior,
+              interactions: bool) -> StudyState:
+        known = {h.name: h for h in hypotheses}
+        beliefs = Beliefs([BeliefHypothesis(h.name, h.category) for h in known.values()],
+                          interactions=interactions, prior=prior)
+        return cls(hypotheses=known, beliefs=beliefs)
+
+    @property
+    def next_step(self) -> int:
+        return max(self.plans, default=-1) + 1
+
+    @property
+    def pending(self) -> int | None:
+        """The planned step whose conclusion is not recorded yet (a resume finishes it first)."""
+        return next((s for s in sorted(self.plans) if s not in self.concluded), None)
+
+    @property
+    def runs_used(self) -> int:
+        return len(self.runs)
+
+    def runs_of(self, step: int) -> list[RunRecord]:
+        """The step's runs in plan order, however they finished."""
+        return sorted((r for r in self.runs if r.step == step), key=lambda r: r.slot)
+
+
+# ------------------------------------------------------------------------------- transitions
+def with_proposals(state: StudyState, proposed: Iterable[Hypothesis]) -> StudyState:
+    """The state with the new hypotheses among `proposed` known, each with a prior effect."""
+    new = [h for h in proposed if h.name not in state.hypotheses]
+    if not new:
+        return state
+    beliefs = state.beliefs.copy()
+    for h in new:
+        beliefs.add_hypothesis(BeliefHypothesis(h.name, h.category))
+    return dataclasses.replace(state, hypotheses={**state.hypotheses, **{h.name: h for h in new}},
+                               beliefs=beliefs)
+
+
+def with_plan(state: StudyState, step: int, plan: StepPlan) -> StudyState:
+    if step in state.plans:
+        raise ValueError(f"step {step} is planned already")
+    state = with_proposals(state, plan.proposed)
+    return dataclasses.replace(state, plans={**state.plans, step: plan})
+
+
+def with_run(state: StudyState, run: RunRecord, seconds: float | None) -> StudyState:
+    if run.step not in state.plans or run.step in state.concluded:
+        raise ValueError(f"a run of step {run.step}, which is not in flight")
+    if any(r.step == run.step and r.slot == run.slot for r in state.runs):
+        raise ValueError(f"step {run.step} slot {run.slot} is recorded already")
+    times = state.run_seconds if seconds is None else (*state.run_seconds, seconds)
+    return dataclasses.replace(state, runs=(*state.runs, run), run_seconds=times)
+
+
+def with_step_observed(state: StudyState, step: int) -> StudyState:
+    """The state whose beliefs have taken in the step's successful runs."""
+    observations = [Observation(r.config, r.value) for r in state.runs_of(step)
+                    if r.value is not None]
+    if not observations:
+        return state
+    beliefs = state.beliefs.copy()
+    beliefs.update(observations)
+    return dataclasses.replace(state, beliefs=beliefs)
+
+
+def with_decision(state: StudyState, decision: StepDecision) -> StudyState:
+    """A keep or revert closes the move's trial; a keep adds its hypotheses to the incumbent."""
+    if decision.verdict not in ("keep", "revert"):
+        return state
+    trial = ClosedTrial(decision.verdict, decision.step, state.incumbent, decision.judged)
+    closed = {**state.closed, decision.hypothesis: trial}
+    if decision.verdict == "revert":
+        return dataclasses.replace(state, closed=closed)
+    members = move_members(decision.hypothesis)
+    return dataclasses.replace(state, closed=closed, incumbent=state.incumbent | members,
+                               kept=(*state.kept, *sorted(members - state.incumbent)))
+
+
+def with_step_done(state: StudyState, step: int, seconds: float) -> StudyState:
+    return dataclasses.replace(state, concluded=state.concluded | {step},
+                               elapsed=state.elapsed + seconds)
+
+
+def replay(ledger: Ledger, study_id: int, start: StudyState, rules: StudyRules) -> StudyState:
+    """The state the ledger's records lead to from `start`: each step's plan, its runs, and
+    (for a concluded step) its observations, its decision and its seconds, in step order."""
+    runs_by_step: dict[int, list[dict]] = {}
+    for row in ledger.runs(study_id):
+        runs_by_step.setdefault(row["step"], []).append(row)
+    decisions = {row["step"]: StepDecision.from_json(row) for row in ledger.decisions(study_id)}
+    seconds = {row["step"]: row["appraisal"].get("seconds", 0.0) for row in ledger.steps(study_id)}
+    state = start
+    for step, record in sorted(ledger.plans(study_id).items()):
+        state = with_plan(state, step, StepPlan.from_json(record))
+        for row in runs_by_step.get(step, []):
+            state = with_run(state, run_record(row, step, rules), row["seconds"])
+        if step in seconds:
+            state = with_step_observed(state, step)
+            if step in decisions:
+                state = with_decision(state, decisions[step])
+            state = with_step_done(state, step, seconds[step])
+    return state
+
+
+def run_record(row: Mapping[str, Any], step: int, rules: StudyRules) -> RunRecord:
+    """A ledger run row as the policies see it."""
+    return RunRecord(config=frozenset(row["hypotheses"]),
+                     value=rules.value_of(row["metric"], row["status"]), status=row["status"],
+                     seed=row["seed"], step=step, role=row["role"], slot=row["slot"])
+
+
+# ------------------------------------------------------------------------------------ rules
+def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozenset[str]]:
+    """(the moves open to a trial, the reverted ones reopened among them): the policy's rule."""
+    menu = MoveMenu(tuple(state.hypotheses), state.incumbent, state.closed, rules.interactions)
+    return rules.policy.open_moves(menu, state.beliefs)
+
+
+def view(state: StudyState, rules: StudyRules) -> StudyView:
+    """What the policy sees. A reopened move is a new trial: its runs are counted from the
+    step of its revert on."""
+    candidates, reopened = open_moves(state, rules)
+    since = {move: state.closed[move].step for move in reopened}
+    tried = [p.hypothesis for p in state.plans.values() if p.hypothesis]
+    runs_per = dict.fromkeys([*candidates, *tried], 0)
+    for record in state.runs:
+        move = state.plans[record.step].hypothesis
+        if record.role == "candidate" and move in runs_per and record.step > since.get(move, -1):
+            runs_per[move] += 1
+    undecided = [p.hypothesis for step, p in sorted(state.plans.items())
+                 if p.hypothesis and (p.hypothesis not in state.closed
+                                      or step > state.closed[p.hypothesis].step)]
+    mean_seconds = float(np.mean(state.run_seconds)) if state.run_seconds else 0.0
+    return StudyView(incumbent=state.incumbent, candidates=candidates, history=list(state.runs),
+                     runs_per_hypothesis=runs_per,
+                     runs_left=rules.study.budget_trials - state.runs_used, seconds_left=None,
+                     expected_seconds={c: mean_seconds for c in candidates},
+                     open_hypothesis=undecided[-1] if undecided else None)
+
+
+def incumbent_runs_per_step(rules: StudyRules) -> int:
+    return rules.policy.incumbent_runs(rules.study.incumbent_runs_per_step)
+
+
+def reserved_incumbent_runs(rules: StudyRules) -> int:
+    """Runs kept back for pairing: every step's, unless pairing is adaptive (then a step near
+    the end of the budget may go unpaired)."""
+    return 0 if rules.study.adaptive_incumbent_runs else incumbent_runs_per_step(rules)
+
+
+def fit_to_budget(state: StudyState, rules: StudyRules, n_runs: int) -> int:
+    """The runs a step may make: at most replicates_per_step and the runs left (>= 1)."""
+    left = rules.study.budget_trials - state.runs_used - reserved_incumbent_runs(rules)
+    return max(1, min(n_runs, rules.study.replicates_per_step, left))
+
+
+def paired_runs(state: StudyState, rules: StudyRules, move: str, n_candidate: int) -> int:
+    """Incumbent runs to pair with n_candidate runs of the move: m = incumbent_runs_per_step
+    (at most n_candidate, as each shares a candidate run's seed), or with
+    adaptive_incumbent_runs only when m incumbent runs narrow the posterior of
+    mu(candidate) - mu(incumbent) at least as much as m extra candidate runs would. An
+    incumbent measured over several trials is known well; more runs of it buy little."""
+    m = min(incumbent_runs_per_step(rules), n_candidate)
+    if m == 0 or not rules.study.adaptive_incumbent_runs:
+        return m
+    candidate = state.incumbent | move_members(move)
+    paired = state.beliefs.difference_variance_after(candidate, state.incumbent, (n_candidate, m))
+    alone = state.beliefs.difference_variance_after(candidate, state.incumbent,
+                                                    (n_candidate + m, 0))
+    return m if paired <= alone else 0
+
+
+def stop_reason(state: StudyState, rules: StudyRules) -> str:
+    """Why the study must stop before planning another step; "" while it may go on."""
+    study = rules.study
+    if study.budget_trials - state.runs_used < 1 + reserved_incumbent_runs(rules):
+        return f"budget_trials spent ({state.runs_used} of {study.budget_trials} runs)"
+    if study.budget_seconds and state.elapsed >= study.budget_seconds:
+        return f"budget_seconds spent ({state.elapsed:.0f} s of {study.budget_seconds:g} s)"
+    if not open_moves(state, rules)[0]:
+        return "every hypothesis is decided"
+    return ""
+
+
+def config_for(state: StudyState, rules: StudyRules, applied: frozenset[str]) -> dict:
+    """The base config with each applied hypothesis's change merged in, in declaration order."""
+    config = dict(rules.base_config)
+    for name, hypothesis in state.hypotheses.items():
+        if name in applied:
+            config.update(hypothesis.change)
+    return config
+
+
+def planned_runs(state: StudyState, rules: StudyRules, step: int) -> list[PlannedRun]:
+    """Every run of a planned step, by slot. Candidate and incumbent runs share seeds, so the
+    luck of a seed cancels from their difference."""
+    plan = state.plans[step]
+    rng = np.random.default_rng([rules.study.seed, step, SEED_STREAM])
+    seeds = rng.integers(0, 2**31 - 1, plan.n_runs)
+    if plan.kind == "base":
+        groups = [("base", frozenset(), plan.n_runs)]
+    elif plan.kind == "rerun_incumbent":
+        groups = [("incumbent", state.incumbent, plan.n_runs)]
+    elif plan.kind == "run":
+        groups = [("candidate", state.incumbent | move_members(plan.hypothesis), plan.n_runs),
+                  ("incumbent", state.incumbent, plan.incumbent_runs)]
+    else:
+        groups = []
+    runs: list[PlannedRun] = []
+    for role, applied, count in groups:
+        for seed in seeds[:count]:
+            config = config_for(state, rules, applied)
+            runs.append(PlannedRun(step, len(runs), role, applied, config, int(seed)))
+    return runs

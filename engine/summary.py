@@ -1,0 +1,97 @@
+"""What a study has found, in the metric's own units: the one record the report and the
+insights read. The engine's internal lower-is-better sign is undone here, once."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.core import IncumbentSummary, incumbent_summary
+from engine.records import StepDecision
+from engine.state import StudyRules, StudyState, config_for
+
+
+@dataclass(frozen=True)
+class EffectLine:
+    """One hypothesis's effect, if it does anything: the slab's posterior mean and central 90%
+    interval (lo <= hi), the spike-and-slab P(no effect), and the successful runs that applied
+    it."""
+
+    name: str
+    category: str
+    mean: float
+    lo: float
+    hi: float
+    p_no_effect: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class CategoryLine:
+    """A category's mean effect (the expected effect of a new hypothesis of it), 90% interval,
+    and the successful runs that applied one of its hypotheses (summed over them)."""
+
+    category: str
+    mean: float
+    lo: float
+    hi: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study's findings and the facts a reader needs beside them, all in metric units."""
+
+    name: str
+    out_dir: Path
+    seed: int
+    env_kind: str
+    backend: str
+    env_fingerprint: str
+    metric: str
+    direction: str  # "lower" | "higher": which is better
+    time_budget: float | None  # seconds per run where the env trains for a fixed time
+    policy: str
+    threshold: float
+    budget_trials: int
+    runs_used: int
+    runs_ok: int
+    noise_sd: float
+    incumbent: IncumbentSummary
+    incumbent_config: Mapping[str, Any]
+    decisions: tuple[StepDecision, ...]
+    effects: tuple[EffectLine, ...]
+    categories: tuple[CategoryLine, ...]
+    steps: tuple[dict[str, Any], ...]  # the ledger's step rows
+    runs: tuple[dict[str, Any], ...]  # the ledger's run rows (metric units as recorded)
+
+
+def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path, env_kind: str,
+              backend: str, env_fingerprint: str, metric: str, time_budget: float | None,
+              policy: str, decisions: tuple[StepDecision, ...], steps: tuple[dict, ...],
+              runs: tuple[dict, ...]) -> StudySummary:
+    def ends(lo: float, hi: float) -> tuple[float, float]:
+        low, high = sorted((rules.metric(lo), rules.metric(hi)))
+        return low, high
+
+    beliefs = state.beliefs
+    # Evidence about a hypothesis: every successful run that applied it (a reopened trial's
+    # earlier runs and the incumbent's runs after a keep count too).
+    ok = [r for r in state.runs if r.value is not None]
+    runs_per = {h.name: sum(1 for r in ok if h.name in r.config) for h in beliefs.hypotheses}
+    effects = tuple(EffectLine(e.name, e.category, rules.metric(e.mean), *ends(e.lo, e.hi),
+                               beliefs.null_probability(frozenset({e.name}), frozenset()),
+                               runs_per[e.name]) for e in beliefs.effects())
+    categories = tuple(CategoryLine(c.category, rules.metric(c.mean), *ends(c.lo, c.hi),
+                                    sum(e.runs for e in effects if e.category == c.category))
+                       for c in beliefs.category_effects())
+    return StudySummary(
+        name=name, out_dir=out_dir, seed=rules.study.seed, env_kind=env_kind, backend=backend,
+        env_fingerprint=env_fingerprint, metric=metric,
+        direction="lower" if rules.sign > 0 else "higher", time_budget=time_budget,
+        policy=policy, threshold=rules.keep_rule.threshold,
+        budget_trials=rules.study.budget_trials, runs_used=state.runs_used, runs_ok=len(ok),
+        noise_sd=beliefs.noise_sd(), incumbent=incumbent_summary(state, rules),
+        incumbent_config=config_for(state, rules, state.incumbent), decisions=decisions,
+        effects=effects, categories=categories, steps=steps, runs=runs)
