@@ -168,7 +168,9 @@ class Beliefs:
             return
         if self.interactions:
             for o in batch:
-                for pair in self._unseen_pairs(o.config):
+                # in name order, not the set's: its order follows the process's hash seed, and
+                # the column order decides the float sums, so a study would not replay exactly
+                for pair in sorted(self._unseen_pairs(o.config), key=sorted):
                     self._pair_column[pair] = self._add_column()
         if self._reference is None:
             self._reference = batch[0].value

@@ -32,6 +32,7 @@ from engine.core import (
     advance,
     start,
 )
+from engine.folder import FolderLock, Marker, write_marker
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer
 from engine.runner import Runner
@@ -79,36 +80,67 @@ class StudyResult:
 
 def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
     """Run (or resume) the study until a budget is spent, the policy stops, or everything is
-    decided; `write_report=False` (the benchmark) skips plots and the PyMC fit."""
-    # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
-    # and Ctrl-C (or kill -INT) must still stop the study cleanly.
-    previous = {sig: signal.signal(sig, _raise_interrupt)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        study.state, queue = start(study.state, study.rules)
-        reason = ""
-        while queue:
-            command = queue.pop(0)
-            if isinstance(command, Stop):
-                reason = command.reason
-                break
-            for event in execute(study, command):
-                study.state, more = advance(study.state, study.rules, event)
-                queue = more + queue  # what an event leads to comes before what was queued
-    except KeyboardInterrupt:
-        study.ledger.finish_study(study.study_id, "stopped", "interrupted")
-        study.progress.say(f"Interrupted; every finished run is saved in "
-                           f"{study.out_dir / 'study.db'}.\nResume with: {study.resume_hint}",
-                           always=True)
-        return StudyResult(study.out_dir, "stopped", "interrupted", list(study.kept),
-                           study.runs_used)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    study.ledger.finish_study(study.study_id, "finished", reason)
-    if write_report:
-        write_study_outputs(study, reason)
+    decided; `write_report=False` (the benchmark) skips plots and the PyMC fit.
+
+    The study folder is locked meanwhile (engine.folder). The study is marked finished only
+    once its outputs are written: a signal while they are written stops it like one during a
+    step, and the resume writes them again."""
+    with FolderLock(study.out_dir):
+        interrupted = Interruption()
+        # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
+        # and Ctrl-C (or kill -INT) must still stop the study cleanly.
+        previous = {sig: signal.signal(sig, interrupted.handle)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            reason = run_commands(study)
+            if write_report:
+                write_study_outputs(study, reason)
+        except KeyboardInterrupt:
+            return stopped(study)
+        except Exception:
+            # A library that catches the interruption itself (PyMC's sampler does) fails in
+            # its own way afterwards; the signal, not that failure, is what happened.
+            if interrupted.signal is None:
+                raise
+            return stopped(study)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        study.ledger.finish_study(study.study_id, "finished", reason)
     return StudyResult(study.out_dir, "finished", reason, list(study.kept), study.runs_used)
+
+
+def run_commands(study: Study) -> str:
+    """Execute the core's commands, feeding back their events, until it says stop; the reason."""
+    study.state, queue = start(study.state, study.rules)
+    while queue:
+        command = queue.pop(0)
+        if isinstance(command, Stop):
+            return command.reason
+        for event in execute(study, command):
+            study.state, more = advance(study.state, study.rules, event)
+            queue = more + queue  # what an event leads to comes before what was queued
+    raise RuntimeError("the study core ran out of commands without a stop")
+
+
+def stopped(study: Study) -> StudyResult:
+    study.ledger.finish_study(study.study_id, "stopped", "interrupted")
+    study.progress.say(f"Interrupted; every finished run is saved in "
+                       f"{study.out_dir / 'study.db'}.\nResume with: {study.resume_hint}",
+                       always=True)
+    return StudyResult(study.out_dir, "stopped", "interrupted", list(study.kept), study.runs_used)
+
+
+class Interruption:
+    """The signal handler: remembers the signal and raises KeyboardInterrupt where the
+    program is, so the loop unwinds to a clean stop."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def handle(self, signum, frame):
+        self.signal = signum
+        raise KeyboardInterrupt
 
 
 def execute(study: Study, command: Command) -> Iterator[Event]:
@@ -178,6 +210,8 @@ def record_conclusion(study: Study, command: Conclude) -> None:
             ledger.record_episode(study_id=study_id, **episode)
         ledger.record_step(study_id, step, action=command.plan.to_json(),
                            appraisal=command.appraisal, incumbent=command.incumbent.to_json())
+    ledger.checkpoint()
+    write_marker(study.out_dir, Marker(study.cfg.study.name, study_id, study.runs_used))
     if not command.records_plan:
         study.progress.step(step, command.plan, command.runs, command.decision, command.incumbent,
                             study.rules.sign)
@@ -216,7 +250,3 @@ def write_study_outputs(study: Study, reason: str) -> None:
                 memory.upsert_insight(**insight)
     write_outputs(summary, study.state.beliefs, insights, reason, fit=study.cfg.beliefs,
                   progress=study.progress)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -9,19 +9,27 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+from engine.schema import REQUIRED, Matches, NonEmpty, setting
+
+HYPOTHESIS_NAME = r"[A-Za-z0-9_.-]+"
+NAME_PATTERN = re.compile(f"^{HYPOTHESIS_NAME}$")
 
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """A change to try: its name, category, the config keys it sets, and why."""
+    """A change to try: its name, category, the config keys it sets, and why.
 
-    name: str
-    category: str
-    change: dict = field(hash=False)
-    description: str = ""
+    Its fields are the keys of a config's [[hypotheses]] block, declared here once: engine.config
+    validates each block against them and builds one of these from it."""
+
+    name: str = setting(REQUIRED, Matches(HYPOTHESIS_NAME), "unique name")
+    category: str = setting("general", NonEmpty(), "category, for category-level effects",
+                            config_only=True)
+    change: dict = setting(REQUIRED, NonEmpty(), "merged into the base config when applied",
+                           hash=False)
+    description: str = setting("", None, "free text")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "category": self.category, "change": self.change,
@@ -63,7 +71,7 @@ def _problem_with(item: object, seen: set[str]) -> str | None:
         return f"{item!r}: not a table"
     name = item.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        return f"{name!r}: name must match [A-Za-z0-9_.-]+"
+        return f"{name!r}: name must match {HYPOTHESIS_NAME}"
     if name in seen:
         return f"{name!r}: already exists"
     if not isinstance(item.get("category"), str) or not item["category"]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.proposer import Hypothesis
+from train.vocabulary import Verdict
 
 PlanKind = Literal["base", "run", "rerun_incumbent", "stop"]
 PLAN_KINDS: tuple[str, ...] = ("base", "run", "rerun_incumbent", "stop")
@@ -75,7 +76,7 @@ class StepDecision:
 
     step: int
     hypothesis: str
-    verdict: Literal["keep", "revert", "undecided"]
+    verdict: Verdict
     p_better: float | None
     lo: float | None
     hi: float | None

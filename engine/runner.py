@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from envs import Env, Outcome
+from train.vocabulary import Role
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class PlannedRun:
 
     step: int
     slot: int
-    role: str  # "base" | "candidate" | "incumbent"
+    role: Role
     applied: frozenset[str]
     config: dict
     seed: int

@@ -28,6 +28,7 @@ from engine.runner import PlannedRun
 from memory import Ledger
 from policies import KeepRule, Policy, RunRecord, StudyView
 from policies.types import ClosedTrial, MoveMenu, move_members
+from train.vocabulary import FINAL_VERDICTS
 
 SEED_STREAM = 7  # the run seeds of step s come from default_rng([study seed, s, SEED_STREAM])
 
@@ -145,7 +146,7 @@ def with_step_observed(state: StudyState, step: int) -> StudyState:
 
 def with_decision(state: StudyState, decision: StepDecision) -> StudyState:
     """A keep or revert closes the move's trial; a keep adds its hypotheses to the incumbent."""
-    if decision.verdict not in ("keep", "revert"):
+    if decision.verdict not in FINAL_VERDICTS:
         return state
     trial = ClosedTrial(decision.verdict, decision.step, state.incumbent, decision.judged)
     closed = {**state.closed, decision.hypothesis: trial}

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
+from engine.folder import FolderError, check_name, check_runs, read_marker
 from engine.loop import StudyResult, run_study
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, Hypothesis, LLMProposer
@@ -28,7 +29,7 @@ from engine.state import StudyRules, StudyState, config_for, replay, view
 from engine.summary import StudySummary, summarise
 from envs import make_env
 from memory import Ledger, StudyMismatchError, priors_from_insights
-from policies import KeepRule, StudyView, make_policy
+from policies import StudyView, make_policy
 from policies.types import ClosedTrial
 
 __all__ = ["Study", "StudyResult", "main"]
@@ -50,15 +51,13 @@ class Study:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.out_dir / "study.db")
         self.env = make_env(cfg.env, base_dir=cfg.source_path.parent)
-        d = cfg.decision
-        rule = KeepRule(threshold=d.threshold, epsilon=d.epsilon, max_replicates=d.max_replicates,
-                        min_replicates=d.min_replicates, spending=d.spending, futility=d.futility)
         params = {k: v for k, v in dataclasses.asdict(cfg.policy).items() if k != "kind"}
-        policy = make_policy(cfg.policy.kind, keep_rule=rule, **params)
+        policy = make_policy(cfg.policy.kind, keep_rule=cfg.decision.keep_rule(), **params)
         self.rules = StudyRules.from_config(cfg, policy)
         self.runner = make_runner(cfg.runner.kind, cfg.runner.workers)
         self.shared_memory = Ledger(Path(cfg.memory.path)) if cfg.memory.path else None
         self.proposer = self._make_proposer()
+        self._check_folder()
         self.study_id = self._open_study()
         self.shared_study_id = None
         if self.shared_memory is not None:  # the long-term memory keeps its own copy of each step
@@ -128,8 +127,7 @@ class Study:
 
     # ----------------------------------------------------------------------------- set-up
     def _make_proposer(self) -> BuiltinProposer:
-        specs = [Hypothesis(h.name, h.category, dict(h.change), h.description)
-                 for h in self.cfg.hypotheses]
+        specs = list(self.cfg.hypotheses)  # config.parse_config builds them as Hypothesis
         if not specs:  # synthetic worlds define their own hypothesis space
             specs = [Hypothesis(h["name"], h["category"], dict(h["change"]),
                                 h.get("description", "")) for h in self.env.hypotheses() or []]
@@ -139,6 +137,14 @@ class Study:
                                mock_response=self.cfg.proposer.mock_response,
                                base_config=dict(self.rules.base_config))
         return BuiltinProposer(specs)
+
+    def _check_folder(self) -> None:
+        """Refuse another study's folder, and a ledger that lost what its marker counts."""
+        marker, name = read_marker(self.out_dir), self.cfg.study.name
+        check_name(self.out_dir, marker, name, self.ledger.study_names())
+        existing = self.ledger.find_study(name)
+        runs = 0 if existing is None else len(self.ledger.runs(existing))
+        check_runs(self.out_dir, marker, existing, runs)
 
     def _open_study(self) -> int:
         try:
@@ -184,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"python -m engine.study {args.config}" + (f" --out {args.out}" if args.out else "")
         study = Study(cfg, progress=Progress(enabled=not args.quiet and sys.stderr.isatty()),
                       resume_hint=hint)
-    except ConfigError as exc:
+        result = study.run()
+    except (ConfigError, FolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = study.run()
     if result.status == "finished":
         kept = ", ".join(result.kept) or "nothing (the base config stands)"
         print(f"Stopped: {result.stop_reason}. Kept: {kept}. Outputs in {result.out_dir}",

@@ -13,12 +13,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-Status = Literal["ok", "crash", "timeout", "nan", "refused"]
-STATUSES: frozenset[str] = frozenset({"ok", "crash", "timeout", "nan", "refused"})
-Direction = Literal["lower", "higher"]
-DIRECTIONS: frozenset[str] = frozenset({"lower", "higher"})
+from train.vocabulary import DIRECTIONS, RUN_STATUSES, Direction
+from train.vocabulary import RunStatus as Status
+
+STATUSES: frozenset[str] = frozenset(RUN_STATUSES)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from envs.base import (
     stable_hash,
 )
 from envs.process import run_process, tail
+from train.vocabulary import BACKENDS
 
 TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
-BACKENDS = frozenset({"auto", "cpu", "cuda", "mps", "mlx"})
 _INTEGER_FIELDS = frozenset({"num_steps", "depth", "seed"})
 _TEXT_FIELDS = frozenset({"eval_hash", "backend"})
 

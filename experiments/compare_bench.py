@@ -6,7 +6,10 @@ code version, and so differs by design).
     python experiments/compare_bench.py BEFORE_DIR AFTER_DIR
 
 The bench is deterministic given its seeds, so a refactor that keeps the engine's behaviour
-gives identical records; the first difference found is printed and the exit status is 1.
+gives identical records; each study's first difference is printed and the exit status is 1.
+Versions before the interaction columns were added in name order (beliefs.model) depended on
+the process's string-hash seed in the 12th digit: compare those with PYTHONHASHSEED=0 set for
+both runs.
 A plan's `proposed` list is compared as missing = empty (older ledgers left it out of
 baseline plans).
 """

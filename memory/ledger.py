@@ -29,10 +29,9 @@ from memory.activation import (
 from memory.export import ResultRow, results_rows, write_results_tsv
 from memory.records import INSIGHT_KINDS, Episode, Insight
 from memory.schema import SCHEMA_VERSION, migrate, read_schema_version
+from train.vocabulary import ROLES as RUN_ROLES
+from train.vocabulary import RUN_STATUSES, VERDICTS
 
-RUN_ROLES = ("candidate", "incumbent", "base")
-RUN_STATUSES = ("ok", "crash", "timeout", "nan", "refused")
-VERDICTS = ("keep", "revert", "undecided")
 END_STATUSES = ("finished", "stopped", "failed")
 
 
@@ -231,6 +230,20 @@ class Ledger:
         row = rows[0]
         row["config"] = json.loads(row.pop("config_json"))
         return row
+
+    def study_names(self) -> list[str]:
+        """The names of the studies this database holds, oldest first."""
+        return [row["name"] for row in self._db["studies"].rows_where(order_by="id")]
+
+    def find_study(self, name: str) -> int | None:
+        """The id of study `name`, or None when this database does not hold it."""
+        rows = list(self._db["studies"].rows_where("name = ?", [name]))
+        return int(rows[0]["id"]) if rows else None
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the main database file (SQLite's FULL checkpoint), so
+        the main file alone holds every committed record."""
+        self._conn.execute("PRAGMA wal_checkpoint(FULL)")
 
     def finish_study(self, study_id: int, status: str, stop_reason: str | None = None) -> None:
         """Mark a study finished, stopped or failed, with the reason."""

@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from train.vocabulary import FinalVerdict, Role, Verdict
+
 # How the keep threshold is spread over the looks at one hypothesis (policies.keep):
 # "none" = the posterior threshold at every look; the others are group-sequential designs.
 KEEP_SPENDING = ("none", "obrien_fleming", "pocock")
 
 # A move applies one hypothesis, or a pair of them at once (named "a + b"), to the incumbent.
-# Hypothesis names match [A-Za-z0-9_.-]+ (engine.config), so the joiner cannot occur in one.
+# Hypothesis names match [A-Za-z0-9_.-]+ (engine.proposer), so the joiner cannot occur in one.
 PAIR_JOINER = " + "
 
 
@@ -32,7 +34,6 @@ def move_members(move: str) -> frozenset[str]:
 
 
 ActionKind = Literal["run", "rerun_incumbent", "stop"]
-Verdict = Literal["keep", "revert", "undecided"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class RunRecord:
     status: str
     seed: int
     step: int
-    role: str  # "base" | "candidate" | "incumbent"
+    role: Role  # "base" | "candidate" | "incumbent"
     slot: int = 0  # its place in the step's plan: runs of a step may finish in any order
 
 
@@ -53,7 +54,7 @@ class ClosedTrial:
     """A move's latest final verdict, the step it came at, the incumbent it was tried on, and
     whether the posterior judged it (False when every run of the trial crashed)."""
 
-    verdict: Literal["keep", "revert"]
+    verdict: FinalVerdict
     step: int
     incumbent: frozenset[str]
     judged: bool

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-BACKENDS = ("auto", "cuda", "mps", "cpu", "mlx")
+from train.vocabulary import BACKENDS
 
 
 class ConfigError(ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import inspect
 import json
 import math
 import re
@@ -25,11 +26,13 @@ from engine.config import (
     OneOf,
     PathText,
     Range,
+    StudySection,
     config_hash,
     describe_schema,
     load_config,
     parse_config,
 )
+from engine.schema import REQUIRED, ByKind, fields_of, setting
 
 FULL_TOML = """
 [study]
@@ -308,9 +311,66 @@ change = {}
 # --- the schema and its documentation ----------------------------------------------------------
 
 
-def test_section_dataclasses_have_exactly_the_schema_keys():
+def test_the_schema_is_read_from_the_section_dataclasses():
     for section, cls in SECTION_TYPES.items():
         assert [f.name for f in dataclasses.fields(cls)] == list(SCHEMA[section]), section
+        for f in dataclasses.fields(cls):  # where the class has a default, it is the config's
+            if f.default is not dataclasses.MISSING:
+                assert SCHEMA[section][f.name].default == f.default, (section, f.name)
+    assert parse_config(valid_doc()).study.seed == StudySection("s", Path("o")).seed == 0
+
+
+def test_a_setting_must_be_declared_with_its_type_and_a_default_it_accepts():
+    @dataclasses.dataclass(frozen=True)
+    class Plain:
+        count: int = 3
+
+    @dataclasses.dataclass(frozen=True)
+    class BadDefault:
+        count: int = setting(0, Range(1), "runs")
+
+    @dataclasses.dataclass(frozen=True)
+    class Untyped:
+        pairs: tuple = setting((), None, "pairs")
+
+    for cls, message in ((Plain, "not declared with setting"),
+                         (BadDefault, "default 0 is not an integer >= 1"),
+                         (Untyped, "no config value type")):
+        with pytest.raises(TypeError, match=message):
+            fields_of(cls)
+
+
+def test_policy_and_keep_rule_defaults_are_the_classes_own():
+    from policies import POLICIES, KeepRule
+
+    assert set(SCHEMA["policy"]["kind"].constraint.choices) == set(POLICIES)
+    cfg = parse_config(valid_doc())
+    assert cfg.decision.keep_rule() == KeepRule()
+    for cls in POLICIES.values():
+        for f in dataclasses.fields(cls):
+            if f.name in SCHEMA["policy"]:
+                assert getattr(cfg.policy, f.name) == f.default, (cls.__name__, f.name)
+
+
+def test_env_defaults_are_those_of_the_env_classes():
+    # envs/ imports nothing of the engine, so the [env] declaration is checked against it here.
+    from envs import ENVS
+
+    assert set(ENV_KINDS) == set(ENVS)
+    for kind, env_class in ENVS.items():
+        keys = {k for k, f in SCHEMA["env"].items() if f.kinds is None or kind in f.kinds}
+        assert keys - {"kind"} == env_class.section_keys, kind
+        parameters = inspect.signature(env_class).parameters
+        for key in env_class.section_keys:
+            default = SCHEMA["env"][key].default
+            if isinstance(default, ByKind):
+                default = default.defaults.get(kind, REQUIRED)
+            given = parameters[key].default
+            if given is inspect.Parameter.empty:
+                given = REQUIRED
+            elif key == "base" and given is None:  # no base = an empty one
+                given = {}
+            assert (list(given) if isinstance(given, tuple) else given) == default, (kind, key)
 
 
 def test_describe_schema_lists_every_key_under_its_section():

@@ -1,11 +1,13 @@
 """Schema versions: a real v1 database migrates forward after a backup; newer ones are refused."""
 
+import re
 import sqlite3
 
 import pytest
 
 from memory import Ledger, SchemaTooNewError
 from memory.schema import SCHEMA_VERSION, build_schema_v1
+from train.vocabulary import ROLES, RUN_STATUSES, VERDICTS
 
 
 def make_v1_database(path):
@@ -71,3 +73,25 @@ def test_a_foreign_database_is_refused(tmp_path):
     conn.close()
     with pytest.raises(ValueError, match="photos"):
         Ledger(path)
+
+
+def check_values(path, table: str, column: str) -> tuple[str, ...]:
+    """The values a CHECK (column IN (...)) constraint of a table allows, in their written order."""
+    conn = sqlite3.connect(path)
+    try:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    finally:
+        conn.close()
+    found = re.search(rf"\b{column} TEXT NOT NULL CHECK \({column} IN \(([^)]*)\)\)", sql)
+    assert found, f"no CHECK on {table}.{column}"
+    return tuple(value.strip().strip("'") for value in found.group(1).split(","))
+
+
+def test_the_check_constraints_spell_the_shared_vocabulary(tmp_path):
+    # The SQL keeps its literal text (a changed CREATE TABLE would need a migration), so this
+    # test is what keeps it equal to train.vocabulary, which everything else imports.
+    path = tmp_path / "study.db"
+    Ledger(path).close()
+    assert check_values(path, "runs", "role") == ROLES
+    assert check_values(path, "runs", "status") == RUN_STATUSES
+    assert check_values(path, "decisions", "verdict") == VERDICTS

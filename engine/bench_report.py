@@ -1,0 +1,103 @@
+"""The benchmark's report: the markdown tables of bench.md, their verdict lines, and bench.png.
+
+Rendered from `engine.bench.summarise`'s rows (per world and policy: means with bootstrap 95%
+intervals over seeds); nothing here measures anything.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def render_markdown(rows: list[dict], bench: dict, elapsed: float) -> str:
+    lines = [f"# Benchmark: {bench.get('name', 'bench')}", "",
+             f"{bench['seeds']} seeds per policy (from seed {bench.get('first_seed', 0)}), "
+             f"{bench['budget_trials']} runs each; "
+             f"means with bootstrap 95% intervals over seeds; total wall time {elapsed:.0f} s.", "",
+             "False-keep rate: kept changes with no true gain / all keeps. Claimed: the rate the "
+             "model expected, the mean of 1 - P(better) over its keeps (calibrated when the two "
+             "agree). Null keep rate: keeps of changes with no true gain / final verdicts on such "
+             "changes.", "",
+             "| world | policy | true gain | fraction of best | false-keep rate | claimed "
+             "| null keep rate | keeps | runs used | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['world']} | {r['policy']} | {_cell(r, 'gain', '+.4g')} | "
+            f"{_cell(r, 'fraction_of_best', '.2f')} | "
+            f"{_cell(r, 'false_keep_rate', '.3f')} | "
+            f"{_cell(r, 'claimed_false_keep_rate', '.3f')} | "
+            f"{_cell(r, 'null_keep_rate', '.3f')} | "
+            f"{r['keeps']:.1f} | {r['runs_used']:.1f} | {r['wall_seconds']:.1f} |")
+    lines += ["", *verdict_lines(rows, bench), ""]
+    return "\n".join(lines)
+
+
+def _cell(row: dict, key: str, spec: str) -> str:
+    """'value [lo, hi]' ('value' where no interval is computed), or '—' where this bench could not
+    measure it."""
+    if key not in row:
+        return "—"
+    interval_key = {"gain": "gain_ci", "fraction_of_best": "fraction_ci"}.get(
+        key, key.replace("_rate", "_ci"))
+    if interval_key not in row:
+        return f"{row[key]:{spec}}"
+    lo, hi = row[interval_key]
+    return f"{row[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
+def verdict_lines(rows: list[dict], bench: dict) -> list[str]:
+    """The targets, checked against what was measured (no claim beyond the table)."""
+    default, baseline = bench.get("default_policy", "efe"), "ratchet"
+    lines = [f"Targets for `{default}` against `{baseline}` at equal budget:"]
+    for world in dict.fromkeys(r["world"] for r in rows):
+        by = {r["policy"]: r for r in rows if r["world"] == world}
+        if default not in by or baseline not in by:
+            continue
+        d, b = by[default], by[baseline]
+        gain_ok = d["gain"] >= b["gain"]
+        line = (f"- {world}: true gain {d['gain']:+.4g} vs {b['gain']:+.4g} "
+                f"({'at least as high' if gain_ok else 'LOWER: the engine loses here'})")
+        if d["keeps"] == 0:
+            line += "; it kept nothing, so it made no false keep"
+        elif "false_keep_rate" in d and "false_keep_rate" in b:
+            fk_ok = d["false_keep_rate"] <= 0.05
+            line += (f"; false-keep rate {d['false_keep_rate']:.3f} vs {b['false_keep_rate']:.3f} "
+                     f"({'within 5%' if fk_ok else 'ABOVE 5%'})")
+        lines.append(line)
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worlds = list(dict.fromkeys(r["world"] for r in rows))
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(policies)
+    for i, policy in enumerate(policies):
+        for ax, key, ci in ((axes[0], "gain", "gain_ci"),
+                            (axes[1], "false_keep_rate", "false_keep_ci")):
+            xs, ys, errs = [], [], [[], []]
+            for w, world in enumerate(worlds):
+                r = next((r for r in rows if r["world"] == world and r["policy"] == policy), None)
+                if r is None or key not in r:
+                    continue
+                xs.append(w + i * width)
+                ys.append(r[key])
+                errs[0].append(max(r[key] - r[ci][0], 0) if np.isfinite(r[ci][0]) else 0)
+                errs[1].append(max(r[ci][1] - r[key], 0) if np.isfinite(r[ci][1]) else 0)
+            ax.bar(xs, ys, width, yerr=errs, label=policy, capsize=2)
+    for ax, title in ((axes[0], "true gain over the base (95% CI)"),
+                      (axes[1], "false-keep rate (95% CI)")):
+        ax.set_xticks([w + 0.4 - width / 2 for w in range(len(worlds))], worlds, rotation=15)
+        ax.set_title(title)
+    axes[1].axhline(0.05, color="grey", linestyle="--", linewidth=0.8)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
