@@ -161,18 +161,28 @@ def _plot_series(series: dict, title: str, path: Path) -> Path:
     return path
 
 
+MARKDOWN_SPECIALS = "\\`*_[]<>#|~"
+
+
+def md(text: object) -> str:
+    """Text shown as itself in Markdown: each character that Markdown or HTML would read as
+    markup is escaped, and line breaks become spaces (a cell, or a list item, stays one)."""
+    flat = " ".join(str(text).splitlines())
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIALS else c for c in flat)
+
+
 def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
                   paths: dict[str, Path]) -> str:
     metric, incumbent = summary.metric, summary.incumbent
     lines = [
-        f"# Study {summary.name}",
+        f"# Study {md(summary.name)}",
         "",
         f"- env: {summary.env_kind} ({summary.backend}), metric `{metric}` "
         f"({summary.direction} is better)",
         f"- policy: {summary.policy}; keep when P(better) >= {summary.threshold}",
-        f"- runs used: {summary.runs_used} of {summary.budget_trials}; stopped: {stop_reason}",
+        f"- runs used: {summary.runs_used} of {summary.budget_trials}; stopped: {md(stop_reason)}",
         f"- noise sd (posterior mean): {summary.noise_sd:.4g} {metric}",
-        f"- incumbent: {', '.join(incumbent.kept) or 'the base config'}; "
+        f"- incumbent: {md(', '.join(incumbent.kept) or 'the base config')}; "
         f"{metric} {incumbent.mean:.4f}, 90% interval [{incumbent.interval[0]:.4f}, "
         f"{incumbent.interval[1]:.4f}]",
         "",
@@ -185,17 +195,17 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
     for d in summary.decisions:
         p = "—" if d.p_better is None else f"{d.p_better:.3f}"
         interval = "—" if d.lo is None else f"[{d.lo:+.4f}, {d.hi:+.4f}]"
-        lines.append(f"| {d.step} | {d.hypothesis} | {d.verdict} | {p} | {interval} | "
-                     f"{d.n_runs} | {d.reason} |")
+        lines.append(f"| {d.step} | {md(d.hypothesis)} | {d.verdict} | {p} | {interval} | "
+                     f"{d.n_runs} | {md(d.reason)} |")
     lines += ["", "## Effects (conjugate posterior, 90% intervals)", "",
               "Mean and interval are the slab's (the effect if the change does anything); "
               "P(no effect)",
               "is the spike-and-slab posterior probability that it does nothing at all.", "",
               "| hypothesis | category | mean | interval | P(no effect) |", "|---|---|---|---|---|"]
     for e in sorted(summary.effects, key=lambda e: (e.category, e.name)):
-        lines.append(f"| {e.name} | {e.category} | {e.mean:+.4f} | [{e.lo:+.4f}, {e.hi:+.4f}] | "
-                     f"{e.p_no_effect:.3f} |")
-    lines += ["", "## Insights", ""] + [f"- {i['statement']}" for i in insights]
+        lines.append(f"| {md(e.name)} | {md(e.category)} | {e.mean:+.4f} | "
+                     f"[{e.lo:+.4f}, {e.hi:+.4f}] | {e.p_no_effect:.3f} |")
+    lines += ["", "## Insights", ""] + [f"- {md(i['statement'])}" for i in insights]
     lines += ["", "## Files", ""]
     lines += [f"- `{p.relative_to(summary.out_dir)}`" for p in paths.values()
               if p.exists() and p != paths["report"]]
