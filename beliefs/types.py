@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-MAX_ABS_VALUE = 1e100  # sums of squares of many values stay finite in float64
+from train.vocabulary import METRIC_LIMIT
+
+MAX_ABS_VALUE = METRIC_LIMIT  # sums of squares of many values stay finite in float64
 
 
 @dataclass(frozen=True)

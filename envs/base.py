@@ -10,12 +10,13 @@ import hashlib
 import inspect
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from train.vocabulary import DIRECTIONS, RUN_STATUSES, Direction
+from train.vocabulary import DIRECTIONS, METRIC_LIMIT, RUN_STATUSES, Direction
 from train.vocabulary import RunStatus as Status
 
 STATUSES: frozenset[str] = frozenset(RUN_STATUSES)
@@ -38,6 +39,25 @@ class Outcome:
             raise ValueError(f"an 'ok' Outcome needs a finite metric, got {self.metric!r}")
         if self.status != "ok" and self.metric is not None:
             raise ValueError(f"a {self.status!r} Outcome carries no metric, got {self.metric!r}")
+
+
+# A metric is written as a plain decimal number: Python's float() would also take "1_0.5" as 10.5.
+METRIC_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def read_metric(text: str) -> tuple[float | None, str, str]:
+    """(value, "ok", "") for a finite decimal number within +-METRIC_LIMIT; else (None, status,
+    reason): "nan" for NaN, an infinity or a value past the limit (an exploding run: beliefs
+    refuse it, and one such run would stall every later step), "crash" for anything else."""
+    text = text.strip()
+    if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return None, "nan", f"the metric is {text!r}"
+    if not METRIC_NUMBER.fullmatch(text):
+        return None, "crash", f"the metric {text[:60]!r} is not a decimal number"
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > METRIC_LIMIT:
+        return None, "nan", f"the metric {text!r} is beyond +-{METRIC_LIMIT:g}: an exploding run"
+    return value, "ok", ""
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:

@@ -8,7 +8,6 @@ it can neither add arguments nor run shell syntax. Literal braces are written `{
 """
 from __future__ import annotations
 
-import math
 import re
 import shlex
 import string
@@ -16,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.base import Direction, Env, Outcome, check_direction, register_env, stable_hash
+from envs.base import (
+    Direction,
+    Env,
+    Outcome,
+    check_direction,
+    read_metric,
+    register_env,
+    stable_hash,
+)
 from envs.process import run_process, tail
 
 _FORMATTER = string.Formatter()
@@ -156,13 +163,9 @@ class CommandEnv(Env):
         text = last_metric_text(result.stdout, self.metric_name)
         if text is None:
             return failed("crash", f"no '{self.metric_name}: <value>' line on stdout")
-        try:
-            value = float(text)
-        except ValueError:
-            return failed("crash",
-                          f"the last '{self.metric_name}:' line has {text!r}, not a number")
-        if not math.isfinite(value):
-            return failed("nan", f"the metric is {text!r}")
+        value, status, reason = read_metric(text)
+        if value is None:
+            return failed(status, f"the last '{self.metric_name}:' line: {reason}")
         return Outcome(value, "ok", result.seconds, None, extra)
 
     def truth(self, config: dict) -> float | None:
@@ -178,11 +181,10 @@ class CommandEnv(Env):
                 f"(exit status {result.returncode}, timed out: {result.timed_out}); "
                 f"stderr tail: {tail(result.stderr, 500)!r}"
             )
-        try:
-            return float(text)
-        except ValueError as exc:
-            raise RuntimeError(f"truth_command {argv} printed {self.metric_name}: {text!r}, "
-                               "not a number") from exc
+        value, _, reason = read_metric(text)
+        if value is None:
+            raise RuntimeError(f"truth_command {argv} printed {self.metric_name}: {reason}")
+        return value
 
     def fingerprint(self) -> str:
         return stable_hash({"kind": self.kind, "command": self.command, "base": self.base,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from envs.base import (
+    METRIC_LIMIT,
     Direction,
     Env,
     Outcome,
@@ -175,7 +176,7 @@ class GptEnv(Env):
         if not isinstance(value, float):
             return failed("crash",
                           f"the summary has no numeric {self.metric_name!r} (got {value!r})")
-        if not math.isfinite(value):
+        if not math.isfinite(value) or abs(value) > METRIC_LIMIT:
             return failed("nan", f"{self.metric_name} = {value}")
         eval_hash = summary.get("eval_hash")
         if not eval_hash:

@@ -33,7 +33,12 @@ VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 Direction = Literal["lower", "higher"]
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 
+# The largest metric magnitude any layer takes as a measurement: the squares of many such
+# values still sum to a finite float64. An env reports a value past it as an exploding run.
+METRIC_LIMIT = 1e100
+
 __all__ = [
+    "METRIC_LIMIT",
     "BACKENDS", "DIRECTIONS", "FINAL_VERDICTS", "ROLES", "RUN_STATUSES", "VERDICTS",
     "Backend", "Direction", "FinalVerdict", "Role", "RunStatus", "Verdict",
 ]

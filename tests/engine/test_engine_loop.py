@@ -142,3 +142,50 @@ def test_a_study_is_the_same_whatever_the_processs_hash_seed(tmp_path):
                         ".run(write_report=False)",
                         str(path), str(tmp_path / hash_seed)], cwd=REPO, env=env, check=True)
     assert ledger(tmp_path / "1" / "study.db") == ledger(tmp_path / "2" / "study.db")
+
+
+EXPLODING_SCRIPT = """
+import random, sys
+x, seed = int(sys.argv[1]), int(sys.argv[2])
+print("loss:", 1e308 if x else 1 + random.Random(seed).gauss(0, 0.1))
+"""
+EXPLODING = """
+[study]
+name = "explodes"
+seed = 3
+budget_trials = 14
+base_runs = 2
+
+[env]
+kind = "command"
+command = "PYTHON SCRIPT {x} {seed}"
+metric = "loss"
+base = { x = 0 }
+
+[[hypotheses]]
+name = "explodes"
+category = "optimizer"
+change = { x = 1 }
+
+[[hypotheses]]
+name = "calm"
+category = "optimizer"
+change = { x = 0 }
+
+[beliefs]
+fit_pymc = false
+"""
+
+
+def test_an_exploding_metric_is_a_failed_run_and_the_study_goes_on(tmp_path):
+    """A loss of 1e308 once overflowed the posterior after the step's plan was written, so every
+    resume failed at the same place; now it is a failed run (status nan) and the study goes on."""
+    script, path = tmp_path / "explode.py", tmp_path / "explodes.toml"
+    script.write_text(EXPLODING_SCRIPT)
+    path.write_text(EXPLODING.replace("PYTHON", sys.executable).replace("SCRIPT", str(script)))
+    study = Study(load_config(path, out_dir=str(tmp_path / "out")))
+    result = study.run(write_report=False)
+    assert result.status == "finished" and result.runs_used == 14
+    exploded = [r for r in study.state.runs if "explodes" in r.config]
+    assert exploded and all(r.status == "nan" and r.value is None for r in exploded)
+    assert study.closed["explodes"].verdict == "revert"

@@ -175,3 +175,17 @@ def test_make_env_resolves_cwd_against_base_dir_and_fingerprints_the_task(tmp_pa
     assert env.fingerprint() == make_env(section, base_dir=tmp_path).fingerprint()
     assert env.fingerprint() != make_env({**section, "base": {"lr": 1}},
                                          base_dir=tmp_path).fingerprint()
+
+
+@pytest.mark.parametrize("printed, status", [("1e308", "nan"), ("-2e101", "nan"),
+                                             ("1_0.5", "crash"), ("0x1p3", "crash"),
+                                             ("1e100", "ok"), ("-.5e-3", "ok")])
+def test_a_metric_is_a_plain_decimal_within_the_limit(tmp_path, printed, status):
+    """An exploding value is a failed run, not a measurement that would overflow the posterior;
+    Python's own float() would read "1_0.5" as 10.5."""
+    outcome = CommandEnv(python_command(f"print('loss: {printed}')"), "loss",
+                         base_dir=tmp_path).run({}, seed=0)
+    assert outcome.status == status
+    assert outcome.metric == (float(printed) if status == "ok" else None)
+    if status != "ok":
+        assert repr(printed) in outcome.extra["reason"]
