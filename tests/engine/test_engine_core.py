@@ -84,6 +84,17 @@ def finish(state, rules, command: Run, order=None, crash: set[int] = frozenset()
     return advance(state, rules, StepFinished(command.step, float(len(runs))))
 
 
+def after_baseline(rules):
+    """The state once the baseline step is planned, run and concluded."""
+    state, commands = start(fresh(), rules)
+    return finish(state, rules, commands[1])[0]
+
+
+def first_trial(rules, proposed=()):
+    """The state and the commands once the policy has planned the first trial."""
+    return advance(after_baseline(rules), rules, Proposed(1, proposed))
+
+
 def test_a_fresh_study_plans_the_baseline_then_asks_for_proposals():
     rules = make_rules()
     state, commands = start(fresh(), rules)
@@ -100,10 +111,7 @@ def test_a_fresh_study_plans_the_baseline_then_asks_for_proposals():
 
 def test_a_trial_pairs_the_incumbent_on_the_candidates_seeds():
     rules = make_rules()
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
-    state, commands = advance(state, rules, Proposed(1, ()))
-    record, run = commands
+    state, (record, run) = first_trial(rules)
     plan = record.plan
     assert plan.kind == "run" and plan.n_runs == 2 and plan.incumbent_runs == 1
     candidates = [r for r in run.runs if r.role == "candidate"]
@@ -116,9 +124,7 @@ def test_a_trial_pairs_the_incumbent_on_the_candidates_seeds():
 
 def test_runs_that_finish_out_of_order_conclude_exactly_as_in_order():
     rules = make_rules()
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
-    state, (_, run) = advance(state, rules, Proposed(1, ()))
+    state, (_, run) = first_trial(rules)
     in_order, a = finish(state, rules, run)
     shuffled, b = finish(state, rules, run, order=[2, 0, 1])
     assert a[0].decision == b[0].decision and a[0].appraisal == b[0].appraisal
@@ -141,9 +147,7 @@ def test_a_step_is_not_concluded_before_all_its_runs_are_in():
 
 def test_start_resumes_only_the_missing_runs_of_the_unconcluded_step():
     rules = make_rules()
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
-    state, (_, run) = advance(state, rules, Proposed(1, ()))
+    state, (_, run) = first_trial(rules)
     done = run.runs[1]
     state, _ = advance(state, rules, RunFinished(
         RunRecord(done.applied, 0.5, "ok", done.seed, 1, done.role, done.slot), 1.0))
@@ -156,9 +160,7 @@ def test_start_resumes_only_the_missing_runs_of_the_unconcluded_step():
 
 def test_a_trial_whose_every_run_crashed_is_reverted_unjudged_and_not_reopened():
     rules = make_rules(incumbent_runs_per_step=0)
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
-    state, (record, run) = advance(state, rules, Proposed(1, ()))
+    state, (record, run) = first_trial(rules)
     move = record.plan.hypothesis
     state, (conclusion, _) = finish(state, rules, run, crash={0, 1})
     decision = conclusion.decision
@@ -279,10 +281,8 @@ def test_adaptive_pairing_pays_only_for_an_incumbent_known_poorly():
 
 def test_proposals_become_hypotheses_and_are_recorded_with_the_plan():
     rules = make_rules()
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
     new = (Hypothesis("d", "other", {"x": 9}),)
-    state, (record, _) = advance(state, rules, Proposed(1, new))
+    state, (record, _) = first_trial(rules, new)
     assert "d" in state.hypotheses and record.plan.proposed == new
     assert [h.name for h in state.beliefs.hypotheses] == [*NAMES, "d"]
     assert StepPlan.from_json(record.plan.to_json()) == record.plan
@@ -290,8 +290,7 @@ def test_proposals_become_hypotheses_and_are_recorded_with_the_plan():
 
 def test_a_policy_stop_after_proposals_records_them_in_one_step():
     rules = make_rules()
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
+    state = after_baseline(rules)
     for name in NAMES:  # close everything as a keep: nothing is left to try but the proposal
         state = with_decision(state, StepDecision(1, name, "keep", 0.99, None, None, 2, "kept"))
     spent = dataclasses.replace(rules, study=section(budget_trials=2))
@@ -328,9 +327,7 @@ def test_planned_runs_merge_changes_in_declaration_order():
 
 def test_beliefs_after_a_step_equal_a_refit_of_all_its_runs():
     rules = make_rules()
-    state, commands = start(fresh(), rules)
-    state, _ = finish(state, rules, commands[1])
-    state, (_, run) = advance(state, rules, Proposed(1, ()))
+    state, (_, run) = first_trial(rules)
     state, _ = finish(state, rules, run)
     refit = Beliefs([BeliefHypothesis(n, "knobs") for n in NAMES], prior=BeliefPrior())
     refit.update([Observation(r.config, r.value) for r in state.runs])
