@@ -5,9 +5,11 @@
   is the kernel's: it goes with the process, so a killed study leaves no stale lock behind.
 - `study.json`, the marker: the study's name and id and the number of runs the ledger held
   at the end of the last concluded step. Written (atomically) after that step's transaction
-  and a WAL checkpoint, so the main database file holds at least what the marker counts.
-  Opening a folder checks it: a ledger with fewer runs than its marker (an emptied study.db,
-  a deleted study.db-wal) or a marker of another study is refused, never silently restarted.
+  and a complete WAL checkpoint, so the main database file alone holds at least what the
+  marker counts. Opening a folder checks it: a ledger with fewer runs than its marker (an
+  emptied or replaced study.db) or a marker of another study is refused, never silently
+  restarted. (The runs of a step not yet concluded live in study.db-wal until its end: losing
+  that file loses only them, and they are run again.)
 """
 from __future__ import annotations
 
@@ -58,11 +60,12 @@ def write_marker(folder: Path, marker: Marker) -> None:
     os.replace(temporary, path)
 
 
-def check_name(folder: Path, marker: Marker | None, name: str, others: list[str]) -> None:
-    """Refuse a folder that holds another study (by its marker, or by its ledger's studies)."""
-    held = marker.name if marker is not None and marker.name != name else None
-    held = held or next((other for other in others if other != name), None)
-    if held is not None:
+def check_name(folder: Path, marker: Marker | None, name: str, first: str | None) -> None:
+    """Refuse a folder that holds another study: by its marker, or (a folder of an older
+    version, without one) by the first study its ledger holds. Later rows are not the folder's
+    owner: a shared memory kept in the same file adds its own."""
+    held = marker.name if marker is not None else first
+    if held is not None and held != name:
         raise FolderError(f"{folder} holds study {held!r}, not {name!r}: one folder is one "
                           f"study's. Choose another --out (or [study] out_dir)")
 

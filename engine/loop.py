@@ -68,6 +68,8 @@ class Study(Protocol):
 
     def summary(self) -> StudySummary: ...
 
+    def check_folder(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class StudyResult:
@@ -86,6 +88,7 @@ def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
     once its outputs are written: a signal while they are written stops it like one during a
     step, and the resume writes them again."""
     with FolderLock(study.out_dir):
+        study.check_folder()  # again: another process may have used the folder since it opened
         interrupted = Interruption()
         # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
         # and Ctrl-C (or kill -INT) must still stop the study cleanly.
@@ -93,6 +96,7 @@ def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             reason = run_commands(study)
+            mark(study)  # a folder of an older version gets its marker here
             if write_report:
                 write_study_outputs(study, reason)
         except KeyboardInterrupt:
@@ -210,11 +214,18 @@ def record_conclusion(study: Study, command: Conclude) -> None:
             ledger.record_episode(study_id=study_id, **episode)
         ledger.record_step(study_id, step, action=command.plan.to_json(),
                            appraisal=command.appraisal, incumbent=command.incumbent.to_json())
-    ledger.checkpoint()
-    write_marker(study.out_dir, Marker(study.cfg.study.name, study_id, study.runs_used))
+    mark(study)
     if not command.records_plan:
         study.progress.step(step, command.plan, command.runs, command.decision, command.incumbent,
                             study.rules.sign)
+
+
+def mark(study: Study) -> None:
+    """Checkpoint the ledger, then record its run count in the folder's marker; a checkpoint
+    kept busy by another reader leaves the old, lower count, which is always safe."""
+    if study.ledger.checkpoint():
+        write_marker(study.out_dir, Marker(study.cfg.study.name, study.study_id,
+                                           study.runs_used))
 
 
 def mirror_step(study: Study, step: int, episode: dict | None) -> None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from engine.schema import REQUIRED, Matches, NonEmpty, setting
 
 HYPOTHESIS_NAME = r"[A-Za-z0-9_.-]+"
-NAME_PATTERN = re.compile(f"^{HYPOTHESIS_NAME}$")
+NAME_PATTERN = re.compile(HYPOTHESIS_NAME)  # whole strings only: fullmatch, since $ passes "a\n"
 # A category is a label, never prose: it is stored as an insight's subject, recalled by later
 # studies and shown to the LLM, so it gets a pattern that no sentence can pass.
 HYPOTHESIS_CATEGORY = r"[A-Za-z0-9_.-]{1,40}"
-CATEGORY_PATTERN = re.compile(f"^{HYPOTHESIS_CATEGORY}$")
+CATEGORY_PATTERN = re.compile(HYPOTHESIS_CATEGORY)
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ def _problem_with(item: object, seen: set[str]) -> str | None:
     if not isinstance(item, dict):
         return f"{item!r}: not a table"
     name = item.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         return f"{name!r}: name must match {HYPOTHESIS_NAME}"
     if name in seen:
         return f"{name!r}: already exists"
     category = item.get("category")
-    if not isinstance(category, str) or not CATEGORY_PATTERN.match(category):
+    if not isinstance(category, str) or not CATEGORY_PATTERN.fullmatch(category):
         return f"{name!r}: category must match {HYPOTHESIS_CATEGORY}, got {category!r:.60}"
     change = item.get("change")
     if not isinstance(change, dict) or not change:

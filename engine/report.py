@@ -177,13 +177,13 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
     lines = [
         f"# Study {md(summary.name)}",
         "",
-        f"- env: {summary.env_kind} ({summary.backend}), metric `{metric}` "
+        f"- env: {md(summary.env_kind)} ({md(summary.backend)}), metric {md(metric)} "
         f"({summary.direction} is better)",
-        f"- policy: {summary.policy}; keep when P(better) >= {summary.threshold}",
+        f"- policy: {md(summary.policy)}; keep when P(better) >= {summary.threshold}",
         f"- runs used: {summary.runs_used} of {summary.budget_trials}; stopped: {md(stop_reason)}",
-        f"- noise sd (posterior mean): {summary.noise_sd:.4g} {metric}",
+        f"- noise sd (posterior mean): {summary.noise_sd:.4g} {md(metric)}",
         f"- incumbent: {md(', '.join(incumbent.kept) or 'the base config')}; "
-        f"{metric} {incumbent.mean:.4f}, 90% interval [{incumbent.interval[0]:.4f}, "
+        f"{md(metric)} {incumbent.mean:.4f}, 90% interval [{incumbent.interval[0]:.4f}, "
         f"{incumbent.interval[1]:.4f}]",
         "",
         "## Decisions",

@@ -70,7 +70,7 @@ class StudyState:
     hypotheses: Mapping[str, Hypothesis]  # declaration order, then proposals in the order made
     beliefs: Beliefs  # the posterior after every concluded step's runs
     plans: Mapping[int, StepPlan] = field(default_factory=dict)
-    runs: tuple[RunRecord, ...] = ()  # every recorded run, the unconcluded step's too
+    runs: tuple[RunRecord, ...] = ()  # every recorded run by (step, slot), unconcluded ones too
     run_seconds: tuple[float, ...] = ()
     concluded: frozenset[int] = frozenset()
     incumbent: frozenset[str] = frozenset()
@@ -130,7 +130,9 @@ def with_run(state: StudyState, run: RunRecord, seconds: float | None) -> StudyS
     if any(r.step == run.step and r.slot == run.slot for r in state.runs):
         raise ValueError(f"step {run.step} slot {run.slot} is recorded already")
     times = state.run_seconds if seconds is None else (*state.run_seconds, seconds)
-    return dataclasses.replace(state, runs=(*state.runs, run), run_seconds=times)
+    # in (step, slot) order however they finish, as a replay of the ledger lists them
+    runs = tuple(sorted((*state.runs, run), key=lambda r: (r.step, r.slot)))
+    return dataclasses.replace(state, runs=runs, run_seconds=times)
 
 
 def with_step_observed(state: StudyState, step: int) -> StudyState:

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
-from engine.folder import FolderError, check_name, check_runs, read_marker
+from engine.folder import FolderError, FolderLock, check_name, check_runs, read_marker
 from engine.loop import StudyResult, run_study
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, Hypothesis, LLMProposer
@@ -57,8 +57,9 @@ class Study:
         self.runner = make_runner(cfg.runner.kind, cfg.runner.workers)
         self.shared_memory = Ledger(Path(cfg.memory.path)) if cfg.memory.path else None
         self.proposer = self._make_proposer()
-        self._check_folder()
-        self.study_id = self._open_study()
+        with FolderLock(self.out_dir):  # no other process checks or writes meanwhile
+            self.check_folder()
+            self.study_id = self._open_study()
         self.shared_study_id = None
         if self.shared_memory is not None:  # the long-term memory keeps its own copy of each step
             self.shared_study_id = self.shared_memory.start_study(
@@ -138,10 +139,11 @@ class Study:
                                base_config=dict(self.rules.base_config))
         return BuiltinProposer(specs)
 
-    def _check_folder(self) -> None:
-        """Refuse another study's folder, and a ledger that lost what its marker counts."""
+    def check_folder(self) -> None:
+        """Refuse another study's folder, and a ledger that lost what its marker counts
+        (engine.folder); run again by the loop once it holds the folder's lock."""
         marker, name = read_marker(self.out_dir), self.cfg.study.name
-        check_name(self.out_dir, marker, name, self.ledger.study_names())
+        check_name(self.out_dir, marker, name, next(iter(self.ledger.study_names()), None))
         existing = self.ledger.find_study(name)
         runs = 0 if existing is None else len(self.ledger.runs(existing))
         check_runs(self.out_dir, marker, existing, runs)

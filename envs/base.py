@@ -42,7 +42,7 @@ class Outcome:
 
 
 # A metric is written as a plain decimal number: Python's float() would also take "1_0.5" as 10.5.
-METRIC_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+METRIC_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def read_metric(text: str) -> tuple[float | None, str, str]:

@@ -240,10 +240,12 @@ class Ledger:
         rows = list(self._db["studies"].rows_where("name = ?", [name]))
         return int(rows[0]["id"]) if rows else None
 
-    def checkpoint(self) -> None:
-        """Copy the write-ahead log into the main database file (SQLite's FULL checkpoint), so
-        the main file alone holds every committed record."""
-        self._conn.execute("PRAGMA wal_checkpoint(FULL)")
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the main database file (SQLite's FULL checkpoint);
+        True when it completed, so that the main file alone holds every committed record
+        (False when another connection kept it busy)."""
+        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        return busy == 0
 
     def finish_study(self, study_id: int, status: str, stop_reason: str | None = None) -> None:
         """Mark a study finished, stopped or failed, with the reason."""

@@ -15,7 +15,7 @@ import pytest
 
 import engine.report
 from engine.config import load_config
-from engine.folder import MARKER, FolderError, FolderLock, read_marker
+from engine.folder import MARKER, FolderError, FolderLock, Marker, read_marker, write_marker
 from engine.study import Study, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,3 +124,26 @@ def test_a_signal_while_the_outputs_are_written_stops_and_the_resume_writes_them
     result = Study(cfg).run()
     assert result.status == "finished" and status(out / "study.db") == "finished"
     assert (out / "report.md").exists() and result.runs_used == 12
+
+
+def test_a_stale_or_missing_marker_never_refuses_a_legitimate_resume(tmp_path):
+    """A kill between a step's transaction and its marker leaves a marker that counts fewer
+    runs; a folder of an older version has none. Both resume, and get their marker back."""
+    out = tmp_path / "out"
+    path = config(tmp_path)
+    assert main([str(path), "--out", str(out), "--quiet"]) == 0
+    marker = read_marker(out)
+    write_marker(out, Marker(marker.name, marker.study_id, 2))
+    assert main([str(path), "--out", str(out), "--quiet"]) == 0
+    assert read_marker(out) == marker
+    (out / MARKER).unlink()
+    assert main([str(path), "--out", str(out), "--quiet"]) == 0
+    assert read_marker(out) == marker
+
+
+def test_a_shared_memory_kept_in_the_studys_own_ledger_does_not_lock_it_out(tmp_path):
+    out = tmp_path / "out"
+    path = config(tmp_path)
+    path.write_text(path.read_text() + f'\n[memory]\npath = "{out / "study.db"}"\n')
+    assert main([str(path), "--out", str(out), "--quiet"]) == 0
+    assert main([str(path), "--out", str(out), "--quiet"]) == 0

@@ -47,6 +47,13 @@ def test_a_proposed_category_that_is_prose_is_refused():
     assert proposal.rejected[0].startswith("'wide': category must match [A-Za-z0-9_.-]{1,40}")
 
 
+def test_a_name_or_category_with_a_line_break_is_refused():
+    items = [{"name": "a\n", "category": "c", "change": {"x": 1}},
+             {"name": "b", "category": "c\n", "change": {"x": 1}}]
+    proposal = parse_hypotheses(items, set(), limit=3)
+    assert proposal.accepted == () and len(proposal.rejected) == 2
+
+
 def test_a_config_category_that_is_prose_is_refused(tmp_path):
     block = '[[hypotheses]]\nname = "a"\ncategory = "two words"\nchange = { x = 1 }\n'
     path = tmp_path / "s.toml"
@@ -87,4 +94,5 @@ def test_report_cells_stay_cells_whatever_the_text(tmp_path):
     cells = re.split(r"(?<!\\)\|", row)[1:-1]
     assert len(cells) == 7 and unescape(cells[-1].strip()) == " ".join(hostile.splitlines())
     assert "<script>" not in text and "\n# heading" not in text
-    assert f"- {md(hostile)}" in text
+    assert ("- a \\| b \\<script\\>x\\</script\\> \\*\\*bold\\*\\* \\[link\\](http://x) "
+            "\\# heading") in text.splitlines()

@@ -179,6 +179,7 @@ def test_make_env_resolves_cwd_against_base_dir_and_fingerprints_the_task(tmp_pa
 
 @pytest.mark.parametrize("printed, status", [("1e308", "nan"), ("-2e101", "nan"),
                                              ("1_0.5", "crash"), ("0x1p3", "crash"),
+                                             ("\u0661\u0660", "crash"),
                                              ("1e100", "ok"), ("-.5e-3", "ok")])
 def test_a_metric_is_a_plain_decimal_within_the_limit(tmp_path, printed, status):
     """An exploding value is a failed run, not a measurement that would overflow the posterior;
