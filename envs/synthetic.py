@@ -217,7 +217,9 @@ class SyntheticEnv(Env):
         return frozenset(name for name, applied in config.items() if applied)
 
     def _truth_of(self, applied: frozenset[str]) -> float:
-        indices = {self._index[name] for name in applied}
+        # summed in index order: a set's order follows how it was built, and a float sum's
+        # rounding follows its order, so a change that does nothing must not move the total
+        indices = sorted(self._index[name] for name in applied)
         harm = float(sum(self._harm[i] for i in indices))
         harm += float(sum(h for (a, b), h in zip(self._pairs, self._pair_harm)
                           if a in indices and b in indices))

@@ -162,3 +162,17 @@ def test_make_env_builds_a_synthetic_world_and_ignores_other_kinds_keys(tmp_path
     env = make_env(section, base_dir=tmp_path)
     assert isinstance(env, SyntheticEnv)
     assert env.fingerprint() == SyntheticEnv(world_seed=3, n_hypotheses=6).fingerprint()
+
+
+def test_a_change_that_does_nothing_leaves_the_truth_exactly_unchanged():
+    """The bench counts a decision on a change with truth(S + h) - truth(S) >= 0 as one on a
+    null: that difference must be exactly 0.0 for a null, whatever order S's names come in."""
+    env = SyntheticEnv(world_seed=5, n_hypotheses=12, effect_size=1.0)
+    nulls = [n for n in env.names if env.truth({n: True}) == env.truth({})]
+    assert nulls, "the world has changes that do nothing"
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        subset = list(rng.permutation(env.names)[: rng.integers(1, 12)])
+        for null in nulls:
+            config = dict.fromkeys(subset, True)
+            assert env.truth({**config, null: True}) == env.truth(config)
