@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from engine.schema import REQUIRED, Matches, NonEmpty, setting
+from engine.schema import REQUIRED, Knobs, Matches, knobs_problem, setting
 
 HYPOTHESIS_NAME = r"[A-Za-z0-9_.-]+"
 NAME_PATTERN = re.compile(HYPOTHESIS_NAME)  # whole strings only: fullmatch, since $ passes "a\n"
@@ -31,7 +31,7 @@ class Hypothesis:
     name: str = setting(REQUIRED, Matches(HYPOTHESIS_NAME), "unique name")
     category: str = setting("general", Matches(HYPOTHESIS_CATEGORY),
                             "category, for category-level effects", config_only=True)
-    change: dict = setting(REQUIRED, NonEmpty(), "merged into the base config when applied",
+    change: dict = setting(REQUIRED, Knobs(), "merged into the base config when applied",
                            hash=False)
     description: str = setting("", None, "free text")
 
@@ -81,12 +81,8 @@ def _problem_with(item: object, seen: set[str]) -> str | None:
     category = item.get("category")
     if not isinstance(category, str) or not CATEGORY_PATTERN.fullmatch(category):
         return f"{name!r}: category must match {HYPOTHESIS_CATEGORY}, got {category!r:.60}"
-    change = item.get("change")
-    if not isinstance(change, dict) or not change:
-        return f"{name!r}: change must be a non-empty table"
-    if not all(isinstance(v, (int, float, str, bool)) for v in change.values()):
-        return f"{name!r}: change values must be numbers, strings or booleans"
-    return None
+    problem = knobs_problem(item.get("change"))
+    return None if problem is None else f"{name!r}: change {problem}"
 
 
 class BuiltinProposer:

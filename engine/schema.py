@@ -140,7 +140,55 @@ class PathText:
         return ("a" if self.allow_empty else "a non-empty") + " path (no NUL characters)"
 
 
-Constraint = Range | OneOf | Matches | NonEmpty | PathText
+MAX_KNOB_TEXT = 1000  # characters in a string knob value
+
+
+def knobs_problem(table: Any, *, non_empty: bool = True) -> str | None:
+    """Why `table` is not a table of run settings (knob -> finite number, boolean or short
+    printable string; never `seed`, which the engine sets for every run), or None."""
+    if not isinstance(table, dict) or (non_empty and not table):
+        return "not a non-empty table" if non_empty else "not a table"
+    if "seed" in table:
+        return "sets `seed`, which the engine sets for every run"
+    for key, value in table.items():
+        if isinstance(value, str):
+            if len(value) > MAX_KNOB_TEXT or not value.isprintable():
+                return (f"{key} is not printable text of at most {MAX_KNOB_TEXT} characters "
+                        f"({len(value)} characters)")
+        elif not (isinstance(value, bool) or _is_finite_number(value)):
+            return f"{key} = {repr(value)[:60]} is not a finite number, a string or a boolean"
+    return None
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """A table of run settings (see knobs_problem)."""
+
+    non_empty: bool = True
+
+    def __call__(self, value: Any) -> bool:
+        return knobs_problem(value, non_empty=self.non_empty) is None
+
+    def describe(self, noun: str) -> str:
+        return (f"{'a non-empty' if self.non_empty else 'a'} {noun} of knob = finite number, "
+                f"boolean or printable string of at most {MAX_KNOB_TEXT} characters, "
+                "without seed (the engine sets it per run)")
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """A path-like name of at most `length` characters (it names a folder or a record)."""
+
+    length: int
+
+    def __call__(self, value: str) -> bool:
+        return PathText()(value) and len(value) <= self.length
+
+    def describe(self, noun: str) -> str:
+        return f"a non-empty path of at most {self.length} characters (no NUL characters)"
+
+
+Constraint = Range | OneOf | Matches | NonEmpty | PathText | Knobs | Bounded
 
 
 # Default markers. REQUIRED: the key must be given. Derived: filled from other values

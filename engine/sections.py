@@ -22,9 +22,11 @@ from engine.schema import (
     STR,
     STR_LIST,
     TABLE,
+    Bounded,
     ByKind,
     Derived,
     Field,
+    Knobs,
     NonEmpty,
     OneOf,
     PathText,
@@ -53,7 +55,7 @@ def policy_default(name: str) -> Any:
 
 @dataclass(frozen=True)
 class StudySection:
-    name: str = setting(Derived("the config file's stem"), PathText(),
+    name: str = setting(Derived("the config file's stem"), Bounded(100),
                         "names the study and its folder")
     out_dir: Path = setting(  # absolute once validated
         Derived('"studies/<name>"'), PathText(),
@@ -86,7 +88,7 @@ ENV_FIELDS: dict[str, Field] = {
                          "seconds of training per run; must be > 0 unless `steps` > 0", GPT),
     "steps": Field(INT, 0, Range(0),
                    "> 0 selects fixed-step mode (then `time_budget` is ignored)", GPT),
-    "base": Field(TABLE, {}, None,
+    "base": Field(TABLE, {}, Knobs(non_empty=False),
                   "base config: trainer knobs (gpt) or values for `{param}` placeholders (command)",
                   GPT + COMMAND),
     "world_seed": Field(INT, 0, Range(0),

@@ -48,17 +48,22 @@ def run_process(
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
     started = time.monotonic()
-    process = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=None if env is None else dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+    except OSError as exc:  # no such program, not executable, no such cwd: a failed run
+        return ProcessResult(returncode=127, stdout="",
+                             stderr=f"could not start {argv[0]!r} in {cwd}: {exc.strerror or exc}",
+                             seconds=time.monotonic() - started, timed_out=False)
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)
         timed_out = False
