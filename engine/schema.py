@@ -132,12 +132,15 @@ class NonEmpty:
 class PathText:
     # NUL is the one character no file system accepts; Path.resolve() raises on it.
     allow_empty: bool = False
+    max_length: int | None = None  # for a name that becomes a folder's or a record's
 
     def __call__(self, value: str) -> bool:
-        return "\x00" not in value and (self.allow_empty or value != "")
+        return ("\x00" not in value and (self.allow_empty or value != "")
+                and (self.max_length is None or len(value) <= self.max_length))
 
     def describe(self, noun: str) -> str:
-        return ("a" if self.allow_empty else "a non-empty") + " path (no NUL characters)"
+        length = "" if self.max_length is None else f" of at most {self.max_length} characters"
+        return ("a" if self.allow_empty else "a non-empty") + f" path{length} (no NUL characters)"
 
 
 MAX_KNOB_TEXT = 1000  # characters in a string knob value
@@ -175,20 +178,7 @@ class Knobs:
                 "without seed (the engine sets it per run)")
 
 
-@dataclass(frozen=True)
-class Bounded:
-    """A path-like name of at most `length` characters (it names a folder or a record)."""
-
-    length: int
-
-    def __call__(self, value: str) -> bool:
-        return PathText()(value) and len(value) <= self.length
-
-    def describe(self, noun: str) -> str:
-        return f"a non-empty path of at most {self.length} characters (no NUL characters)"
-
-
-Constraint = Range | OneOf | Matches | NonEmpty | PathText | Knobs | Bounded
+Constraint = Range | OneOf | Matches | NonEmpty | PathText | Knobs
 
 
 # Default markers. REQUIRED: the key must be given. Derived: filled from other values

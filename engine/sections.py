@@ -22,7 +22,6 @@ from engine.schema import (
     STR,
     STR_LIST,
     TABLE,
-    Bounded,
     ByKind,
     Derived,
     Field,
@@ -55,7 +54,7 @@ def policy_default(name: str) -> Any:
 
 @dataclass(frozen=True)
 class StudySection:
-    name: str = setting(Derived("the config file's stem"), Bounded(100),
+    name: str = setting(Derived("the config file's stem"), PathText(max_length=100),
                         "names the study and its folder")
     out_dir: Path = setting(  # absolute once validated
         Derived('"studies/<name>"'), PathText(),

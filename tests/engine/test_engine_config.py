@@ -32,7 +32,7 @@ from engine.config import (
     load_config,
     parse_config,
 )
-from engine.schema import REQUIRED, Bounded, ByKind, Knobs, fields_of, setting
+from engine.schema import REQUIRED, ByKind, Knobs, fields_of, setting
 
 FULL_TOML = """
 [study]
@@ -472,15 +472,14 @@ def documented_ok(field, value) -> bool:
         return re.fullmatch(c.pattern, value) is not None
     if isinstance(c, NonEmpty):
         return len(value) > 0
-    if isinstance(c, Bounded):
-        return "\x00" not in value and 0 < len(value) <= c.length
     if isinstance(c, Knobs):  # flat: knob -> finite number, bool or short printable text
         return ((len(value) > 0 or not c.non_empty) and "seed" not in value
                 and all((type(v) is str and len(v) <= 1000 and v.isprintable())
                         or type(v) in (int, bool)
                         or (type(v) is float and math.isfinite(v)) for v in value.values()))
     assert isinstance(c, PathText)
-    return "\x00" not in value and (c.allow_empty or value != "")
+    return ("\x00" not in value and (c.allow_empty or value != "")
+            and (c.max_length is None or len(value) <= c.max_length))
 
 
 def edges(field) -> list:
