@@ -10,9 +10,12 @@
   emptied or replaced study.db) or a marker of another study is refused, never silently
   restarted. (The runs of a step not yet concluded live in study.db-wal until its end: losing
   that file loses only them, and they are run again.)
+- `run_owner`: the tag the folder's run processes carry (envs.process), so that those a
+  SIGKILLed study left running are found and killed when it resumes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -25,6 +28,11 @@ except ImportError:  # not POSIX: no lock (documented in the README)
 
 MARKER = "study.json"
 LOCK = ".lock"
+
+
+def run_owner(folder: Path) -> str:
+    """The owner tag of the folder's runs: one per folder, with no ":" in it."""
+    return "study-" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
 
 
 class FolderError(RuntimeError):

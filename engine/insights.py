@@ -1,15 +1,28 @@
 """Structural insights: statements computed from the posterior, each with its interval and evidence.
 
-They are stored (and decay) in memory/, recalled as priors by the next study on the same env,
-and rendered into the LLM proposer's prompt.
+They are stored (and decay) in memory/ under the name of the study that wrote them, recalled as
+priors by the next studies on the same env (pooled over the studies that wrote them), and
+rendered into the LLM proposer's prompt.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from engine.summary import StudySummary
 
 
+def source_name(study_name: str, out_dir: Path) -> str:
+    """The study's name in the shared memory, and the source of the insights it writes: a name
+    and folder together, as one name may be run in several folders."""
+    return f"{study_name} @ {out_dir}"
+
+
 def derive_insights(summary: StudySummary) -> list[dict]:
-    """Category effects, per-hypothesis effects, dead ends and the noise level, in metric units."""
+    """Category effects, per-hypothesis effects, dead ends and the noise level, in metric units.
+
+    Pass the study's own evidence (engine.summary.own_evidence), not a posterior that holds
+    priors transferred from other studies: a study pooling these with theirs would count them
+    twice."""
     metric = summary.metric
     insights = []
 

@@ -38,7 +38,8 @@ from engine.proposer import BuiltinProposer
 from engine.runner import Runner
 from engine.state import StudyRules, StudyState, run_record
 from engine.summary import StudySummary
-from envs import Env
+from envs import Env, Outcome
+from envs.process import sweep
 from memory import DuplicateRecordError, Ledger, render_summary
 
 
@@ -89,6 +90,10 @@ def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
     step, and the resume writes them again."""
     with FolderLock(study.out_dir):
         study.check_folder()  # again: another process may have used the folder since it opened
+        left = sweep(study.env.owner + ":") if study.env.owner else 0
+        if left:  # the runs of a killed process of this study; theirs are run again
+            study.progress.say(f"killed {left} process(es) left running by an earlier, killed "
+                               "process of this study", always=True)
         interrupted = Interruption()
         # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
         # and Ctrl-C (or kill -INT) must still stop the study cleanly.
@@ -192,9 +197,18 @@ def run_step(study: Study, command: Run) -> Iterator[Event]:
         yield RunFinished(run_record({**row, "slot": plan.slot}, command.step, study.rules),
                           outcome.seconds)
         if outcome.status != "ok":
-            study.progress.say(f"  run {plan.role} seed {plan.seed}: {outcome.status} "
-                               f"{outcome.extra.get('reason', '')}".rstrip(), always=True)
+            study.progress.say(f"  run {plan.role} seed {plan.seed}: {failure(outcome)}",
+                               always=True)
     yield StepFinished(command.step, time.monotonic() - started)
+
+
+def failure(outcome: Outcome) -> str:
+    """A failed run in a line: its status, the env's reason, and the last line its program
+    wrote to stderr (which names the problem, such as a bad knob)."""
+    lines = [line.strip() for line in outcome.extra.get("stderr_tail", "").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    parts = [outcome.status, outcome.extra.get("reason", ""), last and f"stderr: {last[:200]}"]
+    return " | ".join(part for part in parts if part)
 
 
 def record_conclusion(study: Study, command: Conclude) -> None:
@@ -248,16 +262,21 @@ def mirror_step(study: Study, step: int, episode: dict | None) -> None:
 
 def write_study_outputs(study: Study, reason: str) -> None:
     """results.tsv, the insights (into the study's ledger and the shared memory), then the
-    report's files; plotting imports are slow, so they happen only here."""
-    from engine.insights import derive_insights
+    report's files; plotting imports are slow, so they happen only here.
+
+    The insights hold the study's own evidence (engine.summary.own_evidence) and are stored under
+    its source name, so writing them again (a re-run, a resume) supersedes only its own."""
+    from engine.insights import derive_insights, source_name
     from engine.report import write_outputs
+    from engine.summary import own_evidence
 
     study.ledger.export_results_tsv(study.study_id, study.out_dir / "results.tsv")
     summary = study.summary()
-    insights = derive_insights(summary)
+    insights = derive_insights(own_evidence(summary, study.state, study.rules))
+    source = source_name(study.cfg.study.name, study.out_dir)
     for memory in filter(None, (study.ledger, study.shared_memory)):
         with memory.transaction():
             for insight in insights:
-                memory.upsert_insight(**insight)
+                memory.upsert_insight(**insight, source=source)
     write_outputs(summary, study.state.beliefs, insights, reason, fit=study.cfg.beliefs,
                   progress=study.progress)

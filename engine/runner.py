@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from envs import Env, Outcome
+from envs.process import kill_running
 from train.vocabulary import Role
 
 
@@ -47,15 +48,36 @@ class LocalRunner(Runner):
 
 
 class ParallelRunner(Runner):
-    """Up to `workers` runs at once in threads; envs that train do so in their own subprocess."""
+    """Up to `workers` runs at once in threads; envs that train do so in their own subprocess.
+
+    Interrupted (a signal raises KeyboardInterrupt in the main thread), it yields the runs that
+    had finished, so they are recorded, and kills those in flight, which a resume runs again."""
 
     kind = "parallel"
 
     def run(self, env, plans):
-        with futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
-            pending = {pool.submit(env.run, plan.config, plan.seed): plan for plan in plans}
+        pool = futures.ThreadPoolExecutor(max_workers=self.workers)
+        pending = {pool.submit(env.run, plan.config, plan.seed): plan for plan in plans}
+        yielded = set()
+        try:
             for future in futures.as_completed(pending):
+                yielded.add(future)
                 yield pending[future], future.result()
+        except KeyboardInterrupt:
+            finished = [f for f in pending if f.done() and f not in yielded and not f.exception()]
+            stop_pool(pool)
+            for future in finished:
+                yield pending[future], future.result()
+            raise
+        finally:
+            stop_pool(pool)
+
+
+def stop_pool(pool: futures.ThreadPoolExecutor) -> None:
+    """Cancel the runs not started, kill those in flight, and wait for the threads."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    kill_running()
+    pool.shutdown(wait=True)
 
 
 class RayRunner(Runner):
@@ -72,9 +94,13 @@ class RayRunner(Runner):
             ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
         remote_run = ray.remote(lambda e, config, seed: e.run(config, seed))
         pending = {remote_run.remote(env, plan.config, plan.seed): plan for plan in plans}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(done[0]), ray.get(done[0])
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                yield pending.pop(done[0]), ray.get(done[0])
+        finally:  # interrupted: no task keeps running (their children are swept on resume)
+            for ref in pending:
+                ray.cancel(ref, force=True)
 
 
 RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (LocalRunner, ParallelRunner, RayRunner)}

@@ -194,9 +194,21 @@ def run_record(row: Mapping[str, Any], step: int, rules: StudyRules) -> RunRecor
 
 # ------------------------------------------------------------------------------------ rules
 def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozenset[str]]:
-    """(the moves open to a trial, the reverted ones reopened among them): the policy's rule."""
+    """(the moves open to a trial, the reverted ones reopened among them): the policy's rule,
+    less the moves that would apply two hypotheses setting the same key. Those are
+    alternatives, not parts of one configuration: merged, the later would silently win, and
+    the ledger would name a hypothesis that did not run."""
     menu = MoveMenu(tuple(state.hypotheses), state.incumbent, state.closed, rules.interactions)
-    return rules.policy.open_moves(menu, state.beliefs)
+    moves, reopened = rules.policy.open_moves(menu, state.beliefs)
+    composable = [move for move in moves
+                  if not conflicting(state, state.incumbent | move_members(move))]
+    return composable, reopened & frozenset(composable)
+
+
+def conflicting(state: StudyState, applied: frozenset[str]) -> bool:
+    """Whether two of the applied hypotheses set a common config key."""
+    keys = [key for name in applied for key in state.hypotheses[name].change]
+    return len(keys) != len(set(keys))
 
 
 def view(state: StudyState, rules: StudyRules) -> StudyView:

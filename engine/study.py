@@ -19,7 +19,15 @@ from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
-from engine.folder import FolderError, FolderLock, check_name, check_runs, read_marker
+from engine.folder import (
+    FolderError,
+    FolderLock,
+    check_name,
+    check_runs,
+    read_marker,
+    run_owner,
+)
+from engine.insights import source_name
 from engine.loop import StudyResult, run_study
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, Hypothesis, LLMProposer
@@ -27,7 +35,8 @@ from engine.records import StepDecision
 from engine.runner import make_runner
 from engine.state import StudyRules, StudyState, config_for, replay, view
 from engine.summary import StudySummary, summarise
-from envs import make_env
+from engine.validate import change_problems
+from envs import Env, make_env
 from memory import Ledger, StudyMismatchError, priors_from_insights
 from policies import StudyView, make_policy
 from policies.types import ClosedTrial
@@ -47,10 +56,11 @@ class Study:
         self.progress = progress or Progress(enabled=False)
         self.resume_hint = (resume_hint or
                             f"python -m engine.study {cfg.source_path} --out {cfg.study.out_dir}")
+        self.env = self._make_env()  # before the folder: a refused env leaves nothing behind
         self.out_dir = Path(cfg.study.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.env.owner = run_owner(self.out_dir)
         self.ledger = Ledger(self.out_dir / "study.db")
-        self.env = make_env(cfg.env, base_dir=cfg.source_path.parent)
         params = {k: v for k, v in dataclasses.asdict(cfg.policy).items() if k != "kind"}
         policy = make_policy(cfg.policy.kind, keep_rule=cfg.decision.keep_rule(), **params)
         self.rules = StudyRules.from_config(cfg, policy)
@@ -63,8 +73,8 @@ class Study:
         self.shared_study_id = None
         if self.shared_memory is not None:  # the long-term memory keeps its own copy of each step
             self.shared_study_id = self.shared_memory.start_study(
-                f"{cfg.study.name} @ {self.out_dir}", self._config_record(), self.env.fingerprint(),
-                cfg.study.seed)
+                source_name(cfg.study.name, self.out_dir), self._config_record(),
+                self.env.fingerprint(), cfg.study.seed)
         fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions)
         self.state = replay(self.ledger, self.study_id, fresh, self.rules)
         pinned = next((r["eval_hash"] for r in self.ledger.runs(self.study_id)
@@ -127,6 +137,24 @@ class Study:
             runs=tuple(self.ledger.runs(self.study_id)))
 
     # ----------------------------------------------------------------------------- set-up
+    def _make_env(self) -> Env:
+        """The env, refusing (ConfigError) a set-up it rejects, any hypothesis change it does
+        not allow and data no run could use (`Env.preflight_problem`); its warnings are printed
+        even when quiet."""
+        source = str(self.cfg.source_path)
+        try:
+            env = make_env(self.cfg.env, base_dir=self.cfg.source_path.parent)
+        except ValueError as exc:
+            raise ConfigError(source, [str(exc)]) from None
+        problems = change_problems(self.cfg.hypotheses, env.change_problem)
+        preflight = None if problems else env.preflight_problem()
+        problems += [preflight] if preflight else []
+        if problems:
+            raise ConfigError(source, problems)
+        for warning in env.warnings():
+            self.progress.say(f"warning: {warning}", always=True)
+        return env
+
     def _make_proposer(self) -> BuiltinProposer:
         specs = list(self.cfg.hypotheses)  # config.parse_config builds them as Hypothesis
         if not specs:  # synthetic worlds define their own hypothesis space
@@ -136,7 +164,9 @@ class Study:
             return LLMProposer(specs, model=self.cfg.proposer.model,
                                max_new=self.cfg.proposer.max_new, every=self.cfg.proposer.every,
                                mock_response=self.cfg.proposer.mock_response,
-                               base_config=dict(self.rules.base_config))
+                               base_config=dict(self.rules.base_config),
+                               knobs=self.env.mutable_knobs(),
+                               change_problem=self.env.change_problem)
         return BuiltinProposer(specs)
 
     def check_folder(self) -> None:
@@ -163,17 +193,27 @@ class Study:
         return {"config_hash": config_hash(self.cfg), "config": self.cfg.raw}
 
     def _prior(self) -> BeliefPrior:
-        """Default priors, or priors recalled from the shared memory of earlier studies on
-        this env (for the hypotheses known at the start)."""
+        """Default priors, or priors recalled from the shared memory of other studies on this
+        env, pooled (for the hypotheses known at the start).
+
+        The study's own insights are no evidence for it, and the priors it first opened with are
+        recorded in its ledger and reused on every re-run or resume: its replay stays the one the
+        live study made, whatever the memory learnt since (its own recall's reinforcement too)."""
         effect_priors: dict[str, tuple[float, float]] = {}
         if self.shared_memory is not None and self.cfg.memory.transfer:
-            decay = self.cfg.memory.decay
-            memory = self.shared_memory
-            recalled = memory.recall_insights(env_fingerprint=self.env.fingerprint(), decay=decay)
-            priors = priors_from_insights(recalled, t_now=memory.experiment_time(), decay=decay)
-            known = {h.name for h in self.proposer.initial()}
-            effect_priors = {name: (self.rules.sign * mean, sd)
-                             for name, (mean, sd) in priors.items() if name in known}
+            recorded = self.ledger.study_priors(self.study_id)
+            if recorded is None:
+                decay, memory = self.cfg.memory.decay, self.shared_memory
+                recalled = memory.recall_insights(
+                    env_fingerprint=self.env.fingerprint(), decay=decay,
+                    exclude_source=source_name(self.cfg.study.name, self.out_dir))
+                priors = priors_from_insights(recalled, t_now=memory.experiment_time(),
+                                              decay=decay)
+                known = {h.name for h in self.proposer.initial()}
+                recorded = self.ledger.record_study_priors(self.study_id, {
+                    name: (self.rules.sign * mean, sd)
+                    for name, (mean, sd) in priors.items() if name in known})
+            effect_priors = recorded
         return BeliefPrior(effect_sd=self.cfg.beliefs.prior_effect_sd,
                            noise_df=self.cfg.beliefs.prior_noise_df, effect_priors=effect_priors,
                            null_share=self.cfg.beliefs.null_share)

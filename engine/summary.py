@@ -2,11 +2,13 @@
 insights read. The engine's internal lower-is-better sign is undone here, once."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from beliefs import Beliefs
 from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
 from engine.state import StudyRules, StudyState, config_for
@@ -67,15 +69,13 @@ class StudySummary:
     runs: tuple[dict[str, Any], ...]  # the ledger's run rows (metric units as recorded)
 
 
-def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path, env_kind: str,
-              backend: str, env_fingerprint: str, metric: str, time_budget: float | None,
-              policy: str, decisions: tuple[StepDecision, ...], steps: tuple[dict, ...],
-              runs: tuple[dict, ...]) -> StudySummary:
+def _findings(beliefs: Beliefs, state: StudyState,
+              rules: StudyRules) -> tuple[tuple[EffectLine, ...], tuple[CategoryLine, ...]]:
+    """The effects and category effects `beliefs` imply, in metric units."""
     def ends(lo: float, hi: float) -> tuple[float, float]:
         low, high = sorted((rules.metric(lo), rules.metric(hi)))
         return low, high
 
-    beliefs = state.beliefs
     # Evidence about a hypothesis: every successful run that applied it (a reopened trial's
     # earlier runs and the incumbent's runs after a keep count too).
     ok = [r for r in state.runs if r.value is not None]
@@ -86,12 +86,40 @@ def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path,
     categories = tuple(CategoryLine(c.category, rules.metric(c.mean), *ends(c.lo, c.hi),
                                     sum(e.runs for e in effects if e.category == c.category))
                        for c in beliefs.category_effects())
+    return effects, categories
+
+
+def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path, env_kind: str,
+              backend: str, env_fingerprint: str, metric: str, time_budget: float | None,
+              policy: str, decisions: tuple[StepDecision, ...], steps: tuple[dict, ...],
+              runs: tuple[dict, ...]) -> StudySummary:
+    beliefs = state.beliefs
+    effects, categories = _findings(beliefs, state, rules)
     return StudySummary(
         name=name, out_dir=out_dir, seed=rules.study.seed, env_kind=env_kind, backend=backend,
         env_fingerprint=env_fingerprint, metric=metric,
         direction="lower" if rules.sign > 0 else "higher", time_budget=time_budget,
         policy=policy, threshold=rules.keep_rule.threshold,
-        budget_trials=rules.study.budget_trials, runs_used=state.runs_used, runs_ok=len(ok),
+        budget_trials=rules.study.budget_trials, runs_used=state.runs_used,
+        runs_ok=sum(r.value is not None for r in state.runs),
         noise_sd=beliefs.noise_sd(), incumbent=incumbent_summary(state, rules),
         incumbent_config=config_for(state, rules, state.incumbent), decisions=decisions,
         effects=effects, categories=categories, steps=steps, runs=runs)
+
+
+def own_evidence(summary: StudySummary, state: StudyState, rules: StudyRules) -> StudySummary:
+    """`summary` with its effects, categories and noise refitted from the study's runs alone: the
+    same runs under the study's prior without the effect priors transferred from memory
+    (`BeliefPrior.effect_priors`). What a study passes on is then its own evidence only, so a
+    later study that pools it with the studies it learnt from counts none of theirs twice. The
+    incumbent and decisions stay as decided. The refit costs one more conjugate fit.
+    """
+    beliefs = state.beliefs
+    if not beliefs.prior.effect_priors:
+        return summary  # nothing transferred: the posterior is the study's own already
+    own = Beliefs(beliefs.hypotheses, interactions=beliefs.interactions,
+                  prior=dataclasses.replace(beliefs.prior, effect_priors={}))
+    own.update(beliefs.observations)
+    effects, categories = _findings(own, state, rules)
+    return dataclasses.replace(summary, effects=effects, categories=categories,
+                               noise_sd=own.noise_sd())

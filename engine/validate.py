@@ -11,6 +11,7 @@ import copy
 import difflib
 import reprlib
 import string
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.schema import FLOAT, INT, REQUIRED, ByKind, Derived, Field
@@ -154,4 +155,15 @@ def cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> lis
         problems.append("[[hypotheses]]: none given; "
                         "expected at least one [[hypotheses]] block "
                         "(only kind = 'synthetic' may omit them)")
+    return problems
+
+
+def change_problems(hypotheses: Sequence[Any],
+                    change_problem: Callable[[Mapping[str, Any]], str | None]) -> list[str]:
+    """What the env refuses in each [[hypotheses]] change (`change_problem`: its check)."""
+    problems = []
+    for index, hypothesis in enumerate(hypotheses, start=1):
+        problem = change_problem(hypothesis.change)
+        if problem is not None:
+            problems.append(f"[[hypotheses]] #{index} ({hypothesis.name}) change: {problem}")
     return problems

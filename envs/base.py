@@ -92,6 +92,9 @@ class Env:
     backend: str
     code_hash: str
     eval_hash: str | None = None
+    # Tags the env's child processes (envs.process), so that those a killed study left behind
+    # can be found and killed when it resumes; the study sets it to its folder's.
+    owner: str = ""
 
     def run(self, config: dict, seed: int) -> Outcome:
         raise NotImplementedError
@@ -106,6 +109,25 @@ class Env:
     def hypotheses(self) -> list[dict] | None:
         """Hypotheses the env defines itself ({name, category, change, description}), if any."""
         return None
+
+    def change_problem(self, change: Mapping[str, Any]) -> str | None:
+        """Why a hypothesis may not make this change (a key the env does not let a hypothesis
+        set, a value it refuses), or None. The engine asks before any run, for the config's
+        hypotheses and for every proposal alike."""
+        return None
+
+    def preflight_problem(self) -> str | None:
+        """Why no run of this env's set-up can succeed, found before the study starts (the
+        gpt env's training data repeating its validation text), or None."""
+        return None
+
+    def mutable_knobs(self) -> tuple[str, ...] | None:
+        """The config keys a hypothesis may change, where the env knows them."""
+        return None
+
+    def warnings(self) -> list[str]:
+        """What the person should know about this env's set-up before it runs."""
+        return []
 
 
 ENVS: dict[str, type[Env]] = {}

@@ -3,8 +3,13 @@
 The [env] command is a template such as `python bench.py --lr {lr} --seed {seed}`. It is split
 into arguments the way a POSIX shell would (shlex) FIRST, and only then is each argument
 formatted on its own with the run's config values and seed. The argument list is executed
-without a shell, so a value such as `x; rm -rf /` or `--evil` arrives as one literal argument:
-it can neither add arguments nor run shell syntax. Literal braces are written `{{` and `}}`.
+without a shell, so a value such as `x; rm -rf /` arrives as one literal argument: it can neither
+add arguments nor run shell syntax. Literal braces are written `{{` and `}}`.
+
+A value that would begin an argument with `-` is refused (the program would read it as an
+option, `--out=report.txt` say) unless the template marks the placeholder as an option's value,
+`{x:opt}`; `--x={x}` is always safe. A template that runs a shell (`sh -c '... {x}'`) hands the
+values to the shell's parser again: that is allowed, with a warning, and nothing above holds.
 """
 from __future__ import annotations
 
@@ -27,6 +32,13 @@ from envs.base import (
 from envs.process import run_process, tail
 
 _FORMATTER = string.Formatter()
+# `{x:opt}` marks a placeholder as an option's value, which may begin with "-".
+OPTION_SPEC = "opt"
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox"})
+
+
+class OptionValueError(ValueError):
+    """A value would begin an argument with "-" where the template does not allow an option."""
 
 
 def parse_template(template: str, *, key: str) -> tuple[list[str], set[str]]:
@@ -76,7 +88,36 @@ def render_arguments(
         raise ValueError(
             f"[env] {key}: no value for placeholder(s) {missing}; the config has {sorted(values)}"
         )
-    return [argument.format_map(values) for argument in argument_templates]
+    return [render_argument(argument, values, key=key) for argument in argument_templates]
+
+
+def render_argument(argument_template: str, values: Mapping[str, Any], *, key: str) -> str:
+    """One argument with its placeholders filled; OptionValueError when a value would make it
+    begin with "-" and its placeholder is not marked {name:opt}."""
+    parts: list[str] = []
+    for literal, name, spec, conversion in _FORMATTER.parse(argument_template):
+        parts.append(literal)
+        if name is None:
+            continue
+        value = _FORMATTER.convert_field(values[name], conversion)
+        text = format(value, "" if spec == OPTION_SPEC else spec or "")
+        if text.startswith("-") and spec != OPTION_SPEC and not "".join(parts):
+            raise OptionValueError(
+                f"the value {text[:60]!r} of {{{name}}} would begin an argument with '-', so the "
+                f"program would read it as an option; if it is an option's value, write "
+                f"{{{name}:{OPTION_SPEC}}} in [env] {key}"
+            )
+        parts.append(text)
+    return "".join(parts)
+
+
+def runs_a_shell(argument_templates: list[str]) -> bool:
+    """Whether the command is a shell given a script to run (`sh -c`, `env bash -ec ...`)."""
+    for index, argument in enumerate(argument_templates[:-1]):
+        if Path(argument).name in SHELLS:
+            option = argument_templates[index + 1]
+            return option.startswith("-") and not option.startswith("--") and "c" in option
+    return False
 
 
 def last_metric_text(stdout: str, metric_name: str) -> str | None:
@@ -144,18 +185,56 @@ class CommandEnv(Env):
         self.backend = "command"
         self.code_hash = stable_hash({"command": command, "truth_command": truth_command})
         self.eval_hash = None
+        self.placeholders = frozenset(needed - {"seed"})
+        try:
+            self.render(self.base, seed=0)
+        except OptionValueError as exc:
+            raise ValueError(f"[env] base: {exc}") from None
 
-    def run(self, config: dict, seed: int) -> Outcome:
+    def render(self, config: Mapping[str, Any], seed: int) -> list[str]:
+        """The run's argument list."""
         if "seed" in config:
             raise ValueError("a command env config must not set 'seed': {seed} is the run's seed")
-        argv = render_arguments(self.argument_templates, {**config, "seed": seed}, key="command")
-        result = run_process(argv, cwd=self.cwd, timeout_s=self.timeout_s)
+        return render_arguments(self.argument_templates, {**config, "seed": seed}, key="command")
+
+    def change_problem(self, change: Mapping[str, Any]) -> str | None:
+        """A key that is no placeholder of the command (the run would ignore it), or a value
+        that would begin an argument with "-"."""
+        ignored = sorted(set(change) - self.placeholders)
+        if ignored:
+            return (f"{', '.join(map(repr, ignored))} is no placeholder of [env] command "
+                    f"(placeholders: {', '.join(sorted(self.placeholders)) or 'none'}), so the "
+                    "run would not use it")
+        try:
+            self.render({**self.base, **change}, seed=0)
+        except OptionValueError as exc:
+            return str(exc)
+        return None
+
+    def mutable_knobs(self) -> tuple[str, ...]:
+        return tuple(sorted(self.placeholders))
+
+    def warnings(self) -> list[str]:
+        if not runs_a_shell(self.argument_templates):
+            return []
+        return [f"[env] command runs a shell ({' '.join(self.argument_templates[:2])}): the "
+                "shell parses the values again, so a value can inject shell syntax; pass "
+                "values to the program directly to keep them literal"]
+
+    def run(self, config: dict, seed: int) -> Outcome:
+        try:
+            argv = self.render(config, seed)
+        except OptionValueError as exc:  # checked up front; a value is never passed unchecked
+            return Outcome(None, "refused", 0.0, None, {"reason": str(exc)})
+        result = run_process(argv, cwd=self.cwd, timeout_s=self.timeout_s, owner=self.owner)
         extra: dict[str, Any] = {"argv": argv, "returncode": result.returncode}
 
         def failed(status: str, reason: str) -> Outcome:
             return Outcome(None, status, result.seconds, None,
                            {**extra, "reason": reason, "stderr_tail": tail(result.stderr)})
 
+        if result.killed:
+            return failed("crash", "killed: the study was interrupted")
         if result.timed_out:
             return failed("timeout", f"killed after timeout_s = {self.timeout_s} s")
         if result.returncode != 0:

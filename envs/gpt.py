@@ -4,9 +4,15 @@ The run's config dict is written as JSON to a temporary file passed with --confi
 backend and budget (--steps N when steps > 0, else --time-budget S) are flags. The evaluation
 is immutable: the first successful run pins its eval_hash (or the engine passes the study's pin
 back on resume) and any later run reporting another eval_hash is "refused".
+
+What defines the experiment is pinned: the training data, the evaluation, the budget, the
+backend and the seed (PINNED_KNOBS). `[env]` and `[env] base` set them; a hypothesis may change
+only the other knobs of train.config.TrainConfig, and is refused before any run otherwise. The
+trainer refuses (exit 3, a REFUSED line) training data that repeats the validation text.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -28,11 +34,36 @@ from envs.base import (
     stable_hash,
 )
 from envs.process import run_process, tail
+from train.config import FIELD_TYPES, ConfigError, build_config
 from train.vocabulary import BACKENDS
 
 TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
 _INTEGER_FIELDS = frozenset({"num_steps", "depth", "seed"})
 _TEXT_FIELDS = frozenset({"eval_hash", "backend"})
+
+# The trainer knobs that define the experiment, with what each defines: every run of a study
+# shares them, so a hypothesis may not change them (a change of `data` could train on the
+# validation text, one of `steps` could escape the time budget).
+PINNED_KNOBS: dict[str, str] = {
+    "data": "the training data", "text_column": "the training data",
+    "eval_seq_len": "the evaluation", "eval_tokens": "the evaluation",
+    "steps": "the budget", "time_budget": "the budget", "untimed_steps": "the budget",
+    "threads": "the budget (CPU threads)", "backend": "the backend", "seed": "the run's seed",
+    "debug_nan_step": "a debugging switch",
+}
+# Set by [env] itself, so [env] base must not set them either.
+ENV_OWNED_KNOBS: dict[str, str] = {"seed": "the engine (each run's seed)", "steps": "[env] steps",
+                                   "time_budget": "[env] time_budget", "backend": "[env] backend"}
+MUTABLE_KNOBS: tuple[str, ...] = tuple(k for k in FIELD_TYPES if k not in PINNED_KNOBS)
+
+
+def knob_problem(key: object) -> str | None:
+    """Why `key` is not a trainer knob at all, with the nearest knob's name, or None."""
+    if key in FIELD_TYPES:
+        return None
+    close = difflib.get_close_matches(str(key), list(FIELD_TYPES), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (knobs: {', '.join(FIELD_TYPES)})"
+    return f"{key!r} is not a trainer knob{hint}"
 
 
 def parse_summary(stdout: str) -> dict[str, Any] | None:
@@ -64,11 +95,12 @@ def _typed(key: str, text: str) -> Any:
         return text
 
 
-def _fail_line(*streams: str) -> str | None:
-    """The trainer's `FAIL ...` line (NaN or exploding loss), if it printed one."""
+def _line_starting(prefix: str, *streams: str) -> str | None:
+    """The trainer's first line starting with prefix (FAIL: a NaN or exploding loss; REFUSED:
+    leaked validation text), if it printed one."""
     for stream in streams:
         for line in stream.splitlines():
-            if line.startswith("FAIL"):
+            if line.startswith(prefix):
                 return line.strip()
     return None
 
@@ -120,6 +152,7 @@ class GptEnv(Env):
         self.time_budget = float(time_budget)
         self.steps = int(steps)
         self.base = dict(base or {})
+        self._check_base()
         self.timeout_s = float(timeout_s)
         self.metric_name = metric
         self.direction = direction
@@ -153,7 +186,7 @@ class GptEnv(Env):
             argv = [*self.trainer_command, "--config", str(config_path), "--seed", str(seed),
                     "--backend", self.backend, *self.budget_flags()]
             result = run_process(argv, cwd=self.base_dir, timeout_s=self.timeout_s,
-                                 env=self._child_environment())
+                                 env=self._child_environment(), owner=self.owner)
         summary = parse_summary(result.stdout) or {}
         steps = summary.get("num_steps") if isinstance(summary.get("num_steps"), int) else None
         extra: dict[str, Any] = {**summary, "argv": argv, "returncode": result.returncode}
@@ -162,9 +195,14 @@ class GptEnv(Env):
             return Outcome(None, status, result.seconds, steps,
                            {**extra, "reason": reason, "stderr_tail": tail(result.stderr)})
 
+        if result.killed:
+            return failed("crash", "killed: the study was interrupted")
         if result.timed_out:
             return failed("timeout", f"killed after timeout_s = {self.timeout_s} s")
-        fail_line = _fail_line(result.stdout, result.stderr)
+        refused_line = _line_starting("REFUSED", result.stdout, result.stderr)
+        if refused_line is not None:
+            return failed("refused", refused_line)
+        fail_line = _line_starting("FAIL", result.stdout, result.stderr)
         if fail_line is not None:
             return failed("nan", fail_line)
         if result.returncode != 0:
@@ -190,6 +228,56 @@ class GptEnv(Env):
             return failed("refused", f"eval_hash {eval_hash} differs from the study's {pinned}: "
                                      "the evaluation code changed")
         return Outcome(value, "ok", result.seconds, steps, extra)
+
+    def _check_base(self) -> None:
+        """[env] base: trainer knobs only, none that [env] sets itself, values the trainer
+        takes."""
+        for key in self.base:
+            problem = knob_problem(key)
+            if problem is None and key in ENV_OWNED_KNOBS:
+                problem = f"{key!r} is set by {ENV_OWNED_KNOBS[key]}"
+            if problem is not None:
+                raise ValueError(f"[env] base: {problem}")
+        try:
+            build_config(self.base)
+        except ConfigError as exc:
+            raise ValueError(f"[env] base: {exc}") from None
+
+    def change_problem(self, change: Mapping[str, Any]) -> str | None:
+        """A key that is no trainer knob or is pinned (PINNED_KNOBS), or a value the trainer
+        refuses on top of [env] base."""
+        for key in change:
+            problem = knob_problem(key)
+            if problem is None and key in PINNED_KNOBS:
+                problem = (f"{key!r} is pinned: it sets {PINNED_KNOBS[key]}, which every run of "
+                           "the study shares (set it in [env] or [env] base)")
+            if problem is not None:
+                return problem
+        try:
+            build_config({**self.base, **change})
+        except ConfigError as exc:
+            return f"on top of [env] base, {exc}"
+        return None
+
+    def mutable_knobs(self) -> tuple[str, ...]:
+        return MUTABLE_KNOBS
+
+    def preflight_problem(self) -> str | None:
+        """The trainer's verdict on the study's data (`python -m train.prepare`, which builds
+        the cache the runs then share): a missing file, or validation text it trains on."""
+        if self.trainer_command != [sys.executable, "-m", "train"]:
+            return None  # a stand-in trainer has no prepare step
+        with tempfile.TemporaryDirectory(prefix="gpt-env-") as folder:
+            config_path = Path(folder) / "config.json"
+            config_path.write_text(json.dumps(self.base))
+            result = run_process([sys.executable, "-m", "train.prepare", "--config",
+                                  str(config_path)], cwd=self.base_dir,
+                                 timeout_s=self.timeout_s, env=self._child_environment(),
+                                 owner=self.owner)
+        if result.returncode == 0:
+            return None
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        return f"[env] base: the trainer refuses its data: {lines[-1] if lines else 'no output'}"
 
     def _child_environment(self) -> dict[str, str]:
         """This environment with the project root on PYTHONPATH, so `-m train` resolves from any

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -202,6 +202,17 @@ class SyntheticEnv(Env):
         return [{"name": name, "category": self.category_of[name], "change": {name: True},
                  "description": f"synthetic change {name} in category {self.category_of[name]}"}
                 for name in self.names]
+
+    def change_problem(self, change: Mapping[str, Any]) -> str | None:
+        """A key naming no hypothesis of the world, or a value that is not true/false."""
+        try:
+            self._applied(dict(change))
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def mutable_knobs(self) -> tuple[str, ...]:
+        return tuple(self._index)
 
     def fingerprint(self) -> str:
         return stable_hash({"kind": self.kind, **self.world,

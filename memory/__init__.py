@@ -10,7 +10,12 @@ from memory.activation import (
     widened_sd,
 )
 from memory.export import ResultRow, config_commit, parse_results_tsv, results_rows
-from memory.insights import priors_from_insights, render_insight, render_summary
+from memory.insights import (
+    pool_estimates,
+    priors_from_insights,
+    render_insight,
+    render_summary,
+)
 from memory.ledger import (
     DuplicateRecordError,
     Ledger,
@@ -36,6 +41,7 @@ __all__ = [
     "config_commit",
     "evidence_weight",
     "parse_results_tsv",
+    "pool_estimates",
     "priors_from_insights",
     "recall_score",
     "render_insight",

@@ -9,34 +9,54 @@ from memory.activation import DEFAULT_DECAY, activation, sd_from_interval, widen
 from memory.records import HYPOTHESIS_KINDS, Insight
 
 
+def pool_estimates(estimates: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Precision-weighted pool of independent Gaussian estimates (m_i, s_i) of one quantity:
+    mean = sum_i m_i / s_i^2 / sum_i 1 / s_i^2, sd = (sum_i 1 / s_i^2)^(-1/2), in their units.
+
+    The product of the estimates' Gaussian likelihoods: each counts by its precision. At least
+    one estimate; every s_i finite and > 0.
+    """
+    if not estimates:
+        raise ValueError("pooling needs at least one estimate")
+    if not all(0.0 < sd < math.inf for _, sd in estimates):
+        raise ValueError(f"every sd must be finite and > 0, got {[sd for _, sd in estimates]}")
+    precisions = [sd**-2 for _, sd in estimates]
+    total = math.fsum(precisions)
+    # weights normalised first, so that a single estimate keeps its mean exactly
+    mean = math.fsum(m * (w / total) for (m, _), w in zip(estimates, precisions))
+    return mean, total**-0.5
+
+
 def priors_from_insights(
     insights: Sequence[Insight], t_now: float, decay: float = DEFAULT_DECAY
 ) -> dict[str, tuple[float, float]]:
-    """Map hypothesis names to a prior (mean, sd) in metric units, widened by decay.
+    """Map hypothesis names to a prior (mean, sd) in metric units: the sources' evidence, pooled.
 
-    Uses the active `effect` and `dead_end` insights (subject = hypothesis name); where a name has
-    several, the most recent wins. sd comes from the stored 90% interval, then widens as
-    sd / sqrt(min(1, exp(A))) with A the insight's activation at t_now (a power prior: decayed
-    evidence counts for less). Insights with no evidence left (A = -inf) or no interval give none.
+    Each source (study) gives one estimate per hypothesis: its most recent active `effect` or
+    `dead_end` insight (subject = hypothesis name), sd from the stored 90% interval widened by that
+    insight's own decay, sd / sqrt(min(1, exp(A))) with A its activation at t_now (a power prior:
+    decayed evidence counts for less). The sources' estimates are pooled by `pool_estimates`: they
+    are independent, as each study stores only what its own runs say (engine.summary.own_evidence).
+    Insights with no evidence left (A = -inf) or no interval give none.
     """
-    latest: dict[str, Insight] = {}
+    latest: dict[tuple[str, str], Insight] = {}
     for insight in insights:
         if not insight.active or insight.kind not in HYPOTHESIS_KINDS:
             continue
         if insight.mean is None or insight.lo is None or insight.hi is None:
             continue
-        held = latest.get(insight.subject)
+        held = latest.get((insight.subject, insight.source))
         if held is None or (insight.t_created, insight.id) > (held.t_created, held.id):
-            latest[insight.subject] = insight
-    priors: dict[str, tuple[float, float]] = {}
-    for name, insight in latest.items():
+            latest[(insight.subject, insight.source)] = insight
+    estimates: dict[str, list[tuple[float, float]]] = {}
+    for (name, _), insight in latest.items():
         sd = widened_sd(
             sd_from_interval(insight.lo, insight.hi),  # type: ignore[arg-type]
             activation(insight.presentations, t_now, decay),
         )
-        if math.isfinite(sd):
-            priors[name] = (float(insight.mean), sd)  # type: ignore[arg-type]
-    return priors
+        if 0.0 < sd < math.inf:  # a zero-width interval is no sd a prior can take
+            estimates.setdefault(name, []).append((float(insight.mean), sd))  # type: ignore[arg-type]
+    return {name: pool_estimates(pairs) for name, pairs in estimates.items()}
 
 
 def _single_line(text: str) -> str:

@@ -540,13 +540,16 @@ class Ledger:
         mean: float | None = None,
         lo: float | None = None,
         hi: float | None = None,
+        source: str = "",
         t_now: float | None = None,
     ) -> int:
-        """Store an insight and return its id; at most one is active per (env, kind, subject).
+        """Store an insight and return its id; at most one is active per (env, kind, subject,
+        source), `source` naming the study whose runs it summarises.
 
         The same evidence again (statement, numbers, unit) returns the active insight unchanged.
         Changed evidence inserts a new active insight, first presented at t_now, and marks the old
-        one inactive with superseded_by pointing at the new one (history is kept).
+        one of the same source inactive with superseded_by pointing at the new one (history is
+        kept); other sources' insights stay active, for priors to pool.
         """
         if kind not in INSIGHT_KINDS:
             raise ValueError(f"insight kind must be one of {INSIGHT_KINDS}, got {kind!r}")
@@ -560,13 +563,15 @@ class Ledger:
             "statement": statement, "mean": mean, "lo": lo, "hi": hi,
             "evidence": int(evidence), "unit": unit,
         }  # fmt: skip
-        key = {"env_fingerprint": env_fingerprint, "kind": kind, "subject": subject}
+        key = {"env_fingerprint": env_fingerprint, "kind": kind, "subject": subject,
+               "source": source}
         with self.transaction():
             t = self._time(t_now)
             held = list(
                 self._db["insights"].rows_where(
-                    "env_fingerprint = ? AND kind = ? AND subject = ? AND active = 1",
-                    [env_fingerprint, kind, subject],
+                    "env_fingerprint = ? AND kind = ? AND subject = ? AND source = ? "
+                    "AND active = 1",
+                    [env_fingerprint, kind, subject, source],
                 )
             )
             if held and all(held[0][name] == value for name, value in content.items()):
@@ -605,7 +610,8 @@ class Ledger:
                 subject=row["subject"], statement=row["statement"], mean=row["mean"],
                 lo=row["lo"], hi=row["hi"], evidence=row["evidence"], unit=row["unit"],
                 t_created=row["t_created"], active=bool(row["active"]),
-                superseded_by=row["superseded_by"], presentations=presentations.get(row["id"], ()),
+                superseded_by=row["superseded_by"], source=row["source"],
+                presentations=presentations.get(row["id"], ()),
             )  # fmt: skip
             for row in self._db["insights"].rows_where(
                 " AND ".join(clauses) or None, params, order_by="id"
@@ -620,9 +626,11 @@ class Ledger:
         decay: float = DEFAULT_DECAY,
         threshold: float = DEFAULT_RETRIEVAL_THRESHOLD,
         k: int | None = None,
+        exclude_source: str | None = None,
     ) -> list[Insight]:
         """Active insights of an env whose activation at t_now reaches `threshold`, strongest
-        first (at most k), each reinforced at t_now.
+        first (at most k), each reinforced at t_now. Those of `exclude_source` (the recalling
+        study's own) are left out and not reinforced: a study is no evidence for itself.
 
         They are returned with the presentations they had when recalled, so that
         `priors_from_insights(recalled, t_now, decay)` widens them by the decay they had suffered.
@@ -631,7 +639,8 @@ class Ledger:
             raise ValueError(f"k must be >= 0 or None, got {k!r}")
         with self.transaction():
             t = self._time(t_now)
-            stored = self.insights(env_fingerprint=env_fingerprint)
+            stored = [insight for insight in self.insights(env_fingerprint=env_fingerprint)
+                      if insight.source != exclude_source]
             strength = {insight.id: activation(insight.presentations, t, decay)
                         for insight in stored}
             recalled = [insight for insight in stored if strength[insight.id] >= threshold]
@@ -641,3 +650,29 @@ class Ledger:
                 {"insight_id": insight.id, "t": t} for insight in recalled
             )
         return recalled
+
+    # -- transferred priors ----------------------------------------------------------------------
+
+    def study_priors(self, study_id: int) -> dict[str, tuple[float, float]] | None:
+        """The effect priors (name -> (mean, sd)) the study started with; None if none recorded."""
+        row = self._conn.execute(
+            "SELECT priors_json FROM study_priors WHERE study_id = ?", (study_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {name: (float(mean), float(sd)) for name, (mean, sd) in json.loads(row[0]).items()}
+
+    def record_study_priors(
+        self, study_id: int, priors: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        """Record the effect priors a study starts with, once, and return the recorded ones: a
+        second call keeps the first record, so a resumed study replays under the priors it
+        started with whatever the shared memory has learnt since."""
+        with self.transaction():
+            self.study(study_id)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO study_priors (study_id, priors_json, created) "
+                "VALUES (?, ?, ?)",
+                (study_id, _json({name: list(pair) for name, pair in priors.items()}), _now()),
+            )
+            return self.study_priors(study_id)  # type: ignore[return-value]

@@ -43,6 +43,7 @@ class Insight:
     """A structural statement computed from a posterior, with its 90% interval and evidence count.
 
     mean/lo/hi are in `unit` (metric units, lower is better for effects); evidence counts runs.
+    `source` names the study whose runs it summarises ('' for insights stored before schema v3).
     """
 
     id: int
@@ -58,4 +59,5 @@ class Insight:
     t_created: float
     active: bool
     superseded_by: int | None
+    source: str = ""
     presentations: tuple[float, ...] = field(default=())

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 
 #: The version this code writes and reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1_STATEMENTS = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -126,6 +126,21 @@ _V2_STATEMENTS = (
     "CREATE INDEX insight_presentations_by_insight ON insight_presentations (insight_id)",
 )
 
+_V3_STATEMENTS = (
+    # Insights are kept per source (the study that wrote them), so that priors pool the evidence
+    # of several studies instead of the last writer's replacing it; older rows get source ''.
+    "ALTER TABLE insights ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+    "DROP INDEX insights_active_key",
+    """CREATE UNIQUE INDEX insights_active_key ON insights (env_fingerprint, kind, subject, source)
+        WHERE active = 1""",
+    # The effect priors a study started with, so that a resumed study replays under them.
+    """CREATE TABLE study_priors (
+        study_id INTEGER PRIMARY KEY REFERENCES studies(id),
+        priors_json TEXT NOT NULL,
+        created TEXT NOT NULL
+    )""",
+)
+
 
 def _run(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
     for statement in statements:
@@ -143,10 +158,17 @@ def migrate_v1_to_v2(conn: sqlite3.Connection) -> None:
     _run(conn, _V2_STATEMENTS)
 
 
+def migrate_v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3: insights gain a source (one active per env, kind, subject and source; rows
+    written before have source ''); the effect priors each study started with."""
+    _run(conn, _V3_STATEMENTS)
+
+
 #: MIGRATIONS[v] takes a database at version v to version v + 1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: build_schema_v1,
     1: migrate_v1_to_v2,
+    2: migrate_v2_to_v3,
 }
 
 

@@ -2,7 +2,8 @@
                    [--backend B] [--knob VALUE ...]
 
 Prints progress to stderr and ends stdout with the summary block (docs/ARCHITECTURE.md). Exit 0 on
-success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data.
+success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data,
+3 with a line starting REFUSED when the training data repeats validation text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from train.config import ConfigError, TrainConfig, parse_args
-from train.data import DataError, prepare
+from train.data import DataError, LeakError, prepare
 from train.loop import Backend, TrainingFailed, train
 
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_args(sys.argv[1:] if argv is None else argv)
         data = prepare(config.data, config.text_column, config.eval_tokens)
         result = train(config, data, make_backend(config), started)
+    except LeakError as error:
+        print(f"REFUSED: {error}", flush=True)
+        return 3
     except (ConfigError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

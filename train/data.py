@@ -25,6 +25,19 @@ import numpy as np
 BOS = 256  # the one special token: begins every document
 VOCAB_SIZE = 257  # 256 byte values + BOS
 TOKENIZER_VERSION = "bytes-v1"  # part of every cache key
+# The leak check (check_no_leak): a validation document is seen in training when the training
+# split holds it verbatim as a document, or when at least LEAK_COVERAGE of its tokens lie in
+# LEAK_WINDOW-token spans that the training text repeats (document boundaries and white space
+# ignored, so a copy pasted as one blob, or reflowed, is seen too). Natural repetition is
+# shorter: in the shipped corpus no validation document is seen this way (with 64-token windows,
+# genealogies that Chronicles copies from Genesis would be), and documents written from one
+# template differ within every such span. A study is refused when the documents seen hold
+# LEAK_SHARE of the validation tokens.
+LEAK_WINDOW = 256
+LEAK_COVERAGE = 0.5
+LEAK_SHARE = 0.01
+LEAK_CHECK_VERSION = "seen-documents-v1"  # part of every cache key: a cache predating the check is
+# rebuilt (and checked) rather than trusted
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_CORPUS = DATA_DIR / "kjv.txt.gz"
@@ -34,6 +47,11 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
 
 class DataError(ValueError):
     """A missing, unreadable or corrupt data source; the CLI reports it and exits 2."""
+
+
+class LeakError(DataError):
+    """The training split repeats validation text, so val_bpb would reward memorising it; the
+    CLI prints a line starting REFUSED and exits 3."""
 
 
 @dataclass(frozen=True)
@@ -149,10 +167,86 @@ def split_validation(documents: list[str], eval_tokens: int) -> tuple[list[str],
     )
 
 
+def window_hashes(tokens: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
+    """64-bit polynomial hashes of tokens[s : s + length] for s = 0, stride, 2 * stride, ...
+
+    h(w) = sum_k w[k] * P ** (length - 1 - k) mod 2**64, with P the 64-bit FNV prime.
+    """
+    count = (len(tokens) - length) // stride + 1
+    hashes = np.zeros(max(count, 0), dtype=np.uint64)
+    if count <= 0:
+        return hashes
+    values = tokens.astype(np.uint64)
+    prime = np.uint64(1099511628211)
+    with np.errstate(over="ignore"):  # arithmetic mod 2**64 is the point
+        for k in range(length):
+            hashes = hashes * prime + values[k : k + (count - 1) * stride + 1 : stride]
+    return hashes
+
+
+_SPACES = np.array([ord(c) for c in " \t\n\r"], dtype=np.uint16)
+
+
+def _documents(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the tokens without BOS and ASCII white space, the index of the document each of them
+    belongs to): what is compared, so that neither document boundaries nor reflowed lines
+    hide a copy."""
+    document = np.cumsum(tokens == BOS) - 1
+    text = (tokens != BOS) & ~np.isin(tokens, _SPACES)
+    return tokens[text], document[text]
+
+
+def seen_validation(val_tokens: np.ndarray, train_tokens: np.ndarray,
+                    length: int = LEAK_WINDOW) -> tuple[float, str]:
+    """(share of the validation tokens in documents the training split holds, an example).
+
+    A validation document is held when it is a training document verbatim, or when at least
+    LEAK_COVERAGE of its tokens lie in a validation window (length tokens, any offset) equal to
+    a training window (length tokens, every length tokens), BOS and white space dropped;
+    hash matches are confirmed token by token. A copy of a validation span is found in full
+    but for at most length - 1 tokens at each end.
+    """
+    val_text, val_document = _documents(val_tokens)
+    train_text, train_document = _documents(train_tokens)
+    covered = np.zeros(len(val_text), dtype=bool)
+    val_hashes = window_hashes(val_text, length)
+    first_at = {int(h): i for i, h in reversed(list(enumerate(val_hashes.tolist())))}
+    train_hashes = window_hashes(train_text, length, stride=length)
+    for index in np.flatnonzero(np.isin(train_hashes, val_hashes)).tolist():
+        start, val_start = index * length, first_at[int(train_hashes[index])]
+        if np.array_equal(train_text[start : start + length],
+                          val_text[val_start : val_start + length]):
+            covered[val_start : val_start + length] = True
+    starts = np.flatnonzero(np.diff(val_document, prepend=-1))
+    ends = np.append(starts[1:], len(val_text))
+    train_text_documents = np.split(train_text, np.flatnonzero(np.diff(train_document)) + 1)
+    train_documents = {document.tobytes() for document in train_text_documents}
+    originals = np.split(val_tokens, np.flatnonzero(val_tokens == BOS))[1:]
+    held, example = 0, ""
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if (covered[start:end].mean() >= LEAK_COVERAGE
+                or val_text[start:end].tobytes() in train_documents):
+            held += end - start
+            example = example or decode(originals[val_document[start]])
+    return (held / len(val_text) if len(val_text) else 0.0), example
+
+
+def check_no_leak(val_tokens: np.ndarray, train_tokens: np.ndarray) -> None:
+    """Raise LeakError when the training split holds validation documents with at least
+    LEAK_SHARE of the validation tokens (seen_validation; paraphrases are not caught)."""
+    share, example = seen_validation(val_tokens, train_tokens)
+    if share >= LEAK_SHARE:
+        raise LeakError(
+            f"the training data holds validation documents with {share:.1%} of the validation "
+            f"tokens (e.g. {example[:60]!r}; the limit is {LEAK_SHARE:.0%}): training on what "
+            "val_bpb measures would game the evaluation; remove them from 'data'"
+        )
+
+
 def source_id(data: str, text_column: str) -> str:
     """Cache key of a data source: content hash of the shipped corpus, or path/size/mtime of
     user files."""
-    digest = hashlib.sha256(TOKENIZER_VERSION.encode())
+    digest = hashlib.sha256((TOKENIZER_VERSION + LEAK_CHECK_VERSION).encode())
     if not data:
         digest.update(DEFAULT_CORPUS_SHA256.read_text().encode())
     else:
@@ -187,7 +281,8 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def prepare(data: str, text_column: str, eval_tokens: int) -> PreparedData:
-    """Tokenized train/validation splits, from the cache when present, else built and cached."""
+    """Tokenized train/validation splits, from the cache when present, else built, checked for
+    leaked validation text (LeakError) and cached."""
     key = source_id(data, text_column)
     path = cache_dir() / f"{key}-val{eval_tokens}.npz"
     if path.is_file():
@@ -204,6 +299,7 @@ def prepare(data: str, text_column: str, eval_tokens: int) -> PreparedData:
         )
     val_tokens, _ = pack_documents(val_docs)
     train_tokens, train_starts = pack_documents(train_docs)
+    check_no_leak(val_tokens, train_tokens)  # before caching: only checked data is cached
     arrays = {"train_tokens": train_tokens, "train_starts": train_starts, "val_tokens": val_tokens}
     _write_atomically(path, arrays)
     return PreparedData(train_tokens, train_starts, val_tokens, key)

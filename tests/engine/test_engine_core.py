@@ -61,7 +61,7 @@ def make_rules(policy: str = "efe", interactions: bool = False, **study) -> Stud
 
 
 def fresh(interactions: bool = False) -> StudyState:
-    hypotheses = [Hypothesis(n, "knobs", {"x": i + 2}) for i, n in enumerate(NAMES)]
+    hypotheses = [Hypothesis(n, "knobs", {n: i + 2}) for i, n in enumerate(NAMES)]
     return StudyState.start(hypotheses, BeliefPrior(), interactions)
 
 
@@ -303,6 +303,20 @@ def test_a_policy_stop_after_proposals_records_them_in_one_step():
     assert state.concluded == {0, 1} and state.pending is None and state.next_step == 2
 
 
+def test_moves_that_would_set_one_key_twice_are_not_open():
+    """Alternatives for one key: applied together, one change would silently undo the other."""
+    rules = make_rules(interactions=True)
+    names = ("lr_low", "lr_high", "depth")
+    state = StudyState.start([Hypothesis("lr_low", "k", {"lr": 0.1}),
+                              Hypothesis("lr_high", "k", {"lr": 0.3}),
+                              Hypothesis("depth", "k", {"n_layer": 3})], BeliefPrior(), True)
+    moves, _ = open_moves(state, rules)
+    assert set(moves) <= {*names, "depth + lr_high", "depth + lr_low"} and "lr_high" in moves
+    state = with_decision(state, StepDecision(1, "lr_low", "keep", 0.99, None, None, 2, "kept"))
+    moves, _ = open_moves(state, rules)
+    assert moves and not any("lr_high" in move for move in moves)
+
+
 def test_records_round_trip_through_json():
     plan = StepPlan("run", "a + b", 3, "why", {"efe": -1.5}, (Hypothesis("a", "k", {"x": 1}),), 1)
     assert StepPlan.from_json(plan.to_json()) == plan
@@ -314,13 +328,13 @@ def test_records_round_trip_through_json():
         StepPlan("base", None, 1, "", incumbent_runs=1)
 
 
-def test_planned_runs_merge_changes_in_declaration_order():
+def test_planned_runs_apply_the_base_the_incumbents_and_the_moves_changes():
     rules = make_rules()
     state = with_decision(fresh(), StepDecision(1, "c", "keep", 0.99, None, None, 2, "kept"))
     state = with_plan(state, 2, StepPlan("run", "a", 1, "try", incumbent_runs=1))
     runs = planned_runs(state, rules, 2)
-    # a sets x = 2, c sets x = 4; c is declared later, so it wins in the candidate
-    assert [(r.role, r.config) for r in runs] == [("candidate", {"x": 4}), ("incumbent", {"x": 4})]
+    assert [(r.role, r.config) for r in runs] == [("candidate", {"x": 1, "c": 4, "a": 2}),
+                                                  ("incumbent", {"x": 1, "c": 4})]
     seeds = np.random.default_rng([rules.study.seed, 2, 7]).integers(0, 2**31 - 1, 1)
     assert [r.seed for r in runs] == [int(seeds[0])] * 2
 

@@ -368,8 +368,16 @@ LLM_REPLY = json.dumps([
 ])
 
 
+# A proposal of a knob the command does not take ran, once, as a silent copy of the base.
+UNKNOWN_KNOB_REPLY = json.dumps([
+    {"name": "llm-lr", "category": "optimizer", "change": {"learning_rate": 0.1}},
+    {"name": "llm-wider", "category": "architecture", "change": {"boost": 1}},
+])
+
+
 @pytest.mark.parametrize("reply, added",
-                         [(LLM_REPLY, ["llm-wider"]), ("I think you should try RoPE", [])])
+                         [(LLM_REPLY, ["llm-wider"]), ("I think you should try RoPE", []),
+                          (UNKNOWN_KNOB_REPLY, ["llm-wider"])])
 def test_llm_proposer_adds_valid_hypotheses_and_survives_garbage(tmp_path, reply, added):
     path = command_config(tmp_path, budget=10)
     text = path.read_text().replace('[policy]', f'[proposer]\nkind = "llm"\nmodel = "gpt-4o-mini"\n'
@@ -490,3 +498,24 @@ def test_incumbent_runs_are_paired_only_where_they_narrow_the_comparison(tmp_pat
         assert 0 in paired and 1 in paired  # both happen in this study
     else:
         assert set(paired) == {1}
+
+
+def test_hypotheses_that_set_the_same_key_never_run_together(tmp_path):
+    """boost = 1 and boost = 2 are alternatives: merged, the later would win while the ledger
+    named both. Once one is kept, the other is closed to trial, and every run's config is
+    what its named hypotheses set."""
+    path = command_config(tmp_path, budget=30)
+    path.write_text(path.read_text().replace('[beliefs]', textwrap.dedent('''
+        [[hypotheses]]
+        name = "boost_more"
+        category = "architecture"
+        change = { boost = 2 }
+
+        [beliefs]'''), 1))
+    study = Study(load_config(path, out_dir=str(tmp_path / "out")))
+    study.run(write_report=False)
+    assert {"boost", "boost_more"} & set(study.kept)
+    runs = study.ledger.runs(study.study_id)
+    assert not any({"boost", "boost_more"} <= set(r["hypotheses"]) for r in runs)
+    for run in runs:
+        assert run["config"] == study.config_for(frozenset(run["hypotheses"]))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from envs import CommandEnv, make_env
+from tests.processes import is_running
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -88,16 +89,7 @@ def test_hanging_command_times_out_and_its_children_are_killed(tmp_path):
     assert not is_running(grandchild)
 
 
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (a killed orphan may wait for a reaper in a container)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-@pytest.mark.parametrize("hostile", ["x; rm -rf /", "--evil", "a b 'c' \"d\"", "$(touch pwned)",
+@pytest.mark.parametrize("hostile", ["x; rm -rf /", "a b 'c' \"d\"", "$(touch pwned)",
                                      "`touch pwned`", "{seed}"])
 def test_a_value_arrives_as_one_literal_argument(tmp_path, hostile):
     record = tmp_path / "argv.json"
@@ -190,3 +182,49 @@ def test_a_metric_is_a_plain_decimal_within_the_limit(tmp_path, printed, status)
     assert outcome.metric == (float(printed) if status == "ok" else None)
     if status != "ok":
         assert repr(printed) in outcome.extra["reason"]
+
+
+def recording_command(tmp_path: Path, arguments: str) -> tuple[str, Path]:
+    """A template running a script that records its argv and prints a metric."""
+    record, script = tmp_path / "argv.json", tmp_path / "record.py"
+    script.write_text("import json, sys\n"
+                      f"open({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+                      "print('loss: 1.0')\n")
+    return f"{PYTHON} {shlex.quote(str(script))} {arguments}", record
+
+
+def test_a_value_that_would_be_an_option_is_refused_before_it_runs(tmp_path):
+    command, record = recording_command(tmp_path, "{target}")
+    env = CommandEnv(command, "loss", base={"target": "data.txt"}, base_dir=tmp_path)
+    problem = env.change_problem({"target": "--out=report.txt"})
+    assert problem is not None and "{target:opt}" in problem
+    outcome = env.run({"target": "--out=report.txt"}, seed=0)
+    assert outcome.status == "refused" and not record.exists()
+    with pytest.raises(ValueError, match="begin an argument with '-'"):
+        CommandEnv(command, "loss", base={"target": "-x"}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("arguments", ["--shift {shift:opt}", "--shift={shift}"])
+def test_an_option_value_may_start_with_a_dash_where_the_template_says_so(tmp_path, arguments):
+    command, record = recording_command(tmp_path, arguments)
+    env = CommandEnv(command, "loss", base={"shift": 1}, base_dir=tmp_path)
+    assert env.change_problem({"shift": -0.5}) is None
+    assert env.run({"shift": -0.5}, seed=0).status == "ok"
+    assert json.loads(record.read_text())[-1].endswith("-0.5")
+
+
+def test_a_change_of_a_key_the_command_does_not_use_is_refused(tmp_path):
+    command, _ = recording_command(tmp_path, "--lr {lr} {seed}")
+    env = CommandEnv(command, "loss", base={"lr": 0.1}, base_dir=tmp_path)
+    assert env.change_problem({"lr": 0.2}) is None
+    problem = env.change_problem({"learning_rate": 0.2})
+    assert "'learning_rate' is no placeholder" in problem and "lr" in problem
+    assert env.mutable_knobs() == ("lr",)
+
+
+@pytest.mark.parametrize("shell", ["sh -c", "/bin/bash -ec", "env sh -c"])
+def test_a_template_that_runs_a_shell_is_warned_about(tmp_path, shell):
+    env = CommandEnv(f"{shell} 'echo loss: {{x}}'", "loss", base={"x": 1}, base_dir=tmp_path)
+    assert any("runs a shell" in warning for warning in env.warnings())
+    quiet = CommandEnv(python_command("print('loss: 1')"), "loss", base_dir=tmp_path)
+    assert quiet.warnings() == []

@@ -3,6 +3,7 @@ run."""
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -195,3 +196,47 @@ def test_a_real_nan_loss_is_nan_and_pins_nothing(tmp_path):
     nan = env.run({**TINY_TRAINER_CONFIG, "debug_nan_step": 1}, seed=0)
     assert nan.status == "nan" and nan.extra["reason"].startswith("FAIL"), nan.extra
     assert env.pinned_eval_hash is None
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"data": "leak.txt"}, "'data' is pinned: it sets the training data"),
+    ({"steps": 10_000}, "'steps' is pinned: it sets the budget"),
+    ({"untimed_steps": 10_000}, "'untimed_steps' is pinned: it sets the budget"),
+    ({"eval_tokens": 64}, "'eval_tokens' is pinned: it sets the evaluation"),
+    ({"backend": "mps"}, "'backend' is pinned"),
+    ({"matix_lr": 0.1}, "'matix_lr' is not a trainer knob; did you mean 'matrix_lr'?"),
+    ({"n_head": 3}, "on top of [env] base, bad value for 'n_embd'"),
+    ({"matrix_lr": "fast"}, "bad value for 'matrix_lr': 'fast'"),
+])
+def test_a_change_the_trainer_would_not_take_or_that_games_it_is_refused(change, fragment):
+    env = GptEnv(base={"n_embd": 32, "n_head": 2})
+    assert fragment in env.change_problem(change)
+    assert env.change_problem({"matrix_lr": 0.1, "n_layer": 3}) is None
+    assert set(env.mutable_knobs()).isdisjoint({"data", "steps", "time_budget", "eval_tokens"})
+
+
+@pytest.mark.parametrize("base, fragment", [
+    ({"steps": 100}, "'steps' is set by [env] steps"),
+    ({"time_budget": 1e6}, "'time_budget' is set by [env] time_budget"),
+    ({"matix_lr": 0.1}, "did you mean 'matrix_lr'?"),
+    ({"n_embd": 30, "n_head": 4}, "bad value for 'n_embd'"),
+])
+def test_a_base_that_escapes_the_budget_or_the_trainer_is_refused(base, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        GptEnv(base=base)
+
+
+@pytest.mark.slow
+@needs_trainer
+def test_a_real_run_on_data_that_repeats_the_validation_text_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path / "cache"))
+    documents = [f"verse {i}: and it was so, " + "again " * (i % 5) + str(i * 104729)
+                 for i in range(600)]
+    (tmp_path / "leak.txt").write_text("\n\n".join(documents[:60] * 4 + documents[60:]))
+    base = {**TINY_TRAINER_CONFIG, "data": "leak.txt"}
+    env = make_env({"kind": "gpt", "backend": "cpu", "steps": 3, "time_budget": 30.0,
+                    "timeout_s": 240.0, "metric": "val_bpb", "direction": "lower",
+                    "base": base}, base_dir=tmp_path)
+    outcome = env.run(base, seed=0)
+    assert outcome.status == "refused", outcome.extra
+    assert outcome.extra["reason"].startswith("REFUSED: the training data holds validation")

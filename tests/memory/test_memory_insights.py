@@ -1,10 +1,20 @@
 """Insight rendering (bounded whatever the history) and priors from insights."""
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memory import Insight, priors_from_insights, render_summary, sd_from_interval
+from memory import (
+    Insight,
+    activation,
+    pool_estimates,
+    priors_from_insights,
+    render_summary,
+    sd_from_interval,
+    widened_sd,
+)
 
 words = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
 
@@ -38,10 +48,10 @@ def test_summary_is_bounded_whatever_the_history(history, max_chars, by_activati
 
 
 def make(subject, kind="effect", mean=-0.1, lo=-0.2, hi=0.0, t=0.0, presentations=None,
-         active=True, id=1, evidence=5):
+         active=True, id=1, evidence=5, source=""):
     return Insight(id=id, env_fingerprint="env", kind=kind, subject=subject,
                    statement=f"{subject} statement", mean=mean, lo=lo, hi=hi, evidence=evidence,
-                   unit="bpb", t_created=t, active=active, superseded_by=None,
+                   unit="bpb", t_created=t, active=active, superseded_by=None, source=source,
                    presentations=(t,) if presentations is None else presentations)
 
 
@@ -76,3 +86,56 @@ def test_priors_widen_as_the_insight_decays(elapsed, decay):
     far = priors_from_insights([insight], t_now=1.0 + elapsed, decay=decay)["rope"]
     assert near[0] == far[0]
     assert far[1] > near[1] == pytest.approx(sd_from_interval(-0.2, 0.0))
+
+
+estimates = st.lists(st.tuples(st.floats(min_value=-1e3, max_value=1e3),
+                               st.floats(min_value=1e-3, max_value=1e3)), min_size=1, max_size=12)
+
+
+@given(estimates)
+def test_pooling_is_the_precision_weighted_closed_form(pairs):
+    mean, sd = pool_estimates(pairs)
+    precision = sum(s**-2 for _, s in pairs)
+    scale = max(abs(m) for m, _ in pairs)
+    assert mean == pytest.approx(sum(m * s**-2 for m, s in pairs) / precision,
+                                 rel=1e-9, abs=1e-12 * scale)
+    assert sd == pytest.approx(precision**-0.5, rel=1e-9)
+    means = [m for m, _ in pairs]
+    assert min(means) - 1e-9 * scale <= mean <= max(means) + 1e-9 * scale
+    assert sd <= min(s for _, s in pairs) * (1 + 1e-12)  # more evidence is never less certain
+
+
+@given(estimates, estimates)
+def test_pooling_in_parts_is_pooling_at_once(first, second):
+    # a Gaussian posterior pooled with further evidence is the pool of all of it
+    at_once = pool_estimates(first + second)
+    in_parts = pool_estimates([pool_estimates(first), pool_estimates(second)])
+    scale = max(abs(m) for m, _ in first + second)
+    assert in_parts == pytest.approx(at_once, rel=1e-9, abs=1e-9 * scale)
+
+
+@given(st.floats(min_value=-1e3, max_value=1e3), st.floats(min_value=1e-3, max_value=1e3),
+       st.integers(1, 50))
+def test_k_equal_estimates_pool_to_sd_over_root_k(mean, sd, k):
+    assert pool_estimates([(mean, sd)] * k) == pytest.approx((mean, sd / math.sqrt(k)))
+
+
+@pytest.mark.parametrize("pairs", [[], [(0.0, 0.0)], [(0.0, 1.0), (0.0, math.inf)]])
+def test_pooling_refuses_no_estimate_and_degenerate_sds(pairs):
+    with pytest.raises(ValueError):
+        pool_estimates(pairs)
+
+
+def test_priors_pool_the_sources_each_widened_by_its_own_decay():
+    # a 15-run insight and a later 2-run one of another study: neither replaces the other
+    many = make("rope", mean=-0.10, lo=-0.12, hi=-0.08, t=0.0, id=1, evidence=15, source="a")
+    few = make("rope", mean=0.05, lo=-0.15, hi=0.25, t=8.0, id=2, evidence=2, source="b")
+    stale = make("rope", mean=0.9, lo=0.8, hi=1.0, t=0.0, id=3, source="b")  # b's older one
+    t_now = 10.0
+    sds = [widened_sd(sd_from_interval(i.lo, i.hi), activation(i.presentations, t_now, 0.5))
+           for i in (many, few)]
+    assert sds[0] > sd_from_interval(many.lo, many.hi)  # 10 experiments old: widened
+    precision = sds[0] ** -2 + sds[1] ** -2
+    expected = ((-0.10 * sds[0] ** -2 + 0.05 * sds[1] ** -2) / precision, precision**-0.5)
+    priors = priors_from_insights([many, stale, few], t_now=t_now, decay=0.5)
+    assert priors["rope"] == pytest.approx(expected)

@@ -29,7 +29,7 @@ def run_fields(**overrides):
 
 
 def test_fresh_database_is_wal_at_current_version(ledger):
-    assert ledger.schema_version == 2
+    assert ledger.schema_version == 3
     journal = sqlite3.connect(ledger.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
 
@@ -217,3 +217,37 @@ def test_recalled_insights_give_priors_widened_by_the_decay_they_suffered(ledger
     fresh = priors_from_insights(ledger.recall_insights(env_fingerprint="env", t_now=4), 4, 0.5)
     assert fresh["rope"] == pytest.approx((-0.02, stored_sd))
     assert ledger.recall_insights(env_fingerprint="env", t_now=10**6) == []
+
+
+def test_insights_are_kept_per_source_and_a_rewrite_supersedes_only_its_own(ledger):
+    many = ledger.upsert_insight(**insight_fields(evidence=15), source="a", t_now=1)
+    few = ledger.upsert_insight(**insight_fields(evidence=2, mean=0.01, lo=-0.04, hi=0.06),
+                                source="b", t_now=2)
+    assert [insight.id for insight in ledger.insights()] == [many, few]  # was: few alone
+    assert ledger.upsert_insight(**insight_fields(evidence=15), source="a", t_now=3) == many
+    again = ledger.upsert_insight(**insight_fields(evidence=3, mean=0.0, lo=-0.03, hi=0.03),
+                                  source="b", t_now=4)
+    assert {i.source: i.id for i in ledger.insights()} == {"a": many, "b": again}
+    history = {i.id: i for i in ledger.insights(include_superseded=True)}
+    assert history[few].superseded_by == again and history[many].active
+
+
+def test_a_study_recalls_and_reinforces_no_insight_of_its_own(ledger):
+    ledger.upsert_insight(**insight_fields(), source="me", t_now=0)
+    other = ledger.upsert_insight(**insight_fields(), source="other", t_now=0)
+    recalled = ledger.recall_insights(env_fingerprint="env", t_now=4, exclude_source="me")
+    assert [insight.id for insight in recalled] == [other]
+    presentations = {i.source: i.presentations for i in ledger.insights()}
+    assert presentations == {"me": (0.0,), "other": (0.0, 4.0)}
+
+
+def test_the_priors_a_study_started_with_are_recorded_once(ledger):
+    study = ledger.start_study("s", {}, "env", 0)
+    assert ledger.study_priors(study) is None
+    first = {"rope": (-0.02, 0.011)}
+    assert ledger.record_study_priors(study, first) == first
+    assert ledger.record_study_priors(study, {"rope": (0.5, 1.0)}) == first  # the first stays
+    other = ledger.start_study("t", {}, "env", 0)
+    assert ledger.record_study_priors(other, {}) == {} == ledger.study_priors(other)
+    with pytest.raises(KeyError):
+        ledger.record_study_priors(99, {})

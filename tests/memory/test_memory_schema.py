@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from memory import Ledger, SchemaTooNewError
-from memory.schema import SCHEMA_VERSION, build_schema_v1
+from memory.schema import SCHEMA_VERSION, build_schema_v1, migrate_v1_to_v2
 from train.vocabulary import ROLES, RUN_STATUSES, VERDICTS
 
 
@@ -38,7 +38,7 @@ def test_v1_database_migrates_after_writing_a_backup(tmp_path):
     make_v1_database(path)
     assert "episodes" not in tables(path)
     with Ledger(path) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 2
+        assert ledger.schema_version == SCHEMA_VERSION == 3
         (run,) = ledger.runs(1)
         assert (run["metric"], run["seed"], run["eval_hash"], run["extra"]) == (1.5, 11, None, {})
         assert ledger.decisions(1)[0]["hypothesis"] == "rope"
@@ -55,13 +55,60 @@ def test_v1_database_migrates_after_writing_a_backup(tmp_path):
         assert len(reopened.episodes()) == 1
 
 
+def make_v2_database(path):
+    """A shared memory as the version-2 code wrote it: one active insight, with no source."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    build_schema_v1(conn)
+    migrate_v1_to_v2(conn)
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.execute("INSERT INTO insights (env_fingerprint, kind, subject, statement, mean, lo, hi, "
+                 "evidence, unit, t_created, active) VALUES ('env', 'effect', 'rope', "
+                 "'rope helps', -0.02, -0.03, -0.01, 15, 'bpb', 0, 1)")
+    conn.execute("INSERT INTO insight_presentations (insight_id, t) VALUES (1, 0)")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def columns(path, table: str) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    finally:
+        conn.close()
+
+
+def test_v2_insights_get_an_empty_source_and_sources_then_coexist(tmp_path):
+    path = tmp_path / "memory.db"
+    make_v2_database(path)
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION == 3
+        (old,) = ledger.insights()
+        assert (old.source, old.evidence, old.active, old.presentations) == ("", 15, True, (0.0,))
+        new = ledger.upsert_insight(env_fingerprint="env", kind="effect", subject="rope",
+                                    statement="rope helps a little", mean=-0.01, lo=-0.05,
+                                    hi=0.03, evidence=2, unit="bpb", source="s @ /out")
+        assert [insight.id for insight in ledger.insights()] == [old.id, new]
+        study = ledger.start_study("s @ /out", {}, "env", 0)
+        assert ledger.record_study_priors(study, {"rope": (-0.02, 0.01)}) == {
+            "rope": (-0.02, 0.01)}  # the new table works
+    with pytest.raises(sqlite3.IntegrityError):  # still one active row per source
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO insights (env_fingerprint, kind, subject, statement, "
+                         "evidence, unit, t_created, active, source) VALUES ('env', 'effect', "
+                         "'rope', 'again', 1, 'bpb', 0, 1, 's @ /out')")
+    backup = tmp_path / "memory.db.bak-v2"
+    assert "source" not in columns(backup, "insights") and "study_priors" not in tables(backup)
+    assert "source" in columns(path, "insights")
+
+
 def test_newer_database_is_refused_naming_both_versions(tmp_path):
     path = tmp_path / "study.db"
     Ledger(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(SchemaTooNewError, match=r"version 7.*at most version 2"):
+    with pytest.raises(SchemaTooNewError, match=r"version 7.*at most version 3"):
         Ledger(path)
 
 

@@ -105,3 +105,70 @@ def test_bad_data_sources_name_the_value(tmp_path, cache_env):
     (tmp_path / "tiny.txt").write_text("too short")
     with pytest.raises(DataError, match="'eval_tokens': 64"):
         prepare(str(tmp_path / "tiny.txt"), "text", 64)
+
+
+def _random_tokens(rng: np.random.Generator, count: int) -> np.ndarray:
+    return rng.integers(33, 256, count).astype(np.uint16)  # no white space: all compared
+
+
+def _document(tokens: np.ndarray) -> np.ndarray:
+    return np.concatenate([[BOS], tokens]).astype(np.uint16)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2000), st.booleans())
+def test_a_validation_document_copied_into_training_is_seen(seed, copied, as_document):
+    """One validation document of 2000 random tokens; `copied` of its tokens pasted into
+    random training text, inside a document or as one of its own. Seen exactly when the copy
+    is the whole document, or when it surely covers half the document: found in full but for
+    at most LEAK_WINDOW - 1 tokens at each end."""
+    rng = np.random.default_rng(seed)
+    document = _random_tokens(rng, 2000)
+    other = _random_tokens(rng, 500)
+    val = np.concatenate([_document(document), _document(other)])
+    train = _random_tokens(rng, 6000)
+    assert data.seen_validation(val, _document(train)) == (0.0, "")
+    start = int(rng.integers(0, len(document) - copied + 1))
+    copy = document[start:start + copied]
+    at = int(rng.integers(0, len(train)))
+    pasted = ([_document(train[:at]), _document(copy), _document(train[at:])] if as_document
+              else [_document(np.concatenate([train[:at], copy, train[at:]]))])
+    share, example = data.seen_validation(val, np.concatenate(pasted))
+    surely = copied - 2 * (data.LEAK_WINDOW - 1) >= data.LEAK_COVERAGE * len(document)
+    never = copied < data.LEAK_COVERAGE * len(document) and not (as_document and copied == 2000)
+    if surely or (as_document and copied == 2000):
+        assert share == pytest.approx(2000 / 2500) and example
+    elif never:
+        assert share == 0.0
+
+
+def test_training_on_the_validation_text_is_refused_and_not_cached(tmp_path, cache_env):
+    documents = [f"document {i}: " + "word " * (i % 7 + 3) + str(i * 7919) for i in range(400)]
+    clean = tmp_path / "clean.txt"
+    clean.write_text("\n\n".join(documents))
+    prepared = prepare(str(clean), "text", eval_tokens=2000)
+    held_out = int((prepared.val_tokens == BOS).sum())  # the validation documents
+    leak = tmp_path / "leak.txt"  # the validation documents, then copies of them to train on
+    leak.write_text("\n\n".join(documents[:held_out] * 3 + documents[held_out:]))
+    with pytest.raises(data.LeakError, match="validation documents with 100.0% of the"):
+        prepare(str(leak), "text", eval_tokens=2000)
+    assert not list(cache_env.glob(f"{data.source_id(str(leak), 'text')}-*"))
+    blob = tmp_path / "blob.txt"  # the validation documents pasted again as one, reflowed
+    blob.write_text("\n\n".join(documents) + "\n\n" + "\n".join(documents[:held_out]))
+    with pytest.raises(data.LeakError):
+        prepare(str(blob), "text", eval_tokens=2000)
+
+
+def test_natural_and_templated_repetition_is_not_a_leak():
+    """The shipped corpus's own repeats (genealogies Chronicles copies from Genesis) and
+    documents written from one template must pass the check."""
+    documents = list(data.read_documents("", "text"))
+    for eval_tokens in (32768, 131072, 524288):
+        val_docs, train_docs = data.split_validation(documents, eval_tokens)
+        assert data.seen_validation(pack_documents(val_docs)[0],
+                                    pack_documents(train_docs)[0]) == (0.0, "")
+    stories = [f"Once upon a time there was a fox number {i} who liked café au lait."
+               for i in range(400)]
+    val_docs, train_docs = data.split_validation(stories, 4096)
+    assert data.seen_validation(pack_documents(val_docs)[0],
+                                pack_documents(train_docs)[0]) == (0.0, "")
