@@ -35,7 +35,7 @@ from beliefs.nig import (
     nig_posterior,
 )
 from beliefs.spike import SpikePrior, log_bayes_factor_null, null_share_posterior
-from beliefs.standardise import ConfigMoments, standardisation, total_sd
+from beliefs.standardise import ConfigMoments, standardisation
 from beliefs.types import (
     BeliefPrior,
     CategorySummary,
@@ -198,17 +198,12 @@ class Beliefs:
 
     def noise_prior(self) -> tuple[float, float]:
         """(a0, b0) of sigma^2 ~ IG(a0, b0), standardised units^2: a0 = noise_df/2 (noise_df runs'
-        worth, one by default) and the prior guess of sigma noise_sd times the sd of all runs
-        together (at least the replicate sd). Not the replicate sd the standardisation uses: a prior
-        centred there counts the replicates twice, so a few that agree by chance make every early
-        decision overconfident (held-out benchmark worlds: 5.9-6.0% of keeps false in two worlds,
-        2.4-3.1% with this guess). The cost is a conservative sigma while the runs are few (+8% at
-        30 residual df when effects are 2 sigma, +2% at 120;
-        tests/beliefs/test_beliefs_calibration.py).
-        A fixed standardisation fixes the prior at the literal noise_sd."""
-        _, scale = self.standardisation()
-        spread = total_sd(self._config_moments) if self.prior.standardisation is None else scale
-        return self.prior.noise_shape, self.prior.noise_rate * max(spread / scale, 1.0) ** 2
+        worth, one by default), prior guess of sigma b0/a0 = noise_sd^2 in units of the
+        standardisation's scale (the replicate sd). It never depends on how far apart the
+        configurations' means are: a prior widened by the spread of all runs let one bad change
+        inflate sigma for every comparison, and the spike's Bayes factor, which must read the
+        posterior's own model, then disagreed with it."""
+        return self.prior.noise_shape, self.prior.noise_rate
 
     def to_standard(self, y: float | np.ndarray) -> float | np.ndarray:
         center, scale = self.standardisation()
@@ -401,15 +396,10 @@ class Beliefs:
         """log BF01 of c^T theta = 0 against the slab for each row c (beliefs.spike),
         standardised."""
         post, _, scale = self._posterior()
-        prior_mean = self._prior_vectors(scale)[0]
-        # The slab's prior scale for an effect is in units of the replicate noise, as the fitted
-        # tau are: the wider guess of sigma in noise_prior() is about sigma alone.
-        a0, b0 = self.prior.noise_shape, self.prior.noise_rate
-        return log_bayes_factor_null(contrasts @ post.mean,
-                                     np.sqrt(post.noise_var * post.quad(contrasts)), 2 * post.a,
-                                     contrasts @ prior_mean,
-                                     np.sqrt(b0 / a0 * self._prior_scale_sq(contrasts, scale)),
-                                     2 * a0)
+        return log_bayes_factor_null(contrasts @ post.mean, post.quad(contrasts),
+                                     contrasts @ self._prior_vectors(scale)[0],
+                                     self._prior_scale_sq(contrasts, scale), post.noise_var,
+                                     post.a)
 
     def null_share(self) -> np.ndarray:
         """Weights of p(pi0 | data) on beliefs.spike.NULL_SHARE_GRID, from the Bayes factors of
@@ -425,12 +415,10 @@ class Beliefs:
             return None
         post, _, scale = self._posterior()
         contrast, unseen_only = self._contrast(a, b)
-        prior_var = (float(self._prior_scale_sq(contrast[None, :], scale)[0])
-                     + unseen_only * self._interaction_tau_sq)
-        a0, b0 = self.prior.noise_shape, self.prior.noise_rate  # replicate-noise units, as above
-        return SpikePrior(float(contrast @ self._prior_vectors(scale)[0]) * scale,
-                          math.sqrt(b0 / a0 * prior_var) * scale, 2 * a0, 2 * post.a,
-                          self.null_share())
+        prior_quad = (float(self._prior_scale_sq(contrast[None, :], scale)[0])
+                      + unseen_only * self._interaction_tau_sq)
+        return SpikePrior(float(contrast @ self._prior_vectors(scale)[0]) * scale, prior_quad,
+                          post.noise_var * scale**2, post.a, self.null_share())
 
     def null_probability(self, a: frozenset[str], b: frozenset[str]) -> float:
         """P(mu(a) = mu(b) | data) under the spike-and-slab prior: the chance that the change from

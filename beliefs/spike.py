@@ -4,10 +4,12 @@ Prior on an effect (or any contrast) d: with probability pi0 exactly 0 (the spik
 conjugate model's Gaussian (the slab). The share of null changes pi0 ~ Beta(2 nu, 2 (1 - nu)) is
 learnt across hypotheses (nu = the prior guess; the Beta holds two hypotheses' worth of weight).
 
-The Bayes factor of the spike against the slab is the Savage-Dickey density ratio at d = 0 of
-the conjugate model's Student-t marginals (exact when the null's prior on the noise is the slab's
-given d = 0). One approximation: the hypotheses' spike indicators are treated as independent given
-pi0 (each one's Bayes factor is computed in the joint slab model).
+The Bayes factor of the spike against the slab is exact for the conjugate model in which both
+share one noise prior sigma^2 ~ IG(a0, b0): conditional on sigma, the Savage-Dickey ratio of the
+Gaussian densities of d at 0, averaged over the slab posterior of sigma^2 (Verdinelli and
+Wasserman 1995, whose correction is 1 when the noise prior does not depend on d). One
+approximation: the hypotheses' spike indicators are treated as independent given pi0 (each one's
+Bayes factor is computed in the joint slab model).
 """
 
 from __future__ import annotations
@@ -25,13 +27,25 @@ NULL_SHARE_GRID = (NULL_SHARE_EDGES[:-1] + NULL_SHARE_EDGES[1:]) / 2
 
 
 def log_bayes_factor_null(
-    post_mean, post_scale, post_df, prior_mean, prior_scale, prior_df
+    post_mean, post_quad, prior_mean, prior_quad, noise_var, post_a
 ) -> np.ndarray:
-    """log BF01 = log t_{post_df}(0; m, s) - log t_{prior_df}(0; m0, s0) nats (Savage-Dickey: the
-    posterior over the prior density of d at 0, both Student-t marginals of the NIG model). > 0
-    favours the spike. Exact when the null's noise prior is the slab's given d = 0 (Dickey 1971)."""
-    return np.asarray(stats.t.logpdf(0.0, post_df, post_mean, post_scale)
-                      - stats.t.logpdf(0.0, prior_df, prior_mean, prior_scale), dtype=float)
+    """log BF01 nats (> 0 favours the spike) of d = 0 against the slab, for d = c^T theta in the
+    NIG model theta | sigma^2 ~ N(m, sigma^2 V), sigma^2 ~ IG(a, b), the same noise prior under
+    both hypotheses.
+
+    Given sigma, the ratio of d's posterior and prior Gaussian densities at 0 is
+    sqrt(q0 / q) exp(-A / sigma^2), with q = c^T V_post c and q0 = c^T V_prior c (units of sigma^2)
+    and A = mu^2 / (2 q) - mu0^2 / (2 q0) (mu, mu0 the posterior and prior means of d). Its
+    expectation under the posterior sigma^2 ~ IG(a, b), b = a * noise_var, is
+        BF01 = sqrt(q0 / q) * (b / (b + A))^a,
+    and b + A is the posterior b of the model with d = 0, so it is positive. As a -> infinity it
+    is the known-noise Bayes factor N(0; mu, s^2 q) / N(0; mu0, s^2 q0), s^2 = noise_var. Means
+    in any unit u, noise_var in u^2, quads dimensionless."""
+    post_quad, prior_quad = np.asarray(post_quad, dtype=float), np.asarray(prior_quad, dtype=float)
+    excess = (np.asarray(post_mean) ** 2 / post_quad
+              - np.asarray(prior_mean) ** 2 / prior_quad) / 2
+    return np.asarray(0.5 * np.log(prior_quad / post_quad)
+                      - post_a * np.log1p(excess / (post_a * noise_var)), dtype=float)
 
 
 def null_share_posterior(log_bf01: np.ndarray, prior_null_share: float) -> np.ndarray:
@@ -64,20 +78,23 @@ def _log_mixture(grid: np.ndarray, log_bf01: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SpikePrior:
-    """The spike-and-slab prior of one contrast d (metric units): the slab's Student-t marginal
-    t_{prior_df}(prior_mean, prior_scale), the posterior's df, and the posterior weights of the
-    null share pi0 on NULL_SHARE_GRID."""
+    """The spike-and-slab prior of one contrast d (metric units): the slab's prior mean of d and
+    its prior variance in units of sigma^2 (prior_quad), the posterior's estimate of sigma^2
+    (noise_var = b/a, metric units^2) and shape a, and the posterior weights of the null share
+    pi0 on NULL_SHARE_GRID."""
 
     prior_mean: float
-    prior_scale: float
-    prior_df: float
-    posterior_df: float
+    prior_quad: float
+    noise_var: float
+    posterior_a: float
     share_weights: np.ndarray
 
     def null_probability(self, post_mean: float, post_scale: float) -> float:
-        """P(d = 0 | data) given the slab posterior t_{posterior_df}(post_mean, post_scale) of d."""
-        if post_scale <= 0 or self.prior_scale <= 0:
+        """P(d = 0 | data) given the slab posterior t_{2a}(post_mean, post_scale) of d, with
+        post_scale^2 = noise_var * q (a posterior after other runs keeps noise_var)."""
+        if post_scale <= 0 or self.prior_quad <= 0:
             return float(post_mean == 0)
-        log_bf = log_bayes_factor_null(post_mean, post_scale, self.posterior_df,
-                                       self.prior_mean, self.prior_scale, self.prior_df)
+        log_bf = log_bayes_factor_null(post_mean, post_scale**2 / self.noise_var,
+                                       self.prior_mean, self.prior_quad, self.noise_var,
+                                       self.posterior_a)
         return null_probability(float(log_bf), self.share_weights)

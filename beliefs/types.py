@@ -93,10 +93,10 @@ class BeliefPrior:
     """Hyperparameters, in standardised units (outcome sd ~ 1, see `Beliefs.to_standard`).
 
     beta_j | sigma^2 ~ N(m_g, tau_g^2 sigma^2); b0 | sigma^2 ~ N(0, baseline_sd^2 sigma^2);
-    sigma^2 ~ InvGamma(noise_df/2, noise_df/2 * (noise_sd * g)^2), noise_df runs' worth of prior
-    centred on noise_sd times g = (sd of all runs)/(replicate sd) >= 1 (`Beliefs.noise_prior`;
-    g = 1 under a fixed `standardisation`); the slab's effect scale in the spike's Bayes factor
-    takes g = 1 (effects in units of the replicate noise, as the fitted tau_g);
+    sigma^2 ~ InvGamma(noise_df/2, noise_df/2 * noise_sd^2), noise_df runs' worth of prior
+    centred on noise_sd in units of the standardisation's scale, the replicate sd
+    (`Beliefs.noise_prior`), never on the spread between configurations; the spike's Bayes
+    factor uses the same noise prior (beliefs.spike);
     hyperpriors for empirical Bayes (MAP-II): m_g ~ N(0, category_mean_sd^2),
     tau_g^2 ~ InvGamma(scale_df/2, scale_df/2 * effect_sd^2) (interactions: interaction_sd, m = 0).
     With `empirical_bayes=False` the scales stay at tau_g = effect_sd. `hyper_uncertainty` adds the

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.baselines import BASELINES, best_subset, verdicts_without_gain
 from engine.bench_report import plot, render_markdown, verdict_lines  # noqa: F401 (re-exported)
 from engine.config import ConfigError, parse_config
 from policies.types import move_members
@@ -73,7 +74,8 @@ def load_bench(path: Path) -> dict:
 
 
 def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path):
-    """One study's validated config: defaults, then the world's overrides, then the bench's."""
+    """One study's validated config: defaults, then the world's overrides, then the bench's
+    (a world's own `[worlds.study] budget_trials` beats the bench's)."""
     bench = data["bench"]
     raw = copy.deepcopy(data.get("defaults", {}))
     for section, table in world.items():
@@ -83,9 +85,11 @@ def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path,
             raw.setdefault(section, {}).update(copy.deepcopy(table))
     if bench.get("vary_world", True) and raw["env"].get("kind") == "synthetic":
         raw["env"]["world_seed"] = seed  # average over a family of worlds, not one draw
+    budget = world.get("study", {}).get("budget_trials", bench["budget_trials"])
     raw.setdefault("study", {}).update(
-        name=f"{world['name']}-{policy}-{seed}", seed=seed, budget_trials=bench["budget_trials"])
-    raw.setdefault("policy", {})["kind"] = policy
+        name=f"{world['name']}-{policy}-{seed}", seed=seed, budget_trials=budget)
+    # A baseline from outside the engine has no engine policy; its config names one for the record.
+    raw.setdefault("policy", {})["kind"] = "random" if policy in BASELINES else policy
     raw.setdefault("beliefs", {}).setdefault("fit_pymc", False)
     folder = out_dir / "studies" / world["name"] / policy / f"seed{seed}"
     return parse_config(raw, source=str(source), out_dir=str(folder))
@@ -99,13 +103,13 @@ def run_one(
     cfg = study_config(data, world, policy, seed, out_dir, source)
     started = time.monotonic()
     study = Study(cfg)
+    if policy in BASELINES:
+        return run_baseline(study, data, world, policy, seed, started)
     # Ctrl-C or SIGTERM: a half study is no score
     if study.run(write_report=False).status == "stopped":
         raise KeyboardInterrupt(f"{world['name']} {policy} seed {seed} was interrupted")
     wall = time.monotonic() - started
     truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
-    base_value = truth(frozenset())
-    final_value = truth(study.incumbent)
     false_keeps = null_decisions = 0 if truth.source == "truth" else None
     kept = [d for d in study.ledger.decisions(study.study_id) if d["verdict"] == "keep"]
     claimed = (None if any(d["p_better"] is None for d in kept)
@@ -121,11 +125,39 @@ def run_one(
             false_keeps += d["verdict"] == "keep"
         if d["verdict"] == "keep":
             applied = applied | move_members(name)
+    return StudyScore(world["name"], policy, seed, *gains(study, truth, study.incumbent),
+                      len(kept), claimed, false_keeps, null_decisions, study.runs_used, wall,
+                      truth.source)
+
+
+def run_baseline(study, data: dict, world: dict, policy: str, seed: int,
+                 started: float) -> StudyScore:
+    """An outside baseline (engine.baselines) on the study's env, hypotheses and budget; its
+    final configuration is judged like an incumbent, each hypothesis in or out of it as a
+    verdict. Its runs are not in the study's ledger."""
+    names = list(study.hypotheses)
+
+    def run(applied: frozenset[str], run_seed: int) -> float | None:
+        outcome = study.env.run(study.config_for(applied), run_seed)
+        return outcome.metric if outcome.status == "ok" else None
+
+    budget = study.cfg.study.budget_trials
+    applied = best_subset(policy, names, run, budget, seed, study.cfg.env["direction"])
+    wall = time.monotonic() - started
+    truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
+    false_keeps, null_decisions = (verdicts_without_gain(applied, names, truth, study.sign)
+                                   if truth.source == "truth" else (None, None))
+    return StudyScore(world["name"], policy, seed, *gains(study, truth, applied), len(applied),
+                      None, false_keeps, null_decisions, budget, wall, truth.source)
+
+
+def gains(study, truth: Truth, applied: frozenset[str]) -> tuple[float, float | None]:
+    """(the true gain of `applied` over the base, the best reachable gain where it is known),
+    metric units, positive = better."""
+    base_value = truth(frozenset())
     best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
     best_gain = study.sign * (base_value - best().value) if best else None
-    return StudyScore(world["name"], policy, seed, study.sign * (base_value - final_value),
-                      best_gain, len(kept), claimed, false_keeps, null_decisions,
-                      study.runs_used, wall, truth.source)
+    return study.sign * (base_value - truth(applied)), best_gain
 
 
 class Truth:
@@ -214,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override [bench] first_seed: "
                              "seeds K..K+N-1 (held-out worlds for tuning)")
     parser.add_argument("--budget-trials", type=int,
-                        help="override [bench] budget_trials (runs per study)")
+                        help="override [bench] budget_trials and every world's own budget "
+                             "(runs per study)")
     parser.add_argument("--workers", type=int,
                         help="override [bench] workers (studies in parallel)")
     args = parser.parse_args(argv)
@@ -227,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.setdefault("policies", ["efe", "ratchet"])
         if args.seeds:
             bench["seeds"] = args.seeds
-        if args.budget_trials:
+        if args.budget_trials:  # every study's budget, a world's own included
             bench["budget_trials"] = args.budget_trials
+            for world in data["worlds"]:
+                world.get("study", {}).pop("budget_trials", None)
         if args.first_seed is not None:
             bench["first_seed"] = args.first_seed
         seeds = range(bench.get("first_seed", 0), bench.get("first_seed", 0) + bench["seeds"])

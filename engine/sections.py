@@ -112,6 +112,10 @@ ENV_FIELDS: dict[str, Field] = {
                               SYNTHETIC),
     "crash_prob": Field(FLOAT, 0.0, Range(0, 1, hi_open=True), "probability that a run crashes",
                         SYNTHETIC),
+    "effects": Field(STR, "sparse", OneOf(("sparse", "dense")),
+                     "effect family: few real improvements (sparse) or many small effects drawn "
+                     "from N(0, effect_size^2) (dense)", SYNTHETIC),
+    "n_null": Field(INT, 2, Range(0), "dense effects: how many do exactly nothing", SYNTHETIC),
     "base_value": Field(FLOAT, 10.0, None, "the base config's true mean", SYNTHETIC),
     "seconds_per_run": Field(FLOAT, 1.0, Range(0, lo_open=True),
                              "simulated seconds a run reports (nothing sleeps)", SYNTHETIC),
@@ -133,7 +137,7 @@ class BeliefsSection:
     prior_noise_df: float = setting(
         1.0, Range(0, lo_open=True),
         "weight of the noise prior in runs (inverse-gamma a0 = df/2), "
-        "centred on the sd of all runs")
+        "centred on the replicate sd")
     null_share: float = setting(
         0.5, Range(0, 1, hi_open=True),
         "prior guess of the share of changes that do nothing (spike-and-slab; 0 = no spike)")

@@ -4,11 +4,19 @@ A world is drawn from world_seed alone. Effects are first drawn in "harm" units 
 worse, whatever the direction) and then signed into metric units, so that an improving
 hypothesis lowers the metric when direction = "lower" and raises it when direction = "higher".
 
+Effects come in one of two families (`effects`).
+
+`sparse` (the default), where few changes help:
 - Hypotheses are spread evenly over the categories. Each category has a mean m_g ~ N(0, (es/2)^2).
 - round(p_improve * n) hypotheses truly improve, chosen with weight exp(-2 m_g / es), so that real
   improvements cluster in the categories that help on average. Their harm is -es * U(0.5, 1.5).
 - Every other hypothesis has harm max(0, es/4 + m_g + d_j), d_j ~ N(0, (es/2)^2): exactly null
   (about a third of them) or harmful; it never improves.
+
+`dense`, the regime of real tuning, where most changes do something small: every harm is drawn
+from N(0, es^2), then n_null hypotheses chosen uniformly do exactly nothing (p_improve unused).
+
+In both:
 - n_interactions pairs, uniform over all pairs, add +-interaction_size * U(0.5, 1.5) when both
   hypotheses of the pair are applied.
 - A run of a config with k applied hypotheses draws crash with probability crash_prob, else
@@ -70,7 +78,8 @@ class SyntheticEnv(Env):
     section_keys: ClassVar[frozenset[str]] = frozenset({
         "world_seed", "n_hypotheses", "categories", "p_improve", "effect_size", "noise_sd", "noise",
         "noise_df", "heteroscedastic", "n_interactions", "interaction_size", "crash_prob",
-        "base_value", "seconds_per_run", "metric", "direction", "timeout_s",
+        "effects", "n_null", "base_value", "seconds_per_run", "metric", "direction",
+        "timeout_s",
     })
 
     def __init__(
@@ -88,6 +97,8 @@ class SyntheticEnv(Env):
         n_interactions: int = 0,
         interaction_size: float = 1.0,
         crash_prob: float = 0.0,
+        effects: Literal["sparse", "dense"] = "sparse",
+        n_null: int = 2,
         base_value: float = 10.0,
         seconds_per_run: float = 1.0,
         metric: str = "loss",
@@ -113,6 +124,10 @@ class SyntheticEnv(Env):
         _require(interaction_size >= 0,
                  f"[env] interaction_size = {interaction_size!r} must be >= 0")
         _require(0.0 <= crash_prob < 1.0, f"[env] crash_prob = {crash_prob!r} must be in [0, 1)")
+        _require(effects in ("sparse", "dense"),
+                 f"[env] effects = {effects!r} is not 'sparse' or 'dense'")
+        _require(0 <= n_null <= n_hypotheses,
+                 f"[env] n_null = {n_null!r} must be between 0 and n_hypotheses")
         _require(seconds_per_run > 0, f"[env] seconds_per_run = {seconds_per_run!r} must be > 0")
 
         self.world = {
@@ -122,6 +137,7 @@ class SyntheticEnv(Env):
             "noise_df": float(noise_df), "heteroscedastic": float(heteroscedastic),
             "n_interactions": int(n_interactions), "interaction_size": float(interaction_size),
             "crash_prob": float(crash_prob), "base_value": float(base_value),
+            **({"effects": effects, "n_null": int(n_null)} if effects == "dense" else {}),
             "seconds_per_run": float(seconds_per_run),
         }
         self.metric_name = metric
@@ -137,7 +153,9 @@ class SyntheticEnv(Env):
         category_of = rng.permutation(np.arange(n_hypotheses) % len(categories))
         self.category_of: dict[str, str] = {n: categories[c]
                                             for n, c in zip(self.names, category_of)}
-        self._harm = _draw_harm(rng, category_of, len(categories), p_improve, effect_size)
+        self._harm = (_draw_dense_harm(rng, n_hypotheses, n_null, effect_size)
+                      if effects == "dense"
+                      else _draw_harm(rng, category_of, len(categories), p_improve, effect_size))
         self._pairs, self._pair_harm = _draw_interactions(rng, n_hypotheses, n_interactions,
                                                           interaction_size)
         # Harm is positive = worse; metric units flip it when a higher metric is better.
@@ -280,6 +298,14 @@ def _draw_harm(rng: np.random.Generator, category_of: np.ndarray, n_categories: 
     weights = np.exp(-2.0 * category_mean / effect_size)
     improving = rng.choice(n, size=n_improve, replace=False, p=weights / weights.sum())
     harm[improving] = -effect_size * rng.uniform(0.5, 1.5, size=n_improve)
+    return harm
+
+
+def _draw_dense_harm(rng: np.random.Generator, n: int, n_null: int,
+                     effect_size: float) -> np.ndarray:
+    """Main effects in harm units: N(0, effect_size^2) each, n_null of them set to exactly 0."""
+    harm = rng.normal(0.0, effect_size, size=n)
+    harm[rng.choice(n, size=n_null, replace=False)] = 0.0
     return harm
 
 

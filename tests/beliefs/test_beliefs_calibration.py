@@ -82,7 +82,7 @@ def test_probability_of_improvement_is_calibrated():
 def test_noise_sd_is_recovered_as_well_as_the_classical_pooled_sd_and_errs_high_when_runs_are_few():
     # residual df = runs - configs. The pooled-sd estimator's own sampling spread at 120 df is 6.5%,
     # so "within 15%" is checked as: as often as chi^2 sampling allows, and unbiased to 3%. At 30 df
-    # the noise prior (one run's worth, centred on the sd of all runs: Beliefs.noise_prior) is still
+    # the noise prior (one run's worth, centred on the replicate sd: Beliefs.noise_prior) is still
     # felt: sigma errs high, by design, and is too low no more often than the classical estimate.
     rng = np.random.default_rng(2)
     sigma = 0.5

@@ -17,7 +17,25 @@ from beliefs.spike import (
     null_share_posterior,
 )
 
-GAUSSIAN_DF = 1e13  # a Student-t with this many df is a Gaussian to ~1e-13 (relative, |z| < 100)
+KNOWN_NOISE = 1e13  # posterior shape a: sigma^2 known to ~1e-13 (relative)
+
+
+def spike_log_bf(beliefs: Beliefs, a: frozenset[str], b: frozenset[str]) -> float:
+    """log BF01 of mu(a) = mu(b) as `Beliefs` computes it for its keep decisions."""
+    spike, diff = beliefs.spike(a, b), beliefs.difference(a, b)
+    return float(log_bayes_factor_null(float(diff.mean), float(diff.scale) ** 2 / spike.noise_var,
+                                       spike.prior_mean, spike.prior_quad, spike.noise_var,
+                                       spike.posterior_a))
+
+
+def null_evidence(z, design, prior_var, constraint, a0, b0) -> float:
+    """log p(z) under H0: the Gaussian prior conditioned on constraint^T theta = 0, and the same
+    noise prior as the slab's."""
+    cov = np.diag(prior_var)
+    along = cov @ constraint
+    conditioned = cov - np.outer(along, along) / (constraint @ along)
+    shape = b0 / a0 * (np.eye(len(z)) + design @ conditioned @ design.T)
+    return float(stats.multivariate_t.logpdf(z, loc=np.zeros(len(z)), shape=shape, df=2 * a0))
 
 
 def evidence(
@@ -29,9 +47,9 @@ def evidence(
     return float(stats.multivariate_t.logpdf(z, loc=np.zeros(len(z)), shape=shape, df=2 * a0))
 
 
-def test_savage_dickey_equals_the_exact_evidence_ratio_of_the_conjugate_model():
-    """H1: z = b0 + (delta + m_g) x + eps (the model's columns); H0: the effect is 0 and, as the
-    ratio assumes, sigma^2 has the slab's prior given a zero effect, IG(a0 + 1/2, b0)."""
+def test_the_bayes_factor_is_the_exact_evidence_ratio_of_the_conjugate_model():
+    """H1: z = b0 + (delta + m_g) x + eps (the model's columns); H0: delta + m_g = 0, with the
+    same noise prior sigma^2 ~ IG(a0, b0) under both."""
     rng = np.random.default_rng(4)
     prior = BeliefPrior(effect_sd=0.6, category_mean_sd=0.5, baseline_sd=3.0, noise_df=4.0,
                         noise_sd=1.0, empirical_bayes=False, standardisation=(0.0, 1.0))
@@ -41,16 +59,12 @@ def test_savage_dickey_equals_the_exact_evidence_ratio_of_the_conjugate_model():
     beliefs.update([Observation(frozenset({"h"} if x else set()), float(v))
                     for x, v in zip(applied, z)])
     a0, b0 = prior.noise_shape, prior.noise_rate
-    ones = np.ones(len(z))
-    slab = evidence(z, np.column_stack([ones, applied, applied]),
-                    np.array([prior.baseline_sd**2, prior.effect_sd**2,
-                              prior.category_mean_sd**2]), a0, b0)
-    null = evidence(z, ones[:, None], np.array([prior.baseline_sd**2]), a0 + 0.5, b0)
-    spike = beliefs.spike(frozenset({"h"}), frozenset())
-    diff = beliefs.difference(frozenset({"h"}), frozenset())
-    log_bf = log_bayes_factor_null(float(diff.mean), float(diff.scale), spike.posterior_df,
-                                   spike.prior_mean, spike.prior_scale, spike.prior_df)
-    assert float(log_bf) == pytest.approx(null - slab, abs=1e-9)
+    design = np.column_stack([np.ones(len(z)), applied, applied])
+    prior_var = np.array([prior.baseline_sd**2, prior.effect_sd**2, prior.category_mean_sd**2])
+    slab = evidence(z, design, prior_var, a0, b0)
+    null = null_evidence(z, design, prior_var, np.array([0.0, 1.0, 1.0]), a0, b0)
+    assert spike_log_bf(beliefs, frozenset({"h"}), frozenset()) == pytest.approx(null - slab,
+                                                                                 abs=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
@@ -59,7 +73,7 @@ def test_with_known_noise_the_ratio_is_the_closed_form_bayes_factor(ybar, n, sig
     """y_i ~ N(d, sigma^2): BF01 = N(ybar; 0, sigma^2/n) / N(ybar; 0, sigma^2/n + tau^2)."""
     post_var = 1.0 / (n / sigma**2 + 1.0 / tau**2)
     post_mean = post_var * n * ybar / sigma**2
-    log_bf = log_bayes_factor_null(post_mean, np.sqrt(post_var), GAUSSIAN_DF, 0.0, tau, GAUSSIAN_DF)
+    log_bf = log_bayes_factor_null(post_mean, post_var, 0.0, tau**2, 1.0, KNOWN_NOISE)
     closed = (stats.norm.logpdf(ybar, 0.0, sigma / np.sqrt(n))
               - stats.norm.logpdf(ybar, 0.0, np.sqrt(sigma**2 / n + tau**2)))
     assert float(log_bf) == pytest.approx(closed, rel=1e-6, abs=1e-6)
@@ -111,7 +125,7 @@ def test_null_probabilities_are_calibrated_and_the_null_share_is_learnt_by_monte
     observed = effect + noise * rng.standard_normal(count)
     post_var = 1.0 / (1.0 / noise**2 + 1.0 / tau**2)
     post_mean = post_var * observed / noise**2
-    log_bf = log_bayes_factor_null(post_mean, np.sqrt(post_var), GAUSSIAN_DF, 0.0, tau, GAUSSIAN_DF)
+    log_bf = log_bayes_factor_null(post_mean, post_var, 0.0, tau**2, 1.0, KNOWN_NOISE)
     weights = null_share_posterior(log_bf, 0.5)
     assert float(weights @ NULL_SHARE_GRID) == pytest.approx(true_share, abs=0.05)
     claimed = np.array([null_probability(float(b), weights) for b in log_bf])
@@ -143,5 +157,33 @@ def test_beliefs_null_probability_follows_the_evidence():
 
 
 def test_spike_prior_of_a_contrast_with_no_prior_spread_is_a_point():
-    spike = SpikePrior(0.0, 0.0, 4.0, 10.0, null_share_posterior(np.zeros(0), 0.5))
+    spike = SpikePrior(0.0, 0.0, 4.0, 10.0, null_share_posterior(np.zeros(0), 0.5))  # q0 = 0
     assert spike.null_probability(0.0, 0.0) == 1.0 and spike.null_probability(0.5, 0.1) == 0.0
+
+
+def test_the_bayes_factor_through_beliefs_is_exact_when_effects_spread_the_runs():
+    """The production path: the data's own standardisation (replicate sd), runs spread by real
+    effects far beyond the noise (sd of all runs / replicate sd well above 1), two hypotheses in
+    one category. The spike's Bayes factor must be the evidence ratio of the model the posterior
+    uses, computed here as two multivariate Student-t densities of the standardised runs (the
+    old code mixed a noise prior widened by that spread with one that was not)."""
+    rng = np.random.default_rng(11)
+    prior = BeliefPrior(effect_sd=2.0, category_mean_sd=0.5, baseline_sd=3.0, noise_df=2.0,
+                        empirical_bayes=False, hyper_uncertainty=False)
+    beliefs = Beliefs([Hypothesis("h", "cat"), Hypothesis("k", "cat")], prior=prior)
+    configs = [frozenset(), frozenset({"h"}), frozenset({"k"})] * 4
+    effect = {"h": 0.3, "k": 4.0}  # k spreads the runs: 4 noise sd worse
+    y = [1.0 + sum(effect[n] for n in c) + rng.standard_normal() for c in configs]
+    beliefs.update([Observation(c, v) for c, v in zip(configs, y)])
+    _, scale = beliefs.standardisation()
+    assert np.std(y, ddof=1) / scale > 2  # g > 2: the case the old code got wrong
+    z = np.asarray(beliefs.to_standard(np.array(y)))
+    a0, b0 = prior.noise_shape, prior.noise_rate
+    # columns: baseline, delta_h, delta_k, m_cat; the effect of h is delta_h + m_cat
+    design = np.array([[1.0, "h" in c, "k" in c, len(c)] for c in configs])
+    prior_var = np.array([prior.baseline_sd**2, prior.effect_sd**2, prior.effect_sd**2,
+                          prior.category_mean_sd**2])
+    slab = evidence(z, design, prior_var, a0, b0)
+    null = null_evidence(z, design, prior_var, np.array([0.0, 1.0, 0.0, 1.0]), a0, b0)
+    log_bf = spike_log_bf(beliefs, frozenset({"h"}), frozenset())
+    assert float(log_bf) == pytest.approx(null - slab, abs=1e-8)

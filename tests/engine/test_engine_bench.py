@@ -8,13 +8,21 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.bench import StudyScore, bootstrap_interval, render_markdown, summarise, verdict_lines
+from engine.bench import (
+    StudyScore,
+    bootstrap_interval,
+    render_markdown,
+    study_config,
+    summarise,
+    verdict_lines,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,10 +102,19 @@ def test_bootstrap_interval_brackets_the_mean(values):
     assert lo <= np.mean(values) + 1e-9 and np.mean(values) - 1e-9 <= hi
 
 
+def test_a_world_may_set_its_own_budget_and_the_command_line_overrides_it(tmp_path):
+    data = tomllib.loads(textwrap.dedent(BENCH))
+    data["worlds"][1]["study"] = {"budget_trials": 10}
+    quiet, noisy = (study_config(data, world, "efe", 0, tmp_path, tmp_path / "b.toml")
+                    for world in data["worlds"])
+    assert (quiet.study.budget_trials, noisy.study.budget_trials) == (24, 10)
+
+
 def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
     bench = tmp_path / "bench.toml"
     bench.write_text(textwrap.dedent(BENCH).replace('policies = ["efe", "ratchet"]',
-                                                    'policies = ["efe"]'))
+                                                    'policies = ["efe"]')
+                     + "[worlds.study]\nbudget_trials = 30\n")  # the noisy world's own
     result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench),
                              "--out", str(tmp_path / "out"),
                              "--seeds", "2", "--first-seed", "50", "--budget-trials", "12"],

@@ -186,10 +186,10 @@ fit_pymc = false
 
 def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path):
     """Two worlds of the benchmark's interactions family: pairs of reverted changes are tried
-    together (world 10 keeps a true synergy that way), reverted changes get a new trial on a new
+    together (world 23 keeps a true synergy that way), reverted changes get a new trial on a new
     incumbent (world 0), and a study rebuilt from its ledger sees exactly the same state."""
     studies = {}
-    for seed in (10, 0):
+    for seed in (23, 0):
         cfg = load_config(write(tmp_path / f"pairs{seed}.toml", INTERACTIONS.format(seed=seed)),
                           out_dir=str(tmp_path / f"out{seed}"))
         study = Study(cfg)
@@ -200,15 +200,15 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
         assert ((replayed.incumbent, replayed.kept, replayed.closed)
                 == (study.incumbent, study.kept, study.closed))
         assert replayed.view() == study.view()
-    pairs = [d for d in studies[10].ledger.decisions(studies[10].study_id)
+    pairs = [d for d in studies[23].ledger.decisions(studies[23].study_id)
              if " + " in d["hypothesis"]]
     kept_pairs = [d["hypothesis"] for d in pairs if d["verdict"] == "keep"]
-    assert kept_pairs, "world 10 keeps a pair"
-    env, members = studies[10].env, move_members(kept_pairs[0])
-    alone = [env.truth(studies[10].config_for(frozenset({m}))) - env.truth({}) for m in members]
-    together = env.truth(studies[10].config_for(members)) - env.truth({})
+    assert kept_pairs, "world 23 keeps a pair"
+    env, members = studies[23].env, move_members(kept_pairs[0])
+    alone = [env.truth(studies[23].config_for(frozenset({m}))) - env.truth({}) for m in members]
+    together = env.truth(studies[23].config_for(members)) - env.truth({})
     assert together < 0 and together < min(alone)  # a synergy: better together than either alone
-    runs = ledger_rows(tmp_path / "out10" / "study.db", "runs")
+    runs = ledger_rows(tmp_path / "out23" / "study.db", "runs")
     for d in pairs:  # a pair move's runs apply both hypotheses
         step_runs = [r for r in runs if r["step"] == d["step"] and r["role"] == "candidate"]
         assert step_runs and all(

@@ -96,6 +96,25 @@ def test_main_effects_are_mostly_null_or_harmful_with_the_asked_share_improving(
         assert env.truth(config_of(name)) - env.truth({}) == pytest.approx(effect)
 
 
+def test_dense_worlds_draw_every_effect_from_a_gaussian_with_the_asked_nulls():
+    """effects = "dense": harm ~ N(0, effect_size^2) per hypothesis, n_null exactly 0. Pooled over
+    200 worlds of 12, the non-null effects' sd and mean match within sampling error."""
+    draws = []
+    for seed in range(200):
+        env = SyntheticEnv(world_seed=seed, n_hypotheses=12, effects="dense", effect_size=0.35,
+                           n_null=2)
+        effects = np.array(list(env.true_effects().values()))
+        assert np.sum(effects == 0.0) == 2
+        draws.extend(effects[effects != 0.0])
+        assert env.truth(config_of("h00")) - env.truth({}) == pytest.approx(effects[0])
+    draws = np.array(draws)  # 2000 draws: sd's standard error ~ 0.35 / sqrt(4000)
+    assert np.std(draws) == pytest.approx(0.35, abs=4 * 0.35 / np.sqrt(2 * len(draws)))
+    assert abs(np.mean(draws)) < 4 * 0.35 / np.sqrt(len(draws))
+    sparse = SyntheticEnv(world_seed=3, n_hypotheses=12)
+    assert sparse.fingerprint() == SyntheticEnv(world_seed=3, n_hypotheses=12,
+                                                n_null=5).fingerprint()  # only dense reads it
+
+
 def test_higher_is_better_worlds_flip_the_sign_of_every_effect():
     lower = SyntheticEnv(world_seed=11, n_interactions=3)
     higher = SyntheticEnv(world_seed=11, n_interactions=3, direction="higher")

@@ -187,7 +187,7 @@ def spike_at(prior_scale, share=0.5):
     """P(d = 0 | slab posterior N(m, s^2)) for a slab N(0, prior_scale^2) and a known null share."""
     weights = np.zeros(len(NULL_SHARE_GRID))
     weights[int(np.argmin(np.abs(NULL_SHARE_GRID - share)))] = 1.0
-    return SpikePrior(0.0, prior_scale, 1e13, 1e13, weights).null_probability
+    return SpikePrior(0.0, prior_scale**2, 1.0, 1e13, weights).null_probability
 
 
 def test_success_with_a_spike_that_never_fires_is_the_slab_only_formula():
