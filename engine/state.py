@@ -226,11 +226,15 @@ def view(state: StudyState, rules: StudyRules) -> StudyView:
                  if p.hypothesis and (p.hypothesis not in state.closed
                                       or step > state.closed[p.hypothesis].step)]
     mean_seconds = float(np.mean(state.run_seconds)) if state.run_seconds else 0.0
+    n = fit_to_budget(state, rules, rules.study.replicates_per_step)
+    left = rules.study.budget_trials - state.runs_used - n
+    step_runs = {move: (n, max(0, min(left, paired_runs(state, rules, move, n))))
+                 for move in dict.fromkeys([*candidates, *undecided[-1:]])}
     return StudyView(incumbent=state.incumbent, candidates=candidates, history=list(state.runs),
                      runs_per_hypothesis=runs_per,
                      runs_left=rules.study.budget_trials - state.runs_used, seconds_left=None,
                      expected_seconds={c: mean_seconds for c in candidates},
-                     open_hypothesis=undecided[-1] if undecided else None)
+                     open_hypothesis=undecided[-1] if undecided else None, step_runs=step_runs)
 
 
 def incumbent_runs_per_step(rules: StudyRules) -> int:

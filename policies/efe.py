@@ -1,7 +1,10 @@
 """The expected-free-energy policy.
 
-efe(c, n) = -IG(c, n) - E_q[log p~(y)] + cost_weight * n * expected_seconds, in nats, LOWER IS
-BETTER; neg_efe = -efe is maximised. IG = 0.5 log(1 + n r / h); Boltzmann preference
+efe(c) = -IG(c) - E_q[log p~(y)] + cost_weight * (n + m) * expected_seconds, in nats, LOWER IS
+BETTER; neg_efe = -efe is maximised. The plan scored is the one a step of c will run: n
+candidate runs and m paired incumbent runs (`StudyView.step_runs`). IG is what those runs tell
+about the keep decision's quantity d = mu(incumbent + c) - mu(incumbent),
+0.5 log(Var(d) / Var(d | runs)) (policies.maths.decision_information); Boltzmann preference
 log p~(y) = log lambda - lambda y on the standardised metric, so E[log p~] = log lambda - lambda mu.
 """
 
@@ -13,6 +16,7 @@ import numpy as np
 
 from policies.base import Policy, check_positive, options, register
 from policies.maths import (
+    decision_information,
     expected_free_energy,
     expected_log_preference,
     sample_index,
@@ -24,9 +28,8 @@ from policies.types import StudyView
 @register
 @dataclass(frozen=True)
 class EFEPolicy(Policy):
-    """Chooses (hypothesis, n) with q(a) = softmax(-gamma efe(a)), drawn with the seeded rng;
-    n is the efe-minimising number of runs up to what the keep rule can still use.
-    Flags `epistemic`, `pragmatic`, `cost` drop a term (ablations)."""
+    """Chooses a move with q(a) = softmax(-gamma efe(a)), drawn with the seeded rng, scoring the
+    runs its step will make. Flags `epistemic`, `pragmatic`, `cost` drop a term (ablations)."""
 
     name = "efe"
     gamma: float = 8.0
@@ -39,29 +42,32 @@ class EFEPolicy(Policy):
         check_positive("EFEPolicy", "gamma", self.gamma)
 
     def terms(self, view: StudyView, beliefs) -> dict[str, np.ndarray]:
-        """Per option (see `options`), the efe-minimising n and its terms, all nats but n."""
+        """Per option (see `options`), the planned runs and the terms of their efe, nats."""
         names = options(view)
         configs = [view.config_of(h) for h in names]
         mean = np.asarray(beliefs.to_standard(beliefs.posterior_mean(configs).mean), dtype=float)
         pragmatic = expected_log_preference(mean, self.preference)
         seconds = np.array([view.expected_seconds.get(h, 0.0) for h in names])
-        most = np.array([self.runs_for(view, h) for h in names])
-        best = {key: np.empty(len(names))
-                for key in ("efe", "epistemic", "pragmatic", "cost", "n_runs")}
-        best["efe"][:] = np.inf
-        # Row k: n = k + 1 runs for every option (capped at its own most); one posterior solve
-        # for all.
-        n_grid = np.minimum(np.arange(1, int(most.max()) + 1)[:, None], most[None, :])
-        info = np.asarray(beliefs.info_gain(configs, n_grid), dtype=float)
-        for n_arr, epistemic in zip(n_grid, info):
-            efe = expected_free_energy(epistemic, pragmatic, n_arr * seconds, self.cost_weight,
-                                       use_epistemic=self.epistemic, use_pragmatic=self.pragmatic,
-                                       use_cost=self.cost)
-            better = efe < best["efe"]
-            for key, value in (("efe", efe), ("epistemic", epistemic), ("pragmatic", pragmatic),
-                               ("cost", self.cost_weight * n_arr * seconds), ("n_runs", n_arr)):
-                best[key] = np.where(better, value, best[key])
-        return best
+        planned = [self.planned_runs(view, h) for h in names]
+        epistemic = np.array([
+            decision_information(
+                beliefs.difference_variance_after(config, view.incumbent, (0, 0)),
+                beliefs.difference_variance_after(config, view.incumbent, runs))
+            for config, runs in zip(configs, planned)])
+        runs = np.array([n + m for n, m in planned], dtype=float)
+        cost = self.cost_weight * runs * seconds
+        efe = expected_free_energy(epistemic, pragmatic, runs * seconds, self.cost_weight,
+                                   use_epistemic=self.epistemic, use_pragmatic=self.pragmatic,
+                                   use_cost=self.cost)
+        return {"efe": efe, "epistemic": epistemic, "pragmatic": pragmatic, "cost": cost,
+                "n_runs": np.array([n for n, _ in planned], dtype=float)}
+
+    def planned_runs(self, view: StudyView, move: str) -> tuple[int, int]:
+        """(candidate, paired incumbent) runs a step of `move` makes, within what the keep rule
+        can still use; without the engine's plan, the keep rule's remaining runs, unpaired."""
+        most = self.runs_for(view, move)
+        n, m = view.step_runs.get(move, (most, 0))
+        return min(n, most), min(m, n, most)
 
     def score(self, view: StudyView, beliefs) -> np.ndarray:
         """neg_efe per option (nats, higher is better)."""

@@ -37,6 +37,21 @@ def expected_log_preference(mean_standardised: np.ndarray | float, preference: f
     return math.log(preference) - preference * np.asarray(mean_standardised, dtype=float)
 
 
+def decision_information(variance_now: np.ndarray | float,
+                         variance_after: np.ndarray | float) -> np.ndarray:
+    """Nats the planned runs tell about d = mu(candidate) - mu(incumbent), the quantity the keep
+    decision reads: the mutual information I(d; y) = 0.5 log(Var(d) / Var(d | y)) of a Gaussian
+    d and runs y with known noise, where Var(d | y) does not depend on y. Variances in any one
+    unit (the beliefs give them in units of sigma^2); 0 nats where d is known exactly already
+    (a move that changes nothing the model can tell)."""
+    now, after = np.asarray(variance_now, dtype=float), np.asarray(variance_after, dtype=float)
+    if np.any(after < 0) or np.any(after > now * (1 + 1e-12)) or np.any((after == 0) & (now > 0)):
+        raise ValueError("decision_information: need 0 < variance_after <= variance_now")
+    known = now == 0
+    return np.where(known, 0.0, 0.5 * np.log(np.where(known, 1.0, now) / np.where(known, 1.0,
+                                                                                  after)))
+
+
 def expected_free_energy(
     epistemic: np.ndarray | float,
     pragmatic: np.ndarray | float,

@@ -88,6 +88,8 @@ class StudyView:
     seconds_left: float | None = None
     expected_seconds: dict[str, float] = field(default_factory=dict)  # one run of incumbent|{h}
     open_hypothesis: str | None = None  # an undecided candidate under evaluation
+    # per move: (candidate runs, paired incumbent runs) that a step of it would make
+    step_runs: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def config_of(self, move: str) -> frozenset[str]:
         """The configuration a move tries: the incumbent with the move's hypotheses applied."""

@@ -184,37 +184,78 @@ fit_pymc = false
 """
 
 
-def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path):
-    """Two worlds of the benchmark's interactions family: pairs of reverted changes are tried
-    together (world 23 keeps a true synergy that way), reverted changes get a new trial on a new
-    incumbent (world 0), and a study rebuilt from its ledger sees exactly the same state."""
-    studies = {}
-    for seed in (23, 0):
-        cfg = load_config(write(tmp_path / f"pairs{seed}.toml", INTERACTIONS.format(seed=seed)),
-                          out_dir=str(tmp_path / f"out{seed}"))
-        study = Study(cfg)
-        study.run()
-        check_outputs_agree(tmp_path / f"out{seed}")
-        studies[seed] = study
-        replayed = Study(cfg)
-        assert ((replayed.incumbent, replayed.kept, replayed.closed)
-                == (study.incumbent, study.kept, study.closed))
-        assert replayed.view() == study.view()
-    pairs = [d for d in studies[23].ledger.decisions(studies[23].study_id)
-             if " + " in d["hypothesis"]]
-    kept_pairs = [d["hypothesis"] for d in pairs if d["verdict"] == "keep"]
-    assert kept_pairs, "world 23 keeps a pair"
-    env, members = studies[23].env, move_members(kept_pairs[0])
-    alone = [env.truth(studies[23].config_for(frozenset({m}))) - env.truth({}) for m in members]
-    together = env.truth(studies[23].config_for(members)) - env.truth({})
-    assert together < 0 and together < min(alone)  # a synergy: better together than either alone
-    runs = ledger_rows(tmp_path / "out23" / "study.db", "runs")
-    for d in pairs:  # a pair move's runs apply both hypotheses
-        step_runs = [r for r in runs if r["step"] == d["step"] and r["role"] == "candidate"]
-        assert step_runs and all(
-            move_members(d["hypothesis"]) <= set(json.loads(r["hypotheses_json"]))
-            for r in step_runs)
-    decisions = studies[0].ledger.decisions(studies[0].study_id)
+SYNERGY_EXPERIMENT = """
+import random, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+a, b, c = (int(args[k]) for k in "abc")
+rng = random.Random(int(args["seed"]))
+print("loss:", 5.0 + 0.4 * a + 0.4 * b - 2.0 * a * b + 0.3 * c + rng.gauss(0, 0.15))
+"""
+
+SYNERGY = """
+[study]
+name = "synergy"
+seed = 2
+budget_trials = 60
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "command"
+command = "{python} {script} seed={{seed}} a={{a}} b={{b}} c={{c}}"
+metric = "loss"
+base = {{ a = 0, b = 0, c = 0 }}
+
+[[hypotheses]]
+name = "a"
+change = {{ a = 1 }}
+
+[[hypotheses]]
+name = "b"
+change = {{ b = 1 }}
+
+[[hypotheses]]
+name = "c"
+change = {{ c = 1 }}
+
+[beliefs]
+interactions = true
+fit_pymc = false
+"""
+
+
+def test_a_pair_of_changes_that_fail_alone_is_tried_together_and_kept(tmp_path):
+    """a and b are each 0.4 worse alone and 1.2 better together (noise 0.15); c is worse. With
+    interactions modelled, both singles are reverted and the pair move a + b is kept."""
+    folder = tmp_path
+    script = write(folder / "synergy.py", SYNERGY_EXPERIMENT)
+    config = write(folder / "synergy.toml", SYNERGY.format(python=sys.executable, script=script))
+    study = Study(load_config(config, out_dir=str(folder / "out")))
+    study.run(write_report=False)
+    decisions = study.ledger.decisions(study.study_id)
+    verdicts = {d["hypothesis"]: d["verdict"] for d in decisions if d["verdict"] != "undecided"}
+    assert verdicts.get("a") == "revert" and verdicts.get("b") == "revert"
+    assert verdicts.get("a + b") == "keep" and study.incumbent == frozenset({"a", "b"})
+    runs = ledger_rows(folder / "out" / "study.db", "runs")
+    pair_steps = {d["step"] for d in decisions if d["hypothesis"] == "a + b"}
+    assert all({"a", "b"} <= set(json.loads(r["hypotheses_json"]))
+               for r in runs if r["step"] in pair_steps and r["role"] == "candidate")
+
+
+def test_reopened_trials_when_interactions_are_modelled(tmp_path):
+    """A reverted change gets a new trial on a new incumbent (world 0 of the benchmark's
+    interactions family), and a study rebuilt from its ledger sees exactly the same state."""
+    cfg = load_config(write(tmp_path / "pairs0.toml", INTERACTIONS.format(seed=0)),
+                      out_dir=str(tmp_path / "out0"))
+    study = Study(cfg)
+    study.run()
+    check_outputs_agree(tmp_path / "out0")
+    replayed = Study(cfg)
+    assert ((replayed.incumbent, replayed.kept, replayed.closed)
+            == (study.incumbent, study.kept, study.closed))
+    assert replayed.view() == study.view()
+    decisions = study.ledger.decisions(study.study_id)
     final = [d for d in decisions if d["verdict"] != "undecided"]
     # sorted: a set's order changes with the process's hash seed
     retried = sorted(name for name in {d["hypothesis"] for d in final}
@@ -222,7 +263,7 @@ def test_pair_moves_and_reopened_trials_when_interactions_are_modelled(tmp_path)
     assert retried, "world 0 tries a reverted change again on a new incumbent"
     # The keep rule counts a new trial's runs only: fewer than every run of that change.
     last = [d for d in final if d["hypothesis"] == retried[0]][-1]
-    applied = sum(1 for r in studies[0].state.runs
+    applied = sum(1 for r in study.state.runs
                   if r.role == "candidate" and move_members(retried[0]) <= r.config)
     assert last["n_runs"] < applied
 

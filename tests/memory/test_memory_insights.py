@@ -88,7 +88,8 @@ def test_priors_widen_as_the_insight_decays(elapsed, decay):
     assert far[1] > near[1] == pytest.approx(sd_from_interval(-0.2, 0.0))
 
 
-estimates = st.lists(st.tuples(st.floats(min_value=-1e3, max_value=1e3),
+# Subnormal means underflow when weighted (5e-324 / 4 is 0): float artefacts, not the formula.
+estimates = st.lists(st.tuples(st.floats(min_value=-1e3, max_value=1e3, allow_subnormal=False),
                                st.floats(min_value=1e-3, max_value=1e3)), min_size=1, max_size=12)
 
 

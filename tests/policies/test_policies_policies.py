@@ -81,6 +81,30 @@ def test_efe_terms_follow_the_sign_convention():
     assert int(np.argmax(pragmatic_only.score(view, beliefs))) == 0
 
 
+@pytest.mark.parametrize("planned", [(2, 0), (2, 1), (2, 2), (6, 3)])
+def test_the_epistemic_term_is_what_the_planned_runs_tell_about_the_difference(planned):
+    """By hand: one change h, k base runs so far, no pooling. Only d = delta_h + m_cat enters, so
+    d ~ N(0, v0 sigma^2) with v0 = tau^2 + s_m^2, baseline b ~ N(0, B^2 sigma^2). After n runs of
+    {h} and m more base runs the precision of (b, d), in units of 1/sigma^2, is
+    [[1/B^2 + k + m + n, n], [n, 1/v0 + n]], so Var(d) = (1/B^2 + k + m + n) / det and the term
+    is 0.5 log(v0 / Var(d)) nats; the paired runs add to it, and efe scores the plan's n."""
+    prior = BeliefPrior(effect_sd=0.7, category_mean_sd=0.5, baseline_sd=10.0,
+                        empirical_bayes=False, hyper_uncertainty=False,
+                        standardisation=(2.5, 0.03))
+    beliefs = Beliefs([Hypothesis("h", "cat")], prior=prior)
+    k, (n, m) = 4, planned
+    beliefs.update([Observation(frozenset(), 2.5 + 0.03 * z)
+                    for z in np.random.default_rng(1).standard_normal(k)])
+    view = StudyView(incumbent=frozenset(), candidates=["h"], runs_left=40,
+                     step_runs={"h": planned})
+    terms = make_policy("efe", **CONFIG_SECTION).terms(view, beliefs)
+    v0, b = 0.7**2 + 0.5**2, 10.0**-2
+    precision = np.array([[b + k + m + n, n], [n, 1 / v0 + n]])
+    variance_after = precision[0, 0] / np.linalg.det(precision)
+    assert terms["epistemic"][0] == pytest.approx(0.5 * np.log(v0 / variance_after), rel=1e-9)
+    assert terms["n_runs"][0] == n
+
+
 def test_greedy_ucb_and_random_choices():
     beliefs, view = small_study(np.random.default_rng(0))
     greedy = make_policy("greedy").select(view, beliefs, np.random.default_rng(0))
