@@ -67,11 +67,10 @@ def test_make_policy_errors_name_the_problem():
         make_policy("learntropy", kappa=0.5)
 
 
-def test_efe_terms_follow_the_sign_convention():
+def test_efe_scores_are_neg_efe_and_untried_changes_are_more_informative():
     beliefs, view = small_study(np.random.default_rng(0))
     policy = make_policy("efe", **CONFIG_SECTION)
     terms = policy.terms(view, beliefs)
-    assert np.allclose(terms["efe"], -terms["epistemic"] - terms["pragmatic"] + terms["cost"])
     assert np.allclose(policy.score(view, beliefs), -terms["efe"])
     # The untried hypotheses are more informative than the ones run twice.
     assert (terms["epistemic"][2] > terms["epistemic"][0]
@@ -101,8 +100,14 @@ def test_the_epistemic_term_is_what_the_planned_runs_tell_about_the_difference(p
     v0, b = 0.7**2 + 0.5**2, 10.0**-2
     precision = np.array([[b + k + m + n, n], [n, 1 / v0 + n]])
     variance_after = precision[0, 0] / np.linalg.det(precision)
-    assert terms["epistemic"][0] == pytest.approx(0.5 * np.log(v0 / variance_after), rel=1e-9)
+    information = 0.5 * np.log(v0 / variance_after)
+    assert terms["epistemic"][0] == pytest.approx(information, rel=1e-9)
     assert terms["n_runs"][0] == n
+    # efe = -IG - (log lambda - lambda mu) with no cost: mu({h}) is the baseline's posterior
+    # mean, sum(z) / (k + 1/B^2), as h's effect has prior mean 0 and no run yet.
+    z = np.asarray(beliefs.to_standard(np.array([o.value for o in beliefs.observations])))
+    mu = z.sum() / (k + b)
+    assert terms["efe"][0] == pytest.approx(-information - (np.log(1.0) - mu), rel=1e-9)
 
 
 def test_greedy_ucb_and_random_choices():
