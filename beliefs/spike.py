@@ -6,8 +6,10 @@ learnt across hypotheses (nu = the prior guess; the Beta holds two hypotheses' w
 
 The Bayes factor of the spike against the slab is exact for the conjugate model in which both
 share one noise prior sigma^2 ~ IG(a0, b0): conditional on sigma, the Savage-Dickey ratio of the
-Gaussian densities of d at 0, averaged over the slab posterior of sigma^2 (Verdinelli and
-Wasserman 1995, whose correction is 1 when the noise prior does not depend on d). One
+Gaussian densities of d at 0, averaged over the slab posterior of sigma^2 (the conditional
+Savage-Dickey ratio; checked against evidence ratios computed directly). With the Kass-Steffey
+term of fitted scales on (the default), the posterior variance q carries it and the prior's q0
+does not: that case is an approximation. Another
 approximation: the hypotheses' spike indicators are treated as independent given pi0 (each one's
 Bayes factor is computed in the joint slab model).
 """
@@ -44,8 +46,13 @@ def log_bayes_factor_null(
     post_quad, prior_quad = np.asarray(post_quad, dtype=float), np.asarray(prior_quad, dtype=float)
     excess = (np.asarray(post_mean) ** 2 / post_quad
               - np.asarray(prior_mean) ** 2 / prior_quad) / 2
-    return np.asarray(0.5 * np.log(prior_quad / post_quad)
-                      - post_a * np.log1p(excess / (post_a * noise_var)), dtype=float)
+    ratio = excess / (post_a * noise_var)
+    # A hypothetical posterior (a look-ahead that moves the mean but keeps b) can break b + A > 0
+    # when the prior mean is not 0; there the known-noise limit, -A / noise_var, stands in.
+    valid = ratio > -1
+    noise_part = np.where(valid, -post_a * np.log1p(np.where(valid, ratio, 0.0)),
+                          -excess / noise_var)
+    return np.asarray(0.5 * np.log(prior_quad / post_quad) + noise_part, dtype=float)
 
 
 def null_share_posterior(log_bf01: np.ndarray, prior_null_share: float) -> np.ndarray:

@@ -28,8 +28,9 @@ TOKENIZER_VERSION = "bytes-v1"  # part of every cache key
 # The leak check (check_no_leak): a validation document is seen in training when the training
 # split holds it verbatim as a document, or when at least LEAK_COVERAGE of its tokens lie in
 # LEAK_WINDOW-token spans that the training text repeats (document boundaries and white space
-# ignored, so a copy pasted as one blob, or reflowed, is seen too). Natural repetition is
-# shorter: in the shipped corpus no validation document is seen this way (with 64-token windows,
+# ignored, so documents pasted in order as one blob, or reflowed, are seen too; a document
+# shorter than the window copied any other way is not). Natural repetition is shorter: in
+# the shipped corpus no validation document is seen this way (with 64-token windows,
 # genealogies that Chronicles copies from Genesis would be), and documents written from one
 # template differ within every such span. A study is refused when the documents seen hold
 # LEAK_SHARE of the validation tokens.

@@ -187,3 +187,24 @@ def test_the_bayes_factor_through_beliefs_is_exact_when_effects_spread_the_runs(
     null = null_evidence(z, design, prior_var, np.array([0.0, 1.0, 0.0, 1.0]), a0, b0)
     log_bf = spike_log_bf(beliefs, frozenset({"h"}), frozenset())
     assert float(log_bf) == pytest.approx(null - slab, abs=1e-8)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_look_ahead_with_a_transferred_prior_gives_a_finite_null_probability():
+    """With a prior mean far from 0 (transferred from memory), a hypothetical posterior mean
+    near 0 with today's b can break b + A > 0; the factor must stay finite (the known-noise
+    limit there), not NaN, which read as P(null) = 0."""
+    prior = BeliefPrior(effect_priors={"t": (-0.3, 0.05)})
+    beliefs = Beliefs([Hypothesis("t", "cat")], prior=prior)
+    rng = np.random.default_rng(0)
+    beliefs.update([Observation(frozenset(), rng.normal(0, 0.1)) for _ in range(3)]
+                   + [Observation(frozenset({"t"}), -0.15 + rng.normal(0, 0.1))
+                      for _ in range(3)])
+    spike = beliefs.spike(frozenset({"t"}), frozenset())
+    for mean in (0.0, -0.01, -0.15, 0.2):
+        for scale in (0.01, 0.05, 0.2):
+            p_null = spike.null_probability(mean, scale)
+            assert 0.0 <= p_null <= 1.0 and np.isfinite(p_null)
+    ratio = log_bayes_factor_null(0.0, 1e-4, -0.3, 0.05, 0.01, 3.0)
+    assert np.isfinite(ratio) and float(ratio) == pytest.approx(
+        0.5 * np.log(0.05 / 1e-4) + 0.3**2 / (2 * 0.05) / 0.01)
