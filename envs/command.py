@@ -115,8 +115,10 @@ def runs_a_shell(argument_templates: list[str]) -> bool:
     """Whether the command is a shell given a script to run (`sh -c`, `env bash -ec ...`)."""
     for index, argument in enumerate(argument_templates[:-1]):
         if Path(argument).name in SHELLS:
-            option = argument_templates[index + 1]
-            return option.startswith("-") and not option.startswith("--") and "c" in option
+            # any short option holding c among the shell's options (`bash -e -c`, `-ec`)
+            if any(option.startswith("-") and not option.startswith("--") and "c" in option
+                   for option in argument_templates[index + 1:]):
+                return True
     return False
 
 
@@ -252,7 +254,7 @@ class CommandEnv(Env):
         if self.truth_templates is None:
             return None
         argv = render_arguments(self.truth_templates, config, key="truth_command")
-        result = run_process(argv, cwd=self.cwd, timeout_s=self.timeout_s)
+        result = run_process(argv, cwd=self.cwd, timeout_s=self.timeout_s, owner=self.owner)
         text = last_metric_text(result.stdout, self.metric_name)
         if result.timed_out or result.returncode != 0 or text is None:
             raise RuntimeError(

@@ -222,7 +222,8 @@ def test_a_change_of_a_key_the_command_does_not_use_is_refused(tmp_path):
     assert env.mutable_knobs() == ("lr",)
 
 
-@pytest.mark.parametrize("shell", ["sh -c", "/bin/bash -ec", "env sh -c"])
+@pytest.mark.parametrize("shell", ["sh -c", "/bin/bash -ec", "env sh -c", "bash -e -c",
+                                   "busybox sh -c", "bash --norc -c"])
 def test_a_template_that_runs_a_shell_is_warned_about(tmp_path, shell):
     env = CommandEnv(f"{shell} 'echo loss: {{x}}'", "loss", base={"x": 1}, base_dir=tmp_path)
     assert any("runs a shell" in warning for warning in env.warnings())
