@@ -4,9 +4,12 @@
                            [--budget-trials N] [--workers N]
 
 A bench file holds `[bench]` (seeds, first_seed, budget_trials, policies, default_policy,
-reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study)
-and one or more `[[worlds]]` (a name and an `[worlds.env]` table, plus optional section
-overrides). Every (world, policy, seed) is a full study in its own folder. Where the env knows
+reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study),
+one or more `[[worlds]]` (a name and an `[worlds.env]` table, plus optional section
+overrides) and optional `[variants.NAME]` tables: a named variant of a policy, its own study
+config sections applied last (`[variants.NAME.policy] kind` names the policy), listed in
+`policies` by NAME like a policy (an ablation, or a keep threshold of a curve). Every
+(world, policy, seed) is a full study in its own folder. Where the env knows
 its truth (synthetic worlds, a command env with `truth_command`) gains are true gains; otherwise
 the base and each final incumbent are re-run `reeval_runs` times on fresh seeds and their mean
 is used.
@@ -64,32 +67,42 @@ def load_bench(path: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
     bench = data.get("bench", {})
-    unknown = set(data) - {"bench", "defaults", "worlds"} | (set(bench) - BENCH_KEYS)
+    unknown = set(data) - {"bench", "defaults", "worlds", "variants"} | (set(bench) - BENCH_KEYS)
     if unknown:
         raise ConfigError(
             str(path), [f"unknown keys {sorted(unknown)}; [bench] allows {sorted(BENCH_KEYS)}"])
     if not data.get("worlds"):
         raise ConfigError(str(path), ["at least one [[worlds]] table is required"])
+    problems = [f"[variants.{name}] needs a [variants.{name}.policy] table with a kind"
+                for name, variant in data.get("variants", {}).items()
+                if not isinstance(variant, dict)
+                or not isinstance(variant.get("policy"), dict) or "kind" not in variant["policy"]]
+    if problems:
+        raise ConfigError(str(path), problems)
     return data
 
 
 def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path):
-    """One study's validated config: defaults, then the world's overrides, then the bench's
-    (a world's own `[worlds.study] budget_trials` beats the bench's)."""
+    """One study's validated config: defaults, then the world's overrides, then the policy
+    variant's, then the bench's (a world's own `[worlds.study] budget_trials` beats the
+    bench's)."""
     bench = data["bench"]
     raw = copy.deepcopy(data.get("defaults", {}))
-    for section, table in world.items():
-        if isinstance(table, list):  # [[worlds.hypotheses]] replaces the list
-            raw[section] = copy.deepcopy(table)
-        elif section != "name":
-            raw.setdefault(section, {}).update(copy.deepcopy(table))
+    variant = data.get("variants", {}).get(policy, {})
+    for overrides in (world, variant):
+        for section, table in overrides.items():
+            if isinstance(table, list):  # [[worlds.hypotheses]] replaces the list
+                raw[section] = copy.deepcopy(table)
+            elif section != "name":
+                raw.setdefault(section, {}).update(copy.deepcopy(table))
     if bench.get("vary_world", True) and raw["env"].get("kind") == "synthetic":
         raw["env"]["world_seed"] = seed  # average over a family of worlds, not one draw
     budget = world.get("study", {}).get("budget_trials", bench["budget_trials"])
     raw.setdefault("study", {}).update(
         name=f"{world['name']}-{policy}-{seed}", seed=seed, budget_trials=budget)
     # A baseline from outside the engine has no engine policy; its config names one for the record.
-    raw.setdefault("policy", {})["kind"] = "random" if policy in BASELINES else policy
+    if not variant:
+        raw.setdefault("policy", {})["kind"] = "random" if policy in BASELINES else policy
     raw.setdefault("beliefs", {}).setdefault("fit_pymc", False)
     folder = out_dir / "studies" / world["name"] / policy / f"seed{seed}"
     return parse_config(raw, source=str(source), out_dir=str(folder))
@@ -257,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = data["bench"]
         bench.setdefault("seeds", 10)
         bench.setdefault("budget_trials", 60)
-        bench.setdefault("policies", ["efe", "ratchet"])
+        bench.setdefault("policies", ["voi", "ratchet"])
         if args.seeds:
             bench["seeds"] = args.seeds
         if args.budget_trials:  # every study's budget, a world's own included

@@ -54,7 +54,7 @@ BASELINE_POLICIES = ("ratchet", "optuna-tpe", "optuna-gp")  # what the default m
 def verdict_lines(rows: list[dict], bench: dict) -> list[str]:
     """The targets, checked against what was measured (no claim beyond the table): the default
     policy against each baseline the bench ran, at equal budget."""
-    default = bench.get("default_policy", "efe")
+    default = bench.get("default_policy", "voi")
     lines = []
     for baseline in BASELINE_POLICIES:
         worlds = [w for w in dict.fromkeys(r["world"] for r in rows)

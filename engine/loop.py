@@ -280,3 +280,9 @@ def write_study_outputs(study: Study, reason: str) -> None:
                 memory.upsert_insight(**insight, source=source)
     write_outputs(summary, study.state.beliefs, insights, reason, fit=study.cfg.beliefs,
                   progress=study.progress)
+    if summary.undecided:
+        listed = ", ".join(f"{u.move} (P(better) {u.p_better:.2f}, {u.runs} runs)"
+                           for u in summary.undecided[:3])
+        more = len(summary.undecided) - 3
+        study.progress.say(f"Undecided at the end of the budget, not kept: {listed}"
+                           + (f" and {more} more" if more > 0 else "") + " (report.md)")

@@ -197,6 +197,15 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
         interval = "—" if d.lo is None else f"[{d.lo:+.4f}, {d.hi:+.4f}]"
         lines.append(f"| {d.step} | {md(d.hypothesis)} | {d.verdict} | {p} | {interval} | "
                      f"{d.n_runs} | {md(d.reason)} |")
+    if summary.undecided:
+        lines += ["", "## Undecided at the end of the budget", "",
+                  f"Neither kept nor reverted: P(better) against the final incumbent is between "
+                  f"{1 - summary.threshold:.3g} and {summary.threshold}. They are not in the "
+                  f"incumbent; more runs would decide them.", "",
+                  "| move | P(better) | 90% interval of the difference | runs |",
+                  "|---|---|---|---|"]
+        lines += [f"| {md(u.move)} | {u.p_better:.3f} | [{u.lo:+.4f}, {u.hi:+.4f}] | {u.runs} |"
+                  for u in summary.undecided]
     lines += ["", "## Effects (conjugate posterior, 90% intervals)", "",
               "Mean and interval are the slab's (the effect if the change does anything); "
               "P(no effect)",

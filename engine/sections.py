@@ -39,7 +39,7 @@ from policies.types import KEEP_SPENDING, KeepRule
 from train.vocabulary import BACKENDS, DIRECTIONS
 
 ENV_KINDS = ("gpt", "synthetic", "command")
-POLICY_KINDS = ("efe", "learntropy", "thompson", "ucb", "greedy", "random", "ratchet")
+POLICY_KINDS = ("efe", "voi", "learntropy", "thompson", "ucb", "greedy", "random", "ratchet")
 GPT, SYNTHETIC, COMMAND = ("gpt",), ("synthetic",), ("command",)
 
 
@@ -149,7 +149,7 @@ class BeliefsSection:
 
 @dataclass(frozen=True)
 class PolicySection:
-    kind: str = setting("efe", OneOf(POLICY_KINDS), "which policy chooses the next action")
+    kind: str = setting("voi", OneOf(POLICY_KINDS), "which policy chooses the next action")
     gamma: float = setting(policy_default("gamma"), Range(0, lo_open=True), "softmax precision")
     preference: float = setting(policy_default("preference"), Range(0, lo_open=True),
                                 "lambda: nats per standardised unit of metric")
@@ -176,13 +176,9 @@ class DecisionSection:
                              "minimum improvement that counts, metric units")
     max_replicates: int = setting(
         class_default(KeepRule, "max_replicates"), Range(1),
-        "runs of one trial of a candidate after which, still undecided, it is reverted")
+        "runs of a candidate (over all its trials) after which, still undecided, it gets no more")
     min_replicates: int = setting(class_default(KeepRule, "min_replicates"), Range(1),
                                   "runs before any verdict; <= max_replicates")
-    futility: float = setting(
-        class_default(KeepRule, "futility"), Range(0, 1, lo_open=True, hi_open=True),
-        "revert a trial when the predictive probability that its remaining runs "
-        "(up to max_replicates) reach a keep is below this")
     spending: str = setting(
         class_default(KeepRule, "spending"), OneOf(KEEP_SPENDING),
         "how the threshold is spread over the looks at one hypothesis: "

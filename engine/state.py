@@ -198,7 +198,8 @@ def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozens
     less the moves that would apply two hypotheses setting the same key. Those are
     alternatives, not parts of one configuration: merged, the later would silently win, and
     the ledger would name a hypothesis that did not run."""
-    menu = MoveMenu(tuple(state.hypotheses), state.incumbent, state.closed, rules.interactions)
+    menu = MoveMenu(tuple(state.hypotheses), state.incumbent, state.closed, rules.interactions,
+                    candidate_runs(state))
     moves, reopened = rules.policy.open_moves(menu, state.beliefs)
     composable = [move for move in moves
                   if not conflicting(state, state.incumbent | move_members(move))]
@@ -211,25 +212,30 @@ def conflicting(state: StudyState, applied: frozenset[str]) -> bool:
     return len(keys) != len(set(keys))
 
 
-def view(state: StudyState, rules: StudyRules) -> StudyView:
-    """What the policy sees. A reopened move is a new trial: its runs are counted from the
-    step of its revert on."""
-    candidates, reopened = open_moves(state, rules)
-    since = {move: state.closed[move].step for move in reopened}
-    tried = [p.hypothesis for p in state.plans.values() if p.hypothesis]
-    runs_per = dict.fromkeys([*candidates, *tried], 0)
+def candidate_runs(state: StudyState) -> dict[str, int]:
+    """Each tried move's candidate runs over all its trials (crashed ones too): the count its
+    keep rule's looks and cap read, since a reopened trial goes on from the earlier runs."""
+    runs: dict[str, int] = {}
     for record in state.runs:
         move = state.plans[record.step].hypothesis
-        if record.role == "candidate" and move in runs_per and record.step > since.get(move, -1):
-            runs_per[move] += 1
+        if record.role == "candidate" and move:
+            runs[move] = runs.get(move, 0) + 1
+    return runs
+
+
+def view(state: StudyState, rules: StudyRules) -> StudyView:
+    """What the policy sees: the open moves, each move's runs over all its trials, and the runs
+    a step of each open move would make."""
+    candidates, _ = open_moves(state, rules)
+    runs_per = {move: 0 for move in candidates} | candidate_runs(state)
     undecided = [p.hypothesis for step, p in sorted(state.plans.items())
-                 if p.hypothesis and (p.hypothesis not in state.closed
-                                      or step > state.closed[p.hypothesis].step)]
+                 if p.hypothesis in candidates and (p.hypothesis not in state.closed
+                                                    or step > state.closed[p.hypothesis].step)]
     mean_seconds = float(np.mean(state.run_seconds)) if state.run_seconds else 0.0
     n = fit_to_budget(state, rules, rules.study.replicates_per_step)
     left = rules.study.budget_trials - state.runs_used - n
     step_runs = {move: (n, max(0, min(left, paired_runs(state, rules, move, n))))
-                 for move in dict.fromkeys([*candidates, *undecided[-1:]])}
+                 for move in candidates}
     return StudyView(incumbent=state.incumbent, candidates=candidates, history=list(state.runs),
                      runs_per_hypothesis=runs_per,
                      runs_left=rules.study.budget_trials - state.runs_used, seconds_left=None,

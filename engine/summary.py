@@ -11,7 +11,9 @@ from typing import Any
 from beliefs import Beliefs
 from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
-from engine.state import StudyRules, StudyState, config_for
+from engine.state import StudyRules, StudyState, candidate_runs, config_for
+from policies import decide
+from policies.types import move_members
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,19 @@ class CategoryLine:
 
 
 @dataclass(frozen=True)
+class UndecidedLine:
+    """A move the study ran but neither kept nor reverted by the end: its P(better) against the
+    final incumbent, the 90% interval of the difference (metric units, lo <= hi) and its
+    candidate runs over all its trials. It is not part of the incumbent."""
+
+    move: str
+    p_better: float
+    lo: float
+    hi: float
+    runs: int
+
+
+@dataclass(frozen=True)
 class StudySummary:
     """A study's findings and the facts a reader needs beside them, all in metric units."""
 
@@ -63,6 +78,7 @@ class StudySummary:
     incumbent: IncumbentSummary
     incumbent_config: Mapping[str, Any]
     decisions: tuple[StepDecision, ...]
+    undecided: tuple[UndecidedLine, ...]  # best P(better) first
     effects: tuple[EffectLine, ...]
     categories: tuple[CategoryLine, ...]
     steps: tuple[dict[str, Any], ...]  # the ledger's step rows
@@ -89,6 +105,24 @@ def _findings(beliefs: Beliefs, state: StudyState,
     return effects, categories
 
 
+def undecided_moves(state: StudyState, rules: StudyRules) -> tuple[UndecidedLine, ...]:
+    """The moves still undecided when the study stopped: run, not in the incumbent, and with no
+    keep or revert after their latest step. The budget ended before the posterior decided them;
+    they are reported, never kept."""
+    runs = candidate_runs(state)
+    latest = {p.hypothesis: step for step, p in state.plans.items() if p.hypothesis}
+    lines = []
+    for move, n_runs in runs.items():
+        closed = state.closed.get(move)
+        if move_members(move) <= state.incumbent or (closed and closed.step >= latest[move]):
+            continue
+        d = decide(state.beliefs, state.incumbent | move_members(move), state.incumbent,
+                   rules.keep_rule, n_runs)
+        lo, hi = sorted(rules.metric(end) for end in d.interval)
+        lines.append(UndecidedLine(move, float(d.p_better), lo, hi, n_runs))
+    return tuple(sorted(lines, key=lambda line: (-line.p_better, line.move)))
+
+
 def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path, env_kind: str,
               backend: str, env_fingerprint: str, metric: str, time_budget: float | None,
               policy: str, decisions: tuple[StepDecision, ...], steps: tuple[dict, ...],
@@ -104,7 +138,8 @@ def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path,
         runs_ok=sum(r.value is not None for r in state.runs),
         noise_sd=beliefs.noise_sd(), incumbent=incumbent_summary(state, rules),
         incumbent_config=config_for(state, rules, state.incumbent), decisions=decisions,
-        effects=effects, categories=categories, steps=steps, runs=runs)
+        undecided=undecided_moves(state, rules), effects=effects, categories=categories,
+        steps=steps, runs=runs)
 
 
 def own_evidence(summary: StudySummary, state: StudyState, rules: StudyRules) -> StudySummary:

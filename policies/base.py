@@ -55,11 +55,8 @@ def check_positive(owner: str, key: str, value: float, *, allow_zero: bool = Fal
 
 
 def options(view: StudyView) -> list[str]:
-    """The hypotheses a policy may run: the open candidates, plus the undecided open one."""
-    names = list(view.candidates)
-    if view.open_hypothesis is not None and view.open_hypothesis not in names:
-        names.append(view.open_hypothesis)
-    return names
+    """The moves a policy may run: the open candidates (undecided ones among them)."""
+    return list(view.candidates)
 
 
 def incumbent_observed(view: StudyView) -> bool:
@@ -122,14 +119,17 @@ class Policy:
     def open_moves(self, menu: MoveMenu, beliefs) -> tuple[list[str], frozenset[str]]:
         """(the moves open to a trial, the reverted ones among them reopened for a new trial).
 
-        A reverted move is tried again, as a new trial (the posterior keeps every old run):
+        A move with max_replicates runs (over all its trials) is not open: the keep rule's cap on
+        the runs one change may take. A reverted move is tried again, as a new trial that goes on
+        from its earlier runs and looks:
         - with interactions modelled, when it was reverted on an older incumbent: its pairs with
           the newly kept changes are unseen, so it may help now;
-        - once nothing else is open, when the posterior does not call it worse
-          (P(better) > 1 - threshold): a futility revert judges the value of more runs, not the
-          change. Not a move whose every run crashed: its P(better) is still the prior's, and
-          more runs would crash again."""
-        moves = self.moves(menu)
+        - once nothing else is open, when the posterior no longer calls it worse (P(better) >
+          1 - threshold, as the other changes' runs moved the pooled estimates). Not a move whose
+          every run crashed: its P(better) is still the prior's, and more runs would crash
+          again."""
+        cap = self.keep_rule.max_replicates
+        moves = [move for move in self.moves(menu) if menu.runs.get(move, 0) < cap]
         reverted = {move: menu.closed[move] for move in moves if move in menu.closed}
         reopened = {move for move, trial in reverted.items()
                     if menu.interactions and trial.incumbent != menu.incumbent}
@@ -152,6 +152,13 @@ class Policy:
         if view.runs_left is not None:
             wanted = min(wanted, max(1, view.runs_left))
         return wanted
+
+    def planned_runs(self, view: StudyView, move: str) -> tuple[int, int]:
+        """(candidate, paired incumbent) runs a step of `move` makes, within what the keep rule
+        can still use; without the engine's plan, the keep rule's remaining runs, unpaired."""
+        most = self.runs_for(view, move)
+        n, m = view.step_runs.get(move, (most, 0))
+        return min(n, most), min(m, n, most)
 
     def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
         """The next action; the scored choice is drawn with `rng` where the policy is random."""

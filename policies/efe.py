@@ -62,13 +62,6 @@ class EFEPolicy(Policy):
         return {"efe": efe, "epistemic": epistemic, "pragmatic": pragmatic, "cost": cost,
                 "n_runs": np.array([n for n, _ in planned], dtype=float)}
 
-    def planned_runs(self, view: StudyView, move: str) -> tuple[int, int]:
-        """(candidate, paired incumbent) runs a step of `move` makes, within what the keep rule
-        can still use; without the engine's plan, the keep rule's remaining runs, unpaired."""
-        most = self.runs_for(view, move)
-        n, m = view.step_runs.get(move, (most, 0))
-        return min(n, most), min(m, n, most)
-
     def score(self, view: StudyView, beliefs) -> np.ndarray:
         """neg_efe per option (nats, higher is better)."""
         return -self.terms(view, beliefs)["efe"]

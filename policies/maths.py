@@ -225,31 +225,19 @@ def probability_better(mean: float, scale: float, df: float, epsilon: float) -> 
     return float(stats.t.cdf((-epsilon - mean) / scale, df))
 
 
-def probability_of_success(
-    mean: float, scale: float, df: float, n_runs: int, more_runs: int, threshold: float,
-    epsilon: float,
-    null_at: Callable[[float, float], float] | None = None,
-) -> float:
-    """Predictive probability that `more_runs` further runs lift p_better to >= threshold.
+def keep_boundary(scale_after: float, df: float, threshold: float, epsilon: float,
+                  null_at: Callable[[float, float], float] | None = None) -> float:
+    """m*: a look whose slab posterior of d is t_df(m, scale_after) keeps exactly when m <= m*,
+    metric units (-inf when no mean keeps).
 
-    Known-noise preposterior: after them the difference's scale is s' = s sqrt(n / (n + m)) and
-    under the slab its mean is m' ~ N(mean, s^2 - s'^2); success is
-    m' <= -epsilon - s' t_df^-1(threshold).
-    With a spike, null_at(m, s) = P(d = 0 | slab posterior N(m, s^2)): success needs
-    (1 - null_at(m', s')) P(d < -epsilon) >= threshold, i.e. m' <= m* (root-finding), and m' is
-    the slab's N(mean, s^2 - s'^2) with weight 1 - null_at(mean, s), or, when d = 0,
-    N(mean s'^2/s^2, s'^4 k) with k = 1/s'^2 - 1/s^2, the precision the new runs add.
-    Probability, dimensionless; the value of more runs in the keep rule (futility stopping)."""
-    null_now = null_at(mean, scale) if null_at is not None else 0.0
-    if more_runs <= 0 or scale <= 0:
-        return float((1.0 - null_now) * probability_better(mean, scale, df, epsilon) >= threshold)
-    if n_runs < 1:
-        raise ValueError(f"probability_of_success needs n_runs >= 1, got {n_runs!r}")
-    scale_after = scale * math.sqrt(n_runs / (n_runs + more_runs))
-    spread = math.sqrt(scale**2 - scale_after**2)
+    p_better(m) = (1 - null_at(m, s')) P_t(d < -epsilon) falls as m rises (a larger mean is both
+    less likely below -epsilon and likelier to be the spike), so the keep set is a half-line.
+    Without a spike m* = -epsilon - s' t_df^-1(threshold); with one, the root of
+    p_better(m) = threshold."""
+    if scale_after <= 0:
+        return -epsilon
     if null_at is None:
-        needed = -epsilon - scale_after * float(stats.t.ppf(threshold, df))
-        return float(stats.norm.cdf((needed - mean) / spread))
+        return -epsilon - scale_after * float(stats.t.ppf(threshold, df))
 
     def margin(m: float) -> float:
         return ((1.0 - null_at(m, scale_after)) * probability_better(m, scale_after, df, epsilon)
@@ -257,13 +245,35 @@ def probability_of_success(
 
     far = -epsilon - 60.0 * scale_after  # where P(d = 0) and P(d >= -epsilon) are both ~0
     if margin(far) <= 0:
+        return -math.inf
+    return float(brentq(margin, far, -epsilon, xtol=1e-9 * scale_after))
+
+
+def keep_value(mean: float, scale: float, scale_after: float, df: float, threshold: float,
+               epsilon: float, null_at: Callable[[float, float], float] | None = None) -> float:
+    """Expected true gain of the keep decision taken after the planned runs, metric units
+    (lower-is-better metric, so a gain is -d): E[-d 1{the look after the runs keeps}].
+
+    Now d = mu(candidate) - mu(incumbent) has the slab posterior t_df(mean, scale) and
+    P(d = 0) = null_at(mean, scale); after the runs its slab scale is scale_after (the exact
+    posterior variance of the planned runs, which does not depend on their outcomes). Known-noise
+    preposterior: under the slab the next posterior mean is m' ~ N(mean, v), v = scale^2 -
+    scale_after^2, and E[d | m'] = m', so by the tower rule
+        E_slab[-d 1{m' <= m*}] = -mean Phi(alpha) + sqrt(v) phi(alpha), alpha = (m* - mean)/sqrt(v),
+    with m* from `keep_boundary`. When d = 0 a keep gains nothing, so the value is
+    (1 - null_at(mean, scale)) times that. It is the knowledge gradient of a keep rule that asks
+    for p_better >= threshold rather than a positive mean: a change that may be good and whose
+    verdict the runs can still change is worth the most; one the runs cannot lift to a keep
+    (hopeless, or already known) is worth nothing."""
+    slab = 1.0 - (null_at(mean, scale) if null_at is not None else 0.0)
+    needed = keep_boundary(scale_after, df, threshold, epsilon, null_at)
+    spread = math.sqrt(max(scale**2 - scale_after**2, 0.0))
+    if spread <= 1e-12 * max(scale, 1e-300):
+        return slab * -mean if mean <= needed else 0.0
+    if needed == -math.inf:
         return 0.0
-    needed = brentq(margin, far, -epsilon, xtol=1e-9 * scale_after)
-    added_precision = 1.0 / scale_after**2 - 1.0 / scale**2
-    spike_mean, spike_sd = (mean * scale_after**2 / scale**2,
-                            scale_after**2 * math.sqrt(added_precision))
-    return float((1.0 - null_now) * stats.norm.cdf((needed - mean) / spread)
-                 + null_now * stats.norm.cdf((needed - spike_mean) / spike_sd))
+    alpha = (needed - mean) / spread
+    return float(slab * (-mean * stats.norm.cdf(alpha) + spread * stats.norm.pdf(alpha)))
 
 
 def expected_improvement(

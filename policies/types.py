@@ -63,13 +63,14 @@ class ClosedTrial:
 @dataclass(frozen=True)
 class MoveMenu:
     """What a policy needs to say which moves are open: the known hypotheses (declaration
-    order), the incumbent, each move's latest closed trial, and whether interactions are
-    modelled."""
+    order), the incumbent, each move's latest closed trial, whether interactions are modelled,
+    and each move's candidate runs over all its trials."""
 
     hypotheses: tuple[str, ...]
     incumbent: frozenset[str]
     closed: Mapping[str, ClosedTrial]
     interactions: bool
+    runs: Mapping[str, int] = field(default_factory=dict)
 
     def singles(self) -> list[str]:
         """Every hypothesis not yet in the incumbent, in declaration order."""
@@ -134,9 +135,9 @@ class Decision:
 @dataclass(frozen=True)
 class KeepRule:
     """Keep when P(mu_cand - mu_inc < -epsilon | data) reaches the threshold of the look, after
-    >= min_replicates runs; revert when it is <= 1 - threshold, when the predictive probability
-    that the trial's remaining runs reach a keep is below `futility`, or after max_replicates runs.
-    epsilon in metric units.
+    >= min_replicates runs (counted over every trial of the move); revert when it is <= 1 -
+    threshold; otherwise undecided, and after max_replicates runs a move gets no more. epsilon in
+    metric units.
 
     `spending` = "none" (default): `threshold` is the posterior probability needed at every look;
     with the spike-and-slab prior (beliefs.spike) it bounds the expected share of false keeps among
@@ -153,7 +154,6 @@ class KeepRule:
     min_replicates: int = 2
     batch: int = 1
     spending: str = "none"
-    futility: float = 0.3
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and 0.5 < self.threshold < 1):
@@ -172,8 +172,6 @@ class KeepRule:
         if not (isinstance(self.batch, int) and not isinstance(self.batch, bool)
                 and self.batch >= 1):
             raise ValueError(f"KeepRule.batch must be an int >= 1, got {self.batch!r}")
-        if not (isinstance(self.futility, (int, float)) and 0 < self.futility < 1):
-            raise ValueError(f"KeepRule.futility must be in (0, 1), got {self.futility!r}")
         if self.spending not in KEEP_SPENDING:
             raise ValueError(f"KeepRule.spending must be one of {KEEP_SPENDING}, "
                              f"got {self.spending!r}")

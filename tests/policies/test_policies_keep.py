@@ -1,6 +1,5 @@
 """The keep rule and the ratchet, run on simulated trainer-like noise with the real Beliefs."""
 
-import dataclasses
 import functools
 
 import numpy as np
@@ -22,12 +21,16 @@ INCUMBENT_RUNS_PER_STEP = 2
 EFFECT_SD = 0.75
 PRIOR = BeliefPrior(effect_sd=EFFECT_SD, empirical_bayes=False)  # with the spike (null_share 0.5)
 SLAB_PRIOR = BeliefPrior(effect_sd=EFFECT_SD, empirical_bayes=False, null_share=0.0)
+# The slab of one hypothesis's effect, in noise sds: its own scale and its category mean's,
+# beta = m_g + delta with m_g ~ N(0, category_mean_sd^2) and delta ~ N(0, effect_sd^2).
+SLAB_SD = float(np.hypot(EFFECT_SD, PRIOR.category_mean_sd))
 CANDIDATE, INCUMBENT = frozenset({"change"}), frozenset()
 
 
 def run_keep_rule(effect, rule, rng, prior=PRIOR):
     """One hypothesis evaluated as the engine does: base runs, then batches of candidate runs with
-    paired incumbent runs, a decision after each batch until keep or revert."""
+    paired incumbent runs, a decision after each batch until keep, revert or max_replicates runs
+    (then undecided: the study's budget would go elsewhere)."""
     beliefs = Beliefs([Hypothesis("change", "architecture")], prior=prior)
     beliefs.update([Observation(INCUMBENT, BASE_VALUE + NOISE_SD * rng.standard_normal())
                     for _ in range(BASE_RUNS)])
@@ -40,7 +43,7 @@ def run_keep_rule(effect, rule, rng, prior=PRIOR):
         beliefs.update(batch)
         n_runs += CANDIDATE_RUNS_PER_STEP
         decision = decide(beliefs, CANDIDATE, INCUMBENT, rule, n_runs)
-        if decision.verdict != "undecided":
+        if decision.verdict != "undecided" or n_runs >= rule.max_replicates:
             assert n_runs <= rule.max_replicates
             return decision
 
@@ -72,25 +75,22 @@ def keep_rate(effect, rule, trials, seed, prior=PRIOR):
     return rate
 
 
-# ---- the rule at futility 0.05: spike-and-slab posterior, its threshold at every look ---------
-# One trial alone, with no other use for the runs, the rule reverts only a 1-in-20 long shot. The
-# engine's default bar (0.3) trades single-trial power for runs; tested further below.
-PATIENT = KeepRule(futility=0.05)
+# ---- the default rule: spike-and-slab posterior, its threshold at every look -----------------
 
 
 def world_from_the_prior(rule, trials=2000, seed=11):
-    """Half the changes do nothing, the rest are drawn from the slab: (keeps, false keeps,
-    improvements over 1 sd, those kept)."""
+    """Half the changes do nothing (the spike's prior share), the rest are drawn from the slab:
+    (keeps, false keeps, improvements over 1 sd, those kept)."""
     rng = np.random.default_rng(seed)
     keeps = false_keeps = large = large_kept = 0
     for _ in range(trials):
-        effect = 0.0 if rng.random() < 0.5 else EFFECT_SD * NOISE_SD * rng.standard_normal()
+        effect = 0.0 if rng.random() < 0.5 else SLAB_SD * NOISE_SD * rng.standard_normal()
         kept = run_keep_rule(effect, rule, rng).verdict == "keep"
         keeps += kept
         false_keeps += kept and effect >= 0
         large += effect < -NOISE_SD
         large_kept += kept and effect < -NOISE_SD
-    print(f"\nworld from the prior ({trials} changes, seed {seed}, futility {rule.futility}): "
+    print(f"\nworld from the prior ({trials} changes, seed {seed}): "
           f"{keeps} keeps, {false_keeps} false, share {false_keeps / keeps:.3f}; "
           f"improvements over 1 sd kept {large_kept} of {large}")
     return keeps, false_keeps, large, large_kept
@@ -99,30 +99,16 @@ def world_from_the_prior(rule, trials=2000, seed=11):
 def test_the_rule_bounds_the_share_of_false_keeps_in_a_world_drawn_from_its_prior():
     """Among the keeps, the share of changes that do not truly improve stays at most 1 - threshold,
     whatever the looks."""
-    keeps, false_keeps, large, large_kept = world_from_the_prior(PATIENT)
+    keeps, false_keeps, large, large_kept = world_from_the_prior(KeepRule())
     assert false_keeps / keeps <= binomial_upper(0.05, keeps)
     assert large_kept > 0.6 * large  # not bought by keeping nothing
 
 
 def test_the_rule_rarely_keeps_nulls_and_keeps_most_one_sd_improvements():
-    assert keep_rate(0.0, PATIENT, 400, 2024) <= 0.05
-    one_sd = keep_rate(-NOISE_SD, PATIENT, 400, 7)
+    assert keep_rate(0.0, KeepRule(), 400, 2024) <= 0.05
+    one_sd = keep_rate(-NOISE_SD, KeepRule(), 400, 7)
     assert one_sd - 2 * np.sqrt(0.25 / 400) > 0.45
-    assert keep_rate(-2 * NOISE_SD, PATIENT, 200, 8) > 0.9
-
-
-def test_the_default_futility_bar_trades_single_trial_power_for_runs():
-    """The default bar (0.3) gives up on long shots: nulls cost fewer runs, fewer 1-sd improvements
-    are kept in one trial (a study reopens them later, their runs still in the posterior), and the
-    share of false keeps stays bounded."""
-    assert KeepRule().futility == 0.3
-    null_runs = [np.mean([run_keep_rule(0.0, rule, rng).n_runs for _ in range(300)])
-                 for rule, rng in ((KeepRule(), np.random.default_rng(5)),
-                                   (PATIENT, np.random.default_rng(5)))]
-    assert null_runs[0] < 0.8 * null_runs[1]
-    assert keep_rate(-NOISE_SD, KeepRule(), 400, 7) < keep_rate(-NOISE_SD, PATIENT, 400, 7) - 0.1
-    keeps, false_keeps, _, _ = world_from_the_prior(KeepRule())
-    assert false_keeps / keeps <= binomial_upper(0.05, keeps)
+    assert keep_rate(-2 * NOISE_SD, KeepRule(), 200, 8) > 0.9
 
 
 def test_the_spike_lowers_p_better_for_the_same_data():
@@ -152,7 +138,7 @@ SEQUENTIAL_MAX_REPLICATES = 10
 
 def sequential_rule(max_replicates=SEQUENTIAL_MAX_REPLICATES):
     return KeepRule(threshold=0.95, epsilon=0.0, max_replicates=max_replicates, min_replicates=2,
-                    spending="obrien_fleming", futility=0.05)
+                    spending="obrien_fleming")
 
 
 @functools.lru_cache(maxsize=None)
@@ -175,7 +161,6 @@ def test_the_ratchet_keeps_far_more_null_changes_than_the_posterior_rule():
     assert ratchet_rate == pytest.approx(1 / 3, abs=2 * np.sqrt(2 / 9 / trials))
     assert ratchet_rate > 3 * rate
     assert ratchet_rate > 3 * keep_rate(0.0, KeepRule(), trials, 2024)
-    assert ratchet_rate > 3 * keep_rate(0.0, PATIENT, trials, 2024)
 
 
 @pytest.mark.parametrize("max_replicates", [8, SEQUENTIAL_MAX_REPLICATES])
@@ -264,9 +249,11 @@ def test_per_look_thresholds_are_strict_early_and_the_threshold_applies_per_look
     assert last.verdict == "keep" and "look 4 of 4, overall 0.95" in last.reason
     # Off the declared schedule (5 runs with batch 2): the preceding look's (stricter) threshold.
     assert "look 2 of 4" in decide(between, CANDIDATE, INCUMBENT, rule, 5).reason
-    # Below the last look's threshold at max_replicates: revert, saying which threshold applied.
+    # Below the last look's threshold at max_replicates: undecided, no more runs, saying which
+    # threshold applied.
     short = decide(FixedDifference(0.955), CANDIDATE, INCUMBENT, rule, 8)
-    assert short.verdict == "revert" and f"< {thresholds[-1]:.3f}" in short.reason
+    assert short.verdict == "undecided" and f"< {thresholds[-1]:.3f}" in short.reason
+    assert "max_replicates=8 runs reached" in short.reason
 
 
 def test_keep_rule_validates():
@@ -278,26 +265,6 @@ def test_keep_rule_validates():
         KeepRule(batch=0)
     with pytest.raises(ValueError, match="spending"):
         KeepRule(spending="haybittle")
-    for bad in (0.0, 1.0, "0.3"):
-        with pytest.raises(ValueError, match="futility"):
-            KeepRule(futility=bad)
-
-
-def test_the_futility_bar_decides_between_revert_and_more_runs():
-    """The same posterior, between the bars: reverted as futile at a bar above its predictive
-    chance of a keep, left undecided at a bar below it; the reason names the bar."""
-    posterior, rule = FixedDifference(0.80), KeepRule(max_replicates=8)
-    success = float(decide(posterior, CANDIDATE, INCUMBENT,
-                           KeepRule(max_replicates=8, futility=1e-9), 4)
-                    .reason.rsplit(" ", 1)[-1])
-    assert 0.01 < success < 0.99
-    high = decide(posterior, CANDIDATE, INCUMBENT,
-                  dataclasses.replace(rule, futility=min(0.99, success + 0.01)), 4)
-    low = decide(posterior, CANDIDATE, INCUMBENT,
-                 dataclasses.replace(rule, futility=max(0.01, success - 0.01)), 4)
-    assert high.verdict == "revert" and "futile" in high.reason
-    assert f"futility {min(0.99, success + 0.01):.3g}" in high.reason
-    assert low.verdict == "undecided"
 
 
 def test_ratchet_reproduces_autoresearch_on_a_scripted_sequence():

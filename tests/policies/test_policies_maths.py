@@ -18,9 +18,9 @@ from policies.maths import (
     expected_improvement,
     expected_log_preference,
     info_gain,
+    keep_value,
     learntropy_nig,
     probability_better,
-    probability_of_success,
     sample_index,
     sequential_boundaries,
     softmax_probabilities,
@@ -175,12 +175,27 @@ def test_expected_improvement_matches_monte_carlo():
         mc.mean(), abs=4 * mc.std() / 632)
 
 
-def test_probability_better_and_success():
+def test_probability_better():
     assert probability_better(0.0, 1.0, 10.0, 0.0) == pytest.approx(0.5)
     assert probability_better(-1.0, 0.0, 10.0, 0.5) == 1.0
-    hopeless = probability_of_success(1.0, 0.1, 20.0, 4, 4, 0.95, 0.0)
-    promising = probability_of_success(-0.15, 0.1, 20.0, 4, 4, 0.95, 0.0)
-    assert hopeless < 1e-6 < 0.5 < promising
+
+
+def test_keep_value_by_hand():
+    """d ~ N(0, 1) now, sd 0.6 after the runs (so the next mean m' ~ N(0, 0.8^2)), no spike.
+    At threshold 1/2 the keep is m' < 0 and the value is the knowledge gradient of a choice
+    between 0 and d, E[max(0, -m')] = 0.8 phi(0) = 0.8 / sqrt(2 pi). At 0.95 the keep needs
+    m' <= -0.6 z, z = 1.644854: value 0.8 phi(0.6 z / 0.8) = 0.8 exp(-1.521855^2 / 2) / sqrt(2 pi)
+    (the mean is 0, so the -mean Phi term vanishes)."""
+    gaussian = 1e13  # df: the Student-t is the normal
+    assert keep_value(0.0, 1.0, 0.6, gaussian, 0.5 + 1e-12, 0.0) == pytest.approx(0.3191538, 1e-6)
+    assert keep_value(0.0, 1.0, 0.6, gaussian, 0.95, 0.0) == pytest.approx(0.1491182, 1e-6)
+    # A hopeless change, and runs that tell nothing, are worth nothing; a known good one its gain.
+    assert keep_value(3.0, 0.5, 0.3, gaussian, 0.95, 0.0) < 1e-6
+    assert keep_value(-0.5, 1.0, 1.0, gaussian, 0.95, 0.0) == 0.0
+    assert keep_value(-5.0, 1.0, 1.0, gaussian, 0.95, 0.0) == pytest.approx(5.0)
+    # More runs are worth more (a wider preposterior of the verdict).
+    assert (keep_value(0.1, 1.0, 0.8, gaussian, 0.95, 0.0)
+            < keep_value(0.1, 1.0, 0.5, gaussian, 0.95, 0.0))
 
 
 def spike_at(prior_scale, share=0.5):
@@ -190,32 +205,24 @@ def spike_at(prior_scale, share=0.5):
     return SpikePrior(0.0, prior_scale**2, 1.0, 1e13, weights).null_probability
 
 
-def test_success_with_a_spike_that_never_fires_is_the_slab_only_formula():
-    never = lambda mean, scale: 0.0  # noqa: E731
-    for mean in (-0.3, -0.1, 0.0, 0.2):
-        assert probability_of_success(mean, 0.1, 1e6, 4, 6, 0.95, 0.0, never) == pytest.approx(
-            probability_of_success(mean, 0.1, 1e6, 4, 6, 0.95, 0.0), abs=1e-6)
-
-
 @pytest.mark.parametrize("mean", [-0.25, -0.12, -0.05, 0.05])
-def test_success_with_a_spike_matches_monte_carlo(mean):
+def test_keep_value_with_a_spike_matches_monte_carlo(mean):
     """Draw d from the current spike-and-slab posterior, the new runs' mean given d, update the
-    slab posterior, and count the keeps: the predictive probability of success, simulated."""
+    slab posterior, apply the keep rule to the spike-and-slab P(better) after the runs, and
+    average the true gain -d of the keeps: the value, simulated."""
     rng = np.random.default_rng(23)
-    scale, n_runs, more_runs, threshold, draws = 0.1, 4, 8, 0.95, 20_000
+    scale, scale_after, threshold, draws = 0.1, 0.06, 0.95, 40_000
     null_at = spike_at(0.3)
-    claimed = probability_of_success(mean, scale, 1e13, n_runs, more_runs, threshold, 0.0, null_at)
+    claimed = keep_value(mean, scale, scale_after, 1e13, threshold, 0.0, null_at)
     null = rng.random(draws) < null_at(mean, scale)
     effect = np.where(null, 0.0, mean + scale * rng.standard_normal(draws))
-    scale_after = scale * math.sqrt(n_runs / (n_runs + more_runs))
     added = 1 / scale_after**2 - 1 / scale**2
     new_mean = effect + rng.standard_normal(draws) / math.sqrt(added)
     mean_after = scale_after**2 * (mean / scale**2 + added * new_mean)
     p_after = np.array([(1 - null_at(m, scale_after)) * stats.norm.cdf(-m / scale_after)
                         for m in mean_after])
-    simulated = float(np.mean(p_after >= threshold))
-    assert claimed == pytest.approx(
-        simulated, abs=4 * math.sqrt(simulated * (1 - simulated) / draws) + 2e-3)
+    gain = np.where(p_after >= threshold, -effect, 0.0)
+    assert claimed == pytest.approx(gain.mean(), abs=4 * gain.std() / math.sqrt(draws) + 1e-4)
 
 
 def test_compression_progress_from_losses():

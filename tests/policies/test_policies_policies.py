@@ -110,6 +110,57 @@ def test_the_epistemic_term_is_what_the_planned_runs_tell_about_the_difference(p
     assert terms["efe"][0] == pytest.approx(-information - (np.log(1.0) - mu), rel=1e-9)
 
 
+class HandPosterior:
+    """A posterior small enough to work by hand: d = mu(incumbent + h) - mu(incumbent) is
+    N(mean_h, 1) (a Student-t of huge df), no spike, and Var(d) after n_a + n_b more runs is
+    1 / (1 + n_a + n_b) (noise sd 1 and a unit prior)."""
+
+    def __init__(self, means):
+        self.means = means
+
+    def difference(self, a, b):
+        from scipy import stats
+        mean = self.means[next(iter(a - b))]
+
+        class Slab:  # the three numbers and the interval the keep rule reads
+            def interval(self, level):
+                return stats.norm.interval(level, loc=mean)
+        slab = Slab()
+        slab.mean, slab.scale, slab.df = mean, 1.0, 1e13
+        return slab
+
+    def spike(self, a, b):
+        return None
+
+    def difference_variance_after(self, a, b, counts):
+        return 1.0 / (1.0 + sum(counts))
+
+
+def test_voi_scores_the_keep_value_per_run_worked_by_hand():
+    """Steps of 2 unpaired candidate runs, threshold 0.95 (z = 1.644854). After k steps the sd
+    of d is s_k = 1/sqrt(1 + 2k), the next mean m' ~ N(mean, 1 - s_k^2), and a keep needs
+    m' <= -z s_k, so the value per run is (-mean Phi(a) + sqrt(1 - s_k^2) phi(a)) / 2k with
+    a = (-z s_k - mean) / sqrt(1 - s_k^2). By hand:
+    - mean 0, k = 1: s = 0.57735, a = -1.16309, 0.81650 phi(a) / 2 = 0.082810 (k = 2: 0.063609);
+    - mean 1.5 (likely harmful), k = 4: 0.0016443 beats k = 1 (0.0007964) and k = 2 (0.0015925);
+      a long shot needs several steps, so a one-step value would undervalue it;
+    - mean 6: hopeless, worth nothing."""
+    names = ["even", "long-shot", "hopeless"]
+    posterior = HandPosterior({"even": 0.0, "long-shot": 1.5, "hopeless": 6.0})
+    base_run = RunRecord(frozenset(), 0.0, "ok", 0, 0, "base")
+    view = StudyView(incumbent=frozenset(), candidates=names, history=[base_run],
+                     runs_per_hypothesis=dict.fromkeys(names, 2), runs_left=40,
+                     step_runs=dict.fromkeys(names, (2, 0)))
+    policy = make_policy("voi")
+    value, horizon = policy.values(view, posterior)
+    assert value[0] == pytest.approx(0.082810, rel=1e-4) and horizon[0] == 1
+    assert value[1] == pytest.approx(0.0016443, rel=1e-3) and horizon[1] == 4
+    assert value[2] < 1e-9
+    action = policy.select(view, posterior, np.random.default_rng(0))
+    assert (action.hypothesis, action.n_runs) == ("even", 2)
+    assert action.terms["value"] == pytest.approx(0.082810, rel=1e-4)
+
+
 def test_greedy_ucb_and_random_choices():
     beliefs, view = small_study(np.random.default_rng(0))
     greedy = make_policy("greedy").select(view, beliefs, np.random.default_rng(0))
