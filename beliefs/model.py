@@ -418,7 +418,8 @@ class Beliefs:
         prior_quad = (float(self._prior_scale_sq(contrast[None, :], scale)[0])
                       + unseen_only * self._interaction_tau_sq)
         return SpikePrior(float(contrast @ self._prior_vectors(scale)[0]) * scale, prior_quad,
-                          post.noise_var * scale**2, post.a, self.null_share())
+                          post.noise_var * scale**2, post.a, self.null_share(),
+                          max(1, len(frozenset(a) ^ frozenset(b))))
 
     def null_probability(self, a: frozenset[str], b: frozenset[str]) -> float:
         """P(mu(a) = mu(b) | data) under the spike-and-slab prior: the chance that the change from
@@ -442,13 +443,18 @@ class Beliefs:
 
     def batch_info_gain(self, configs: Sequence[frozenset[str]],
                         noise_scale: float | np.ndarray = 1.0) -> float:
-        """Nats from one run of each config jointly: 0.5 log det(I + X V X^T / h)."""
-        if self.interactions and any(self._features([frozenset(c)])[1][0] for c in configs):
-            raise ValueError("batch_info_gain: a config holds a pair with no interaction column "
-                             "yet; observe it first or disable interactions")
+        """Nats from one run of each config jointly about the slab's parameters (sigma known):
+        0.5 log det(I + X V X^T / h + tau_int^2 Z Z^T / h), where Z marks the pairs of each config
+        that have no interaction column yet (each one more effect of prior variance tau_int^2,
+        as in `difference_variance_after`)."""
+        configs = [frozenset(c) for c in configs]
         post = self.standard_posterior()
-        rows = self.design(configs)
-        return batch_info_gain_known_sigma(post.whiten(rows), noise_scale)
+        whitened = post.whiten(self.design(configs))
+        unseen = sorted({pair for c in configs for pair in self._unseen_pairs(c)}, key=sorted)
+        if unseen:
+            marks = np.array([[pair <= c for c in configs] for pair in unseen], dtype=float)
+            whitened = np.vstack([whitened, math.sqrt(self._interaction_tau_sq) * marks])
+        return batch_info_gain_known_sigma(whitened, noise_scale)
 
     def difference_variance_after(self, a: frozenset[str], b: frozenset[str],
                                   counts: tuple[int, int]) -> float:

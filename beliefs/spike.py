@@ -1,8 +1,11 @@
 """Pure maths of the spike-and-slab effect prior: most changes do nothing.
 
-Prior on an effect (or any contrast) d: with probability pi0 exactly 0 (the spike), else the
-conjugate model's Gaussian (the slab). The share of null changes pi0 ~ Beta(2 nu, 2 (1 - nu)) is
-learnt across hypotheses (nu = the prior guess; the Beta holds two hypotheses' worth of weight).
+Prior on an effect d: with probability pi0 exactly 0 (the spike), else the conjugate model's
+Gaussian (the slab). A contrast between configurations that differ in t changes is exactly 0 when
+all t do nothing, with probability pi0^t (the indicators independent given pi0); its slab is the
+joint slab of the t effects (any interaction terms stay in the slab). The share of null changes
+pi0 ~ Beta(2 nu, 2 (1 - nu)) is learnt across hypotheses (nu = the prior guess; the Beta holds
+two hypotheses' worth of weight).
 
 The Bayes factor of the spike against the slab is exact for the conjugate model in which both
 share one noise prior sigma^2 ~ IG(a0, b0): conditional on sigma, the Savage-Dickey ratio of the
@@ -70,16 +73,19 @@ def null_share_posterior(log_bf01: np.ndarray, prior_null_share: float) -> np.nd
     return weight / weight.sum()
 
 
-def null_probability(log_bf01: float, share_weights: np.ndarray) -> float:
-    """P(d = 0 | data) = E_{pi0 | data}[pi0 BF01 / (pi0 BF01 + 1 - pi0)] (a probability)."""
+def null_probability(log_bf01: float, share_weights: np.ndarray, terms: int = 1) -> float:
+    """P(d = 0 | data) = E_{pi0 | data}[pi0^t BF01 / (pi0^t BF01 + 1 - pi0^t)] (a probability),
+    where d = 0 needs each of t changes to do nothing, independently given pi0 (t = 1 for one
+    change; t = 2 for a pair move, whose spike mass is pi0^2, not pi0)."""
     if not math.isfinite(log_bf01):
         return 1.0 if log_bf01 > 0 else 0.0
-    spike = np.log(NULL_SHARE_GRID) + log_bf01
-    return float(np.sum(share_weights * np.exp(spike - _log_mixture(NULL_SHARE_GRID, log_bf01))))
+    spike_mass = NULL_SHARE_GRID**terms
+    spike = np.log(spike_mass) + log_bf01
+    return float(np.sum(share_weights * np.exp(spike - _log_mixture(spike_mass, log_bf01))))
 
 
 def _log_mixture(grid: np.ndarray, log_bf01: float) -> np.ndarray:
-    """log(pi0 BF01 + 1 - pi0), elementwise over grid, without overflow."""
+    """log(p BF01 + 1 - p), elementwise over the spike masses p in grid, without overflow."""
     return np.logaddexp(np.log(grid) + log_bf01, np.log1p(-grid))
 
 
@@ -88,13 +94,15 @@ class SpikePrior:
     """The spike-and-slab prior of one contrast d (metric units): the slab's prior mean of d and
     its prior variance in units of sigma^2 (prior_quad), the posterior's estimate of sigma^2
     (noise_var = b/a, metric units^2) and shape a, and the posterior weights of the null share
-    pi0 on NULL_SHARE_GRID."""
+    pi0 on NULL_SHARE_GRID; `terms` changes must all do nothing for d to be 0 (the hypotheses
+    in which the two configurations differ)."""
 
     prior_mean: float
     prior_quad: float
     noise_var: float
     posterior_a: float
     share_weights: np.ndarray
+    terms: int = 1
 
     def null_probability(self, post_mean: float, post_scale: float) -> float:
         """P(d = 0 | data) given the slab posterior t_{2a}(post_mean, post_scale) of d, with
@@ -104,4 +112,4 @@ class SpikePrior:
         log_bf = log_bayes_factor_null(post_mean, post_scale**2 / self.noise_var,
                                        self.prior_mean, self.prior_quad, self.noise_var,
                                        self.posterior_a)
-        return null_probability(float(log_bf), self.share_weights)
+        return null_probability(float(log_bf), self.share_weights, self.terms)

@@ -35,6 +35,7 @@ import numpy as np
 from engine.baselines import BASELINES, best_subset, verdicts_without_gain
 from engine.bench_report import plot, render_markdown, verdict_lines  # noqa: F401 (re-exported)
 from engine.config import ConfigError, parse_config
+from policies.keep import probability_better_than
 from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -57,6 +58,12 @@ class StudyScore:
     runs_used: int
     wall_seconds: float
     truth_source: str      # "truth" | "reeval"
+    # The final configuration, judged change by change as for every policy alike: its changes,
+    # those whose removal loses no true gain, and how many of those the model expected
+    # (sum over its changes of P(removing it loses nothing)); None where unmeasured or unclaimed.
+    kept_changes: int = 0
+    changes_without_gain: int | None = None
+    claimed_changes_without_gain: float | None = None
 
 
 def load_bench(path: Path) -> dict:
@@ -138,9 +145,22 @@ def run_one(
             false_keeps += d["verdict"] == "keep"
         if d["verdict"] == "keep":
             applied = applied | move_members(name)
+    names = list(study.hypotheses)
+    without_gain = (verdicts_without_gain(study.incumbent, names, truth, study.sign)[0]
+                    if truth.source == "truth" else None)
     return StudyScore(world["name"], policy, seed, *gains(study, truth, study.incumbent),
                       len(kept), claimed, false_keeps, null_decisions, study.runs_used, wall,
-                      truth.source)
+                      truth.source, len(study.incumbent), without_gain,
+                      None if claimed is None else claimed_without_gain(study))
+
+
+def claimed_without_gain(study) -> float:
+    """The final posterior's expected count of changes in the incumbent that bring no gain:
+    the sum over them of 1 - P(the incumbent is better than the incumbent without it)."""
+    incumbent = study.incumbent
+    return float(sum(1.0 - probability_better_than(study.state.beliefs, incumbent,
+                                                   incumbent - {name})[0]
+                     for name in incumbent))
 
 
 def run_baseline(study, data: dict, world: dict, policy: str, seed: int,
@@ -161,7 +181,8 @@ def run_baseline(study, data: dict, world: dict, policy: str, seed: int,
     false_keeps, null_decisions = (verdicts_without_gain(applied, names, truth, study.sign)
                                    if truth.source == "truth" else (None, None))
     return StudyScore(world["name"], policy, seed, *gains(study, truth, applied), len(applied),
-                      None, false_keeps, null_decisions, budget, wall, truth.source)
+                      None, false_keeps, null_decisions, budget, wall, truth.source,
+                      len(applied), false_keeps)
 
 
 def gains(study, truth: Truth, applied: frozenset[str]) -> tuple[float, float | None]:
@@ -241,6 +262,16 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
             if keeps.sum() > 0 and all(s.claimed_false_keeps is not None for s in group):
                 row["claimed_false_keep_rate"] = float(
                     sum(s.claimed_false_keeps for s in group) / keeps.sum())
+            kept_changes = np.array([s.kept_changes for s in group])
+            row["kept_changes"] = float(kept_changes.mean())
+            if kept_changes.sum() > 0 and all(s.changes_without_gain is not None for s in group):
+                pairs = np.stack([[s.changes_without_gain for s in group], kept_changes], axis=1)
+                share = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731
+                row["change_false_rate"] = float(share(pairs))
+                row["change_false_ci"] = bootstrap_interval(pairs, rng, stat=share)
+                if all(s.claimed_changes_without_gain is not None for s in group):
+                    row["claimed_change_false_rate"] = float(
+                        sum(s.claimed_changes_without_gain for s in group) / kept_changes.sum())
             if all(s.best_gain for s in group):
                 fractions = np.array([s.gain / s.best_gain for s in group])
                 row["fraction_of_best"] = float(fractions.mean())
@@ -270,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = data["bench"]
         bench.setdefault("seeds", 10)
         bench.setdefault("budget_trials", 60)
-        bench.setdefault("policies", ["voi", "ratchet"])
+        bench.setdefault("policies", ["design", "ratchet"])
         if args.seeds:
             bench["seeds"] = args.seeds
         if args.budget_trials:  # every study's budget, a world's own included

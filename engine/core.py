@@ -24,6 +24,7 @@ from engine.runner import PlannedRun
 from engine.state import (
     StudyRules,
     StudyState,
+    design_room,
     fit_to_budget,
     paired_runs,
     planned_runs,
@@ -174,13 +175,18 @@ def choose(state: StudyState, rules: StudyRules, step: int,
         conclusion = Conclude(step, plan, None, {"terms": {}}, incumbent_summary(state, rules),
                               None, (), records_plan=True)
         return state, [conclusion, Stop(action.reason)]
-    n_runs = fit_to_budget(state, rules, action.n_runs)
-    incumbent_runs = 0
+    incumbent_runs, configs = 0, ()
+    if action.kind == "design":  # a screening block may be larger than a trial step
+        configs = tuple(tuple(sorted(c)) for c in action.configs[:design_room(state, rules)])
+        n_runs = len(configs)
+    else:
+        n_runs = fit_to_budget(state, rules, action.n_runs)
     if action.kind == "run":
         left = rules.study.budget_trials - state.runs_used - n_runs
         incumbent_runs = min(left, paired_runs(state, rules, action.hypothesis, n_runs))
     plan = StepPlan(action.kind, action.hypothesis, n_runs, action.reason,
-                    {k: float(v) for k, v in action.terms.items()}, proposed, incumbent_runs)
+                    {k: float(v) for k, v in action.terms.items()}, proposed, incumbent_runs,
+                    configs)
     return plan_step(state, rules, step, plan)
 
 

@@ -26,7 +26,7 @@ class Progress:
             return
         values = [sign * r.value for r in runs if r.value is not None]
         metric = f"{sum(values) / len(values):.4f}" if values else "—"
-        what = plan.hypothesis or plan.kind
+        what = plan.describe() if plan.kind == "design" else plan.hypothesis or plan.kind
         verdict = ""
         if decision is not None:
             p = "—" if decision.p_better is None else f"{decision.p_better:.3f}"

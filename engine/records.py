@@ -13,8 +13,8 @@ from typing import Any, Literal
 from engine.proposer import Hypothesis
 from train.vocabulary import Verdict
 
-PlanKind = Literal["base", "run", "rerun_incumbent", "stop"]
-PLAN_KINDS: tuple[str, ...] = ("base", "run", "rerun_incumbent", "stop")
+PlanKind = Literal["base", "run", "design", "rerun_incumbent", "stop"]
+PLAN_KINDS: tuple[str, ...] = ("base", "run", "design", "rerun_incumbent", "stop")
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,10 @@ class StepPlan:
     """What a step does, written before its runs start.
 
     kind: "base" (runs of the base config), "run" (n_runs of incumbent + move, and
-    incumbent_runs of the incumbent on the same seeds), "rerun_incumbent", or "stop" (no runs:
-    it only records the proposals made before the policy stopped). `terms` are the numbers
-    behind the policy's choice (nats); `proposed` the hypotheses the proposer added first."""
+    incumbent_runs of the incumbent on the same seeds), "design" (one run of incumbent + c for
+    each subset c in `configs`, a screening block), "rerun_incumbent", or "stop" (no runs: it
+    only records the proposals made before the policy stopped). `terms` are the numbers behind
+    the policy's choice (nats); `proposed` the hypotheses the proposer added first."""
 
     kind: PlanKind
     hypothesis: str | None
@@ -33,6 +34,7 @@ class StepPlan:
     terms: Mapping[str, float] = field(default_factory=dict)
     proposed: tuple[Hypothesis, ...] = ()
     incumbent_runs: int = 0
+    configs: tuple[tuple[str, ...], ...] = ()  # a design's subsets (sorted names), one per run
 
     def __post_init__(self) -> None:
         if self.kind not in PLAN_KINDS:
@@ -42,11 +44,18 @@ class StepPlan:
                              f"hypothesis, got {self.hypothesis!r}")
         if self.incumbent_runs and self.kind != "run":
             raise ValueError(f"only a 'run' plan pairs incumbent runs, got {self.kind!r}")
+        if (self.kind == "design") != bool(self.configs) or (
+                self.configs and len(self.configs) != self.n_runs):
+            raise ValueError(f"a 'design' plan, and only it, has one config per run; got "
+                             f"{self.kind!r} with {len(self.configs)} for {self.n_runs} runs")
 
     def describe(self) -> str:
         """A few words for the progress line."""
         if self.kind == "run":
             return f"try {self.hypothesis}"
+        if self.kind == "design":
+            changes = {name for config in self.configs for name in config}
+            return f"screen {len(changes)} changes in {self.n_runs} configs"
         return {"base": "baseline", "rerun_incumbent": "re-run incumbent"}.get(self.kind, self.kind)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +66,8 @@ class StepPlan:
         }
         if self.kind == "run":
             record["incumbent_runs"] = self.incumbent_runs
+        if self.kind == "design":
+            record["configs"] = [list(config) for config in self.configs]
         return record
 
     @classmethod
@@ -65,7 +76,8 @@ class StepPlan:
                    n_runs=int(record["n_runs"]), reason=record.get("reason", ""),
                    terms=dict(record.get("terms", {})),
                    proposed=tuple(Hypothesis(**item) for item in record.get("proposed", [])),
-                   incumbent_runs=int(record.get("incumbent_runs", 0)))
+                   incumbent_runs=int(record.get("incumbent_runs", 0)),
+                   configs=tuple(tuple(config) for config in record.get("configs", [])))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from policies.types import KEEP_SPENDING, KeepRule
 from train.vocabulary import BACKENDS, DIRECTIONS
 
 ENV_KINDS = ("gpt", "synthetic", "command")
-POLICY_KINDS = ("efe", "voi", "learntropy", "thompson", "ucb", "greedy", "random", "ratchet")
+POLICY_KINDS = ("design", "voi", "efe", "learntropy", "thompson", "ucb", "greedy", "random",
+                "ratchet")
 GPT, SYNTHETIC, COMMAND = ("gpt",), ("synthetic",), ("command",)
 
 
@@ -149,7 +150,7 @@ class BeliefsSection:
 
 @dataclass(frozen=True)
 class PolicySection:
-    kind: str = setting("voi", OneOf(POLICY_KINDS), "which policy chooses the next action")
+    kind: str = setting("design", OneOf(POLICY_KINDS), "which policy chooses the next action")
     gamma: float = setting(policy_default("gamma"), Range(0, lo_open=True), "softmax precision")
     preference: float = setting(policy_default("preference"), Range(0, lo_open=True),
                                 "lambda: nats per standardised unit of metric")
@@ -163,6 +164,12 @@ class PolicySection:
     kappa: float = setting(policy_default("kappa"), Range(1), "learntropy kappa")
     ucb_beta: float = setting(policy_default("ucb_beta"), Range(0, lo_open=True),
                               "UCB exploration weight")
+    block_runs: int = setting(policy_default("block_runs"), Range(1),
+                              "design: runs of one screening block")
+    max_changes_per_run: int = setting(
+        policy_default("max_changes_per_run"), Range(0),
+        "design: most changes one run applies on top of the incumbent (0 = no cap, each change "
+        "in half the runs; 1 = one at a time)")
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,16 @@ def conflicting(state: StudyState, applied: frozenset[str]) -> bool:
     return len(keys) != len(set(keys))
 
 
+def conflicting_pairs(state: StudyState) -> frozenset[frozenset[str]]:
+    """Every pair of known hypotheses that set a common config key (alternatives)."""
+    setters: dict[str, list[str]] = {}
+    for name, hypothesis in state.hypotheses.items():
+        for key in hypothesis.change:
+            setters.setdefault(key, []).append(name)
+    return frozenset(frozenset((a, b)) for names in setters.values()
+                     for i, a in enumerate(names) for b in names[i + 1:])
+
+
 def candidate_runs(state: StudyState) -> dict[str, int]:
     """Each tried move's candidate runs over all its trials (crashed ones too): the count its
     keep rule's looks and cap read, since a reopened trial goes on from the earlier runs."""
@@ -240,7 +250,8 @@ def view(state: StudyState, rules: StudyRules) -> StudyView:
                      runs_per_hypothesis=runs_per,
                      runs_left=rules.study.budget_trials - state.runs_used, seconds_left=None,
                      expected_seconds={c: mean_seconds for c in candidates},
-                     open_hypothesis=undecided[-1] if undecided else None, step_runs=step_runs)
+                     open_hypothesis=undecided[-1] if undecided else None, step_runs=step_runs,
+                     conflicts=conflicting_pairs(state))
 
 
 def incumbent_runs_per_step(rules: StudyRules) -> int:
@@ -257,6 +268,11 @@ def fit_to_budget(state: StudyState, rules: StudyRules, n_runs: int) -> int:
     """The runs a step may make: at most replicates_per_step and the runs left (>= 1)."""
     left = rules.study.budget_trials - state.runs_used - reserved_incumbent_runs(rules)
     return max(1, min(n_runs, rules.study.replicates_per_step, left))
+
+
+def design_room(state: StudyState, rules: StudyRules) -> int:
+    """The runs a design step may make: the runs left, less those kept back for pairing (>= 1)."""
+    return max(1, rules.study.budget_trials - state.runs_used - reserved_incumbent_runs(rules))
 
 
 def paired_runs(state: StudyState, rules: StudyRules, move: str, n_candidate: int) -> int:
@@ -316,4 +332,9 @@ def planned_runs(state: StudyState, rules: StudyRules, step: int) -> list[Planne
         for seed in seeds[:count]:
             config = config_for(state, rules, applied)
             runs.append(PlannedRun(step, len(runs), role, applied, config, int(seed)))
+    # A design's runs are candidate runs of their own configurations, one seed each.
+    for seed, subset in zip(seeds, plan.configs):
+        applied = state.incumbent | frozenset(subset)
+        runs.append(PlannedRun(step, len(runs), "candidate", applied,
+                               config_for(state, rules, applied), int(seed)))
     return runs

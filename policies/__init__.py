@@ -2,17 +2,27 @@
 
 Sign convention: `efe` is in nats and LOWER IS BETTER; `neg_efe = -efe` is maximised; every
 policy's `score` is higher-is-better. The metric is lower-is-better throughout.
-Policies: efe, voi, learntropy, thompson, ucb, greedy, random, ratchet
+Policies: design, voi, efe, learntropy, thompson, ucb, greedy, random, ratchet
 (`make_policy(name, **params)`).
 """
 
-from policies import efe, greedy, learntropy_policy, random_choice, ratchet, thompson, ucb, voi
+from policies import (
+    design,
+    efe,
+    greedy,
+    learntropy_policy,
+    random_choice,
+    ratchet,
+    thompson,
+    ucb,
+    voi,
+)
 from policies.appraisal import compression_progress, learntropy, realised_learntropy
 from policies.base import POLICIES, Policy, make_policy
 from policies.keep import decide
 from policies.types import Action, Decision, KeepRule, RunRecord, StudyView
 
-del efe, greedy, learntropy_policy, random_choice, ratchet, thompson, ucb, voi
+del design, efe, greedy, learntropy_policy, random_choice, ratchet, thompson, ucb, voi
 
 __all__ = [
     "POLICIES",

@@ -23,7 +23,7 @@ POLICIES: dict[str, type[Policy]] = {}
 
 # Every key of the [policy] config section (besides `kind`), plus the [decision] section's rule.
 POLICY_PARAMETERS = ("gamma", "preference", "cost_weight", "epistemic", "pragmatic", "cost",
-                     "kappa", "ucb_beta", "keep_rule")
+                     "kappa", "ucb_beta", "block_runs", "max_changes_per_run", "keep_rule")
 
 
 def register(cls: type[Policy]) -> type[Policy]:
@@ -160,8 +160,10 @@ class Policy:
         n, m = view.step_runs.get(move, (most, 0))
         return min(n, most), min(m, n, most)
 
-    def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
-        """The next action; the scored choice is drawn with `rng` where the policy is random."""
+    def shared_action(self, view: StudyView, beliefs) -> Action | None:
+        """What every policy does first, or None: stop when the budget is spent or nothing is
+        open, re-run an incumbent that has no successful run, and (cost_weight > 0) stop when
+        no candidate's expected improvement is worth its cost."""
         if view.runs_left is not None and view.runs_left < 1:
             return Action("stop", None, 0, "budget spent: no runs left")
         if view.seconds_left is not None and view.seconds_left <= 0:
@@ -181,6 +183,14 @@ class Policy:
                               f"(best: {names[best]} "
                               f"{value[best]:.4g} nats <= {cost[best]:.4g} nats)",
                               {"improvement": float(value[best]), "cost": float(cost[best])})
+        return None
+
+    def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
+        """The next action; the scored choice is drawn with `rng` where the policy is random."""
+        shared = self.shared_action(view, beliefs)
+        if shared is not None:
+            return shared
+        names = options(view)
         index, terms = self.choose(view, beliefs, names, rng)
         hypothesis = names[index]
         n_runs = int(terms.pop("n_runs", self.runs_for(view, hypothesis)))

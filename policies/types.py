@@ -18,22 +18,30 @@ from train.vocabulary import FinalVerdict, Role, Verdict
 # "none" = the posterior threshold at every look; the others are group-sequential designs.
 KEEP_SPENDING = ("none", "obrien_fleming", "pocock")
 
-# A move applies one hypothesis, or a pair of them at once (named "a + b"), to the incumbent.
+# A move applies one hypothesis, or several at once (a pair "a + b", a screened set "a + b + c"),
+# to the incumbent.
 # Hypothesis names match [A-Za-z0-9_.-]+ (engine.proposer), so the joiner cannot occur in one.
 PAIR_JOINER = " + "
 
 
 def pair_move(first: str, second: str) -> str:
     """The name of the move that applies both hypotheses (order-free)."""
-    return PAIR_JOINER.join(sorted((first, second)))
+    return joint_move((first, second))
+
+
+def joint_move(names) -> str:
+    """The name of the move that applies every one of `names` at once (order-free): a
+    screened set's confirmation (policies.design), or a pair."""
+    return PAIR_JOINER.join(sorted(set(names)))
 
 
 def move_members(move: str) -> frozenset[str]:
-    """The hypotheses a move applies: {move} for a single hypothesis, both of a pair."""
+    """The hypotheses a move applies: {move} for a single hypothesis, every one of a joint
+    move."""
     return frozenset(move.split(PAIR_JOINER))
 
 
-ActionKind = Literal["run", "rerun_incumbent", "stop"]
+ActionKind = Literal["run", "design", "rerun_incumbent", "stop"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ class StudyView:
     open_hypothesis: str | None = None  # an undecided candidate under evaluation
     # per move: (candidate runs, paired incumbent runs) that a step of it would make
     step_runs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # pairs of hypotheses that set a common key: never applied together
+    conflicts: frozenset[frozenset[str]] = frozenset()
 
     def config_of(self, move: str) -> frozenset[str]:
         """The configuration a move tries: the incumbent with the move's hypotheses applied."""
@@ -99,7 +109,8 @@ class StudyView:
 
 @dataclass(frozen=True)
 class Action:
-    """What to do next: run `n_runs` of incumbent|{hypothesis}, re-run the incumbent, or stop.
+    """What to do next: run `n_runs` of incumbent|{hypothesis}, run a design (one run of
+    incumbent|c for each c in `configs`, n_runs = len(configs)), re-run the incumbent, or stop.
 
     `terms` carries the numbers behind the choice for the report (e.g. efe, epistemic, pragmatic,
     cost, all in nats; efe lower is better)."""
@@ -109,13 +120,19 @@ class Action:
     n_runs: int
     reason: str
     terms: dict[str, float] = field(default_factory=dict)
+    configs: tuple[frozenset[str], ...] = ()  # a design's subsets of open changes, one per run
 
     def __post_init__(self) -> None:
-        if self.kind not in ("run", "rerun_incumbent", "stop"):
-            raise ValueError(f"Action.kind must be 'run', 'rerun_incumbent' or 'stop', "
+        if self.kind not in ("run", "design", "rerun_incumbent", "stop"):
+            raise ValueError(f"Action.kind must be 'run', 'design', 'rerun_incumbent' or 'stop', "
                              f"got {self.kind!r}")
         if self.kind == "run" and not self.hypothesis:
             raise ValueError(f"a 'run' action needs a hypothesis, got {self.hypothesis!r}")
+        if (self.kind == "design") != bool(self.configs) or (
+                self.configs and self.n_runs != len(self.configs)):
+            raise ValueError(f"a 'design' action, and only it, has configs, one per run; got "
+                             f"{self.kind!r} with {len(self.configs)} configs for "
+                             f"{self.n_runs} runs")
         if self.kind != "stop" and self.n_runs < 1:
             raise ValueError(f"a {self.kind!r} action needs n_runs >= 1, got {self.n_runs!r}")
 

@@ -200,6 +200,14 @@ def test_interactions_learn_a_pair_effect_that_additive_model_misses():
     unseen = pairwise.posterior_mean([frozenset({"h0", "h2"})])
     assert np.isfinite(unseen.scale).all()
     assert pairwise.info_gain([frozenset({"h0", "h2"})], 1)[0] > 0
+    # A batch's joint information counts an unseen pair as one more effect of prior variance
+    # tau_int^2, as the predictive does: for one run it is 0.5 log(1 + r) with r from the
+    # predictive's path, and two runs sharing the pair tell less than twice one.
+    config = frozenset({"h0", "h2"})
+    one = pairwise.batch_info_gain([config])
+    assert one == pytest.approx(pairwise.info_gain([config], 1)[0], rel=1e-9)
+    other = frozenset({"h0", "h1", "h2"})
+    assert one < pairwise.batch_info_gain([config, other]) < one + pairwise.batch_info_gain([other])
 
 
 def test_info_gain_and_bad_inputs():

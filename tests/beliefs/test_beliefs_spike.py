@@ -113,6 +113,20 @@ def test_with_a_known_null_share_the_null_probability_is_the_two_point_posterior
         assert null_probability(log_bf, weights) == pytest.approx(
             share * bf / (share * bf + 1 - share))
     assert null_probability(np.inf, weights) == 1.0 and null_probability(-np.inf, weights) == 0.0
+    # A pair move does nothing only if both changes do: prior mass share^2, not share.
+    for log_bf in (-3.0, 0.0, 2.5):
+        bf = np.exp(log_bf)
+        assert null_probability(log_bf, weights, terms=2) == pytest.approx(
+            share**2 * bf / (share**2 * bf + 1 - share**2))
+
+
+def test_a_contrast_spans_the_changes_that_differ():
+    beliefs = Beliefs([Hypothesis(n, "cat") for n in ("a", "b", "c")])
+    beliefs.update([Observation(frozenset(), 0.0), Observation(frozenset(), 0.1),
+                    Observation(frozenset({"a", "b"}), -0.2)])
+    assert beliefs.spike(frozenset({"a", "b"}), frozenset()).terms == 2
+    assert beliefs.spike(frozenset({"a", "b"}), frozenset({"a"})).terms == 1
+    assert beliefs.spike(frozenset({"a", "c"}), frozenset({"b"})).terms == 3
 
 
 def test_null_probabilities_are_calibrated_and_the_null_share_is_learnt_by_monte_carlo():

@@ -208,7 +208,7 @@ MISTAKES = {
     "inf": (with_change("study.budget_seconds", math.inf),
             ["[study] budget_seconds", "inf", "a number >= 0"]),
     "bad enum": (with_change("policy.kind", "efx"),
-                 ["[policy] kind", "'efx'", "one of 'efe', 'voi', 'learntropy'"]),
+                 ["[policy] kind", "'efx'", "one of 'design', 'voi', 'efe'"]),
     "bad env kind": (with_change("env.kind", "gtp"),
                      ["[env] kind", "'gtp'", "one of 'gpt', 'synthetic', 'command'"]),
     "min > max replicates": ({**valid_doc(),

@@ -174,6 +174,9 @@ change = { x = 0 }
 
 [beliefs]
 fit_pymc = false
+
+[policy]
+kind = "voi"  # one change per trial: the exploding one gets its own verdict
 """
 
 

@@ -54,6 +54,9 @@ change = {{ x = 1 }}
 [beliefs]
 fit_pymc = false
 
+[policy]
+kind = "voi"  # trial steps: candidate runs paired with incumbent runs
+
 [runner]
 kind = "{runner}"
 workers = 3

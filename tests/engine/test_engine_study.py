@@ -181,6 +181,9 @@ world_seed = {seed}
 [beliefs]
 interactions = true
 fit_pymc = false
+
+[policy]
+kind = "voi"
 """
 
 
@@ -222,6 +225,9 @@ change = {{ c = 1 }}
 [beliefs]
 interactions = true
 fit_pymc = false
+
+[policy]
+kind = "voi"
 """
 
 

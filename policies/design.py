@@ -1,0 +1,200 @@
+"""The designed-experiment policy: screen many changes in every run, then confirm what is kept.
+
+A linear model over indicator features is what designed experiments were made for: in a block of
+N runs where each open change is on in half the runs, every main effect is estimated from all N
+runs (variance about 4 sigma^2 / N), where one change at a time gives each change N / K runs.
+
+Each step is one of:
+- **Screening** (a "design" step): `block_runs` runs, each applying a subset of the open changes
+  on top of the incumbent. The subsets come from random column-balanced blocks (each change on in
+  half the runs, or, with `max_changes_per_run = c`, c changes per run with every change used
+  about equally often); of `CANDIDATE_BLOCKS` such blocks drawn with the study's generator, the
+  one with the most joint information about the model's parameters is run (D-optimality,
+  `Beliefs.batch_info_gain` = 0.5 log det(I + X V X^T), unseen pairs counted at their prior
+  interaction variance). Two changes that set the same key are never applied together.
+- **Confirmation** (a trial step of a joint move "a + b + c"): the screened set S, applied
+  together, against the incumbent, paired. The keep rule then judges the configuration that would
+  be kept, d = mu(incumbent + S) - mu(incumbent), under the posterior that holds every screening
+  and confirmation run and any interaction columns, so a change that helps only beside a partner
+  is never kept without it, and an S that is worse together is not kept at all.
+
+The screened set is a Bayesian false-discovery selection (Mueller, Parmigiani, Robert and
+Rousseau, 2004), grown greedily (`screened_set`): with p_k = P(change k brings a gain within the
+set S, i.e. incumbent + S beats incumbent + S without k) under the spike-and-slab posterior, add
+changes in order of falling p while the mean of (1 - p_k) over S, its expected share of changes
+that bring no gain, stays at most 1 - threshold: the claimed false-keep share per kept change is
+the rule's stated confidence. With interactions modelled a pair may join at once where neither
+change helps alone, which is how a synergy reaches the confirmation.
+
+A confirmation is run when S is non-empty and P(incumbent + S better) already reaches the
+threshold, or when only the runs of one confirmation are left; a block leaves room for one. When
+nothing is screened and the runs left could not hold a block and a confirmation, they all go to
+screening: nothing more can be kept, and the report shows what they found.
+
+Crashes: a failed run informs no effect (it has no value), so no change is blamed for it; a
+change whose every run failed (at least two, while runs without it succeeded) is left out of later
+blocks and of S, and named in the step's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from policies.base import Policy, check_positive, register
+from policies.keep import probability_better_than
+from policies.types import Action, StudyView, joint_move, move_members
+
+CANDIDATE_BLOCKS = 16  # random balanced blocks scored per screening step
+
+
+def balanced_block(changes: list[str], runs: int, per_run: int,
+                   rng: np.random.Generator) -> list[frozenset[str]]:
+    """`runs` subsets of `changes` in which every change is used about equally often: each in
+    half the runs when per_run is 0 (a random column-balanced two-level design), else per_run
+    changes per run, the least used first (ties at random)."""
+    if not per_run:
+        columns = [rng.permutation(runs) < runs // 2 + (rng.random() < runs % 2 / 2)
+                   for _ in changes]
+        return [frozenset(c for c, column in zip(changes, columns) if column[i])
+                for i in range(runs)]
+    used = dict.fromkeys(changes, 0)
+    block = []
+    for _ in range(runs):
+        order = sorted(changes, key=lambda c: (used[c], rng.random()))
+        chosen = order[:min(per_run, len(changes))]
+        for c in chosen:
+            used[c] += 1
+        block.append(frozenset(chosen))
+    return block
+
+
+def without_conflicts(subset: frozenset[str], conflicts: frozenset[frozenset[str]],
+                      rank: dict[str, int]) -> frozenset[str]:
+    """`subset` less the later (by rank) of any two of its changes that set the same key."""
+    kept: list[str] = []
+    for name in sorted(subset, key=rank.__getitem__):
+        if not any(frozenset((name, other)) in conflicts for other in kept):
+            kept.append(name)
+    return frozenset(kept)
+
+
+def screened_set(changes: list[str], p_within: Callable[[tuple[str, ...], str], float],
+                 threshold: float, conflicts: frozenset[frozenset[str]],
+                 try_pairs: bool) -> list[str]:
+    """The Bayesian false-discovery set, grown greedily: p_within(S, k) is the posterior
+    probability that change k brings a gain within the set S (S applied beats S without k). Each
+    round adds the change (or, where no single one qualifies and `try_pairs`, the pair of
+    changes) with the highest P(better) that leaves every member of the set with P(better) > 1/2
+    and the mean of 1 - P(better) over the set at most 1 - threshold; two changes that set the
+    same key never go together. Without interactions each p_within is the change's own P(better)
+    and this is the plain ranking rule."""
+    chosen: tuple[str, ...] = ()
+    while True:
+        rest = [c for c in changes if c not in chosen]
+        for group in ([(c,) for c in rest],
+                      list(combinations(rest, 2)) if try_pairs else []):
+            qualifying = []
+            for added in group:
+                members = (*chosen, *added)
+                if any(frozenset(pair) in conflicts for pair in combinations(members, 2)):
+                    continue
+                p = [p_within(members, k) for k in members]
+                if min(p) > 0.5 and np.mean([1.0 - v for v in p]) <= 1.0 - threshold:
+                    qualifying.append((-min(p[len(chosen):]), added))
+            if qualifying:
+                chosen = (*chosen, *min(qualifying)[1])
+                break
+        else:
+            return list(chosen)
+
+
+def crash_suspects(view: StudyView, changes: list[str]) -> list[str]:
+    """Changes whose every run failed (at least two) while a run without them succeeded."""
+    suspects = []
+    for name in changes:
+        with_it = [r for r in view.history if name in r.config]
+        fine_without = any(r.value is not None for r in view.history if name not in r.config)
+        if len(with_it) >= 2 and fine_without and all(r.value is None for r in with_it):
+            suspects.append(name)
+    return suspects
+
+
+@register
+@dataclass(frozen=True)
+class DesignPolicy(Policy):
+    """Screening blocks of multi-change runs and confirmation of the screened set (module
+    docstring).
+
+    Args:
+        block_runs: runs of one screening block.
+        max_changes_per_run: most changes one run applies on top of the incumbent (0: no cap,
+            each change in half the runs; 1: one change per run).
+    """
+
+    name = "design"
+    block_runs: int = 8
+    max_changes_per_run: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("DesignPolicy", "block_runs", self.block_runs)
+        check_positive("DesignPolicy", "max_changes_per_run", self.max_changes_per_run,
+                       allow_zero=True)
+
+    def score(self, view: StudyView, beliefs) -> np.ndarray:
+        """Per open move: P(better) on the incumbent, the ranking the screened set grows by."""
+        return np.array([probability_better_than(beliefs, view.config_of(m), view.incumbent,
+                                                 self.keep_rule.epsilon)[0]
+                         for m in view.candidates])
+
+    def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
+        shared = self.shared_action(view, beliefs)
+        if shared is not None:
+            return shared
+        singles = [m for m in view.candidates if len(move_members(m)) == 1]
+        suspects = crash_suspects(view, singles)
+        changes = [m for m in singles if m not in suspects]
+        rule = self.keep_rule
+        def p_within(members: tuple[str, ...], k: str) -> float:
+            applied = view.incumbent | frozenset(members)
+            return probability_better_than(beliefs, applied, applied - {k}, rule.epsilon)[0]
+
+        screened = screened_set(changes, p_within, rule.threshold, view.conflicts,
+                                try_pairs=beliefs.interactions)
+        confirm_runs = max((n + m for n, m in view.step_runs.values()), default=2)
+        left = view.runs_left if view.runs_left is not None else self.block_runs + confirm_runs
+        note = f"; left out, every run failed: {', '.join(suspects)}" if suspects else ""
+        if screened:
+            move = joint_move(screened)
+            joint = probability_better_than(beliefs, view.config_of(move), view.incumbent,
+                                            rule.epsilon)[0]
+            claimed = float(np.mean([1.0 - p_within(tuple(screened), h) for h in screened]))
+            if joint >= rule.threshold or left <= confirm_runs:
+                return Action("run", move, rule.min_replicates,
+                              f"design: confirm {len(screened)} screened changes together "
+                              f"(P(better) {joint:.3f}){note}",
+                              {"p_better": joint, "screened": float(len(screened)),
+                               "claimed_false_share": claimed})
+        elif not changes:
+            return Action("stop", None, 0, f"design: no change left to screen{note}")
+        # Room for a confirmation after the block, unless nothing is screened and the runs left
+        # could not hold both: then they all screen, and what they show is reported.
+        room = left - confirm_runs if left >= 2 + confirm_runs else left
+        runs = max(1, min(self.block_runs, room))
+        rank = {name: i for i, name in enumerate(changes)}
+        best, best_information = [], -np.inf
+        for _ in range(CANDIDATE_BLOCKS):
+            block = [without_conflicts(subset, view.conflicts, rank)
+                     for subset in balanced_block(changes, runs, self.max_changes_per_run, rng)]
+            information = beliefs.batch_info_gain([view.incumbent | c for c in block])
+            if information > best_information:
+                best, best_information = block, information
+        return Action("design", None, runs,
+                      f"design: screen {len(changes)} changes in {runs} runs "
+                      f"({len(screened)} screened so far){note}",
+                      {"information": float(best_information), "screened": float(len(screened))},
+                      configs=tuple(best))

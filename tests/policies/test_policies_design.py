@@ -1,0 +1,111 @@
+"""The designed-experiment policy's pieces: balanced blocks, the screened set, crash suspects, and
+its choice between screening and confirming on a posterior worked by hand."""
+
+import numpy as np
+import pytest
+
+from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation
+from policies import RunRecord, StudyView, make_policy
+from policies.design import balanced_block, crash_suspects, screened_set, without_conflicts
+
+CHANGES = [f"h{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("runs", [8, 7])
+def test_an_uncapped_block_puts_every_change_in_half_the_runs(runs):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        block = balanced_block(CHANGES, runs, 0, rng)
+        assert len(block) == runs
+        for name in CHANGES:
+            assert sum(name in subset for subset in block) in {runs // 2, (runs + 1) // 2}
+
+
+def test_a_capped_block_applies_that_many_changes_and_uses_each_about_equally():
+    rng = np.random.default_rng(1)
+    block = balanced_block(CHANGES, 9, 2, rng)
+    assert all(len(subset) == 2 for subset in block)
+    counts = [sum(name in subset for subset in block) for name in CHANGES]
+    assert max(counts) - min(counts) <= 1
+    assert all(len(subset) == 1 for subset in balanced_block(CHANGES, 4, 1, rng))
+
+
+def test_conflicting_changes_are_never_applied_together():
+    conflicts = frozenset({frozenset({"h0", "h1"})})
+    rank = {name: i for i, name in enumerate(CHANGES)}
+    assert without_conflicts(frozenset({"h0", "h1", "h2"}), conflicts, rank) == {"h0", "h2"}
+
+
+def test_the_screened_set_by_hand():
+    """Additive: each change's P(better) is its own. Falling P(better): 0.99, 0.97, 0.93 keep the
+    mean of 1 - p at 0.01, 0.02, 0.0367 <= 0.05; adding 0.6 would make it
+    (0.01 + 0.03 + 0.07 + 0.4) / 4 = 0.1275."""
+    p = {"a": 0.99, "b": 0.97, "c": 0.93, "d": 0.6, "e": 0.3}
+
+    def own(members, k):
+        return p[k]
+
+    assert screened_set(list(p), own, 0.95, frozenset(), False) == ["a", "b", "c"]
+    # b and c set the same key: c is skipped, and d would break the bound.
+    assert screened_set(list(p), own, 0.95, frozenset({frozenset({"b", "c"})}), False) == ["a", "b"]
+    assert screened_set(["a"], lambda m, k: 0.9, 0.95, frozenset(), False) == []
+    assert screened_set(["a"], lambda m, k: 0.9, 0.85, frozenset(), False) == ["a"]
+
+
+def test_a_synergy_enters_the_screened_set_as_a_pair():
+    """x and y each hurt alone (P(better) 0.1) but each is a clear gain beside the other (0.99);
+    z helps alone (0.97) whatever else is applied."""
+    def within(members, k):
+        if k == "z":
+            return 0.97
+        partner = "y" if k == "x" else "x"
+        return 0.99 if partner in members else 0.1
+
+    assert screened_set(["x", "y", "z"], within, 0.95, frozenset(), False) == ["z"]
+    assert sorted(screened_set(["x", "y", "z"], within, 0.95, frozenset(), True)) == ["x", "y", "z"]
+
+
+def test_a_change_whose_every_run_failed_is_a_crash_suspect():
+    history = [RunRecord(frozenset(), 1.0, "ok", 0, 0, "base"),
+               RunRecord(frozenset({"h0"}), None, "crash", 1, 1, "candidate"),
+               RunRecord(frozenset({"h0", "h1"}), None, "crash", 2, 1, "candidate"),
+               RunRecord(frozenset({"h1"}), 0.9, "ok", 3, 1, "candidate")]
+    view = StudyView(incumbent=frozenset(), candidates=["h0", "h1"], history=history)
+    assert crash_suspects(view, ["h0", "h1"]) == ["h0"]
+
+
+def study_after(effects, runs_each, rng):
+    """Beliefs after `runs_each` runs of each single change and of the base (noise sd 1)."""
+    names = list(effects)
+    beliefs = Beliefs([Hypothesis(n, "x") for n in names], prior=BeliefPrior(null_share=0.0))
+    history = [RunRecord(frozenset(), rng.normal(), "ok", s, 0, "base") for s in range(runs_each)]
+    for step, name in enumerate(names, start=1):
+        history += [RunRecord(frozenset({name}), effects[name] + rng.normal(), "ok", s, step,
+                              "candidate") for s in range(runs_each)]
+    beliefs.update([Observation(r.config, r.value) for r in history])
+    view = StudyView(incumbent=frozenset(), candidates=names, history=history, runs_left=30,
+                     step_runs=dict.fromkeys(names, (2, 1)))
+    return beliefs, view
+
+
+def test_it_screens_while_nothing_is_clear_and_confirms_a_clear_set_together():
+    rng = np.random.default_rng(4)
+    policy = make_policy("design", block_runs=6)
+    unclear, view = study_after({"a": 0.0, "b": 0.0, "c": 0.0}, 2, rng)
+    action = policy.select(view, unclear, np.random.default_rng(0))
+    assert action.kind == "design" and action.n_runs == len(action.configs) == 6
+    assert all(config <= {"a", "b", "c"} for config in action.configs)
+    clear, view = study_after({"a": -3.0, "b": -3.0, "c": 2.0}, 6, rng)
+    action = policy.select(view, clear, np.random.default_rng(0))
+    assert action.kind == "run" and action.hypothesis == "a + b"
+    assert action.terms["p_better"] >= 0.95 and action.terms["screened"] == 2
+    # The same runs at the end of the budget: only a confirmation's runs are left.
+    ending = StudyView(**{**view.__dict__, "runs_left": 3})
+    assert policy.select(ending, clear, np.random.default_rng(0)).hypothesis == "a + b"
+
+
+def test_design_settings_are_checked():
+    with pytest.raises(ValueError, match="block_runs"):
+        make_policy("design", block_runs=0)
+    with pytest.raises(ValueError, match="max_changes_per_run"):
+        make_policy("design", max_changes_per_run=-1)
