@@ -34,8 +34,15 @@ def _gp(seed: int):
         return optuna.samplers.GPSampler(seed=seed)
 
 
-# name -> a sampler built from the study's seed
-BASELINES: dict[str, Callable[[int], Any]] = {"optuna-tpe": _tpe, "optuna-gp": _gp}
+def _random(seed: int):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+# name -> a sampler built from the study's seed ("random-subsets": random search, best trial)
+BASELINES: dict[str, Callable[[int], Any]] = {"optuna-tpe": _tpe, "optuna-gp": _gp,
+                                              "random-subsets": _random}
 
 
 def best_subset(sampler_name: str, names: list[str], run: Callable[[frozenset[str], int],

@@ -39,6 +39,7 @@ from policies.keep import probability_better_than
 from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
+REEVAL_STREAM = 99991  # fresh re-measurement seeds: default_rng([study seed, REEVAL_STREAM])
 BENCH_KEYS = {"name", "out_dir", "seeds", "first_seed", "budget_trials", "policies",
               "default_policy", "reeval_runs", "workers", "vary_world"}
 
@@ -215,7 +216,8 @@ class Truth:
             return self.study.env.truth(config)
         if self.reeval_runs < 1:
             raise ConfigError("[bench]", ["this env has no truth; set reeval_runs >= 1"])
-        fresh = np.random.default_rng([self.seed, 99991]).integers(2**31 - 1, size=self.reeval_runs)
+        fresh = np.random.default_rng([self.seed, REEVAL_STREAM]).integers(
+            2**31 - 1, size=self.reeval_runs)
         values = [self.study.env.run(config, int(s)).metric for s in fresh]
         values = [v for v in values if v is not None and np.isfinite(v)]
         return float(np.mean(values)) if values else float("nan")

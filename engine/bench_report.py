@@ -55,7 +55,7 @@ def _cell(row: dict, key: str, spec: str) -> str:
     return f"{row[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-BASELINE_POLICIES = ("ratchet", "optuna-tpe", "optuna-gp")  # what the default must beat
+BASELINE_POLICIES = ("ratchet", "optuna-tpe", "optuna-gp", "random-subsets")  # to beat
 
 
 def verdict_lines(rows: list[dict], bench: dict) -> list[str]:

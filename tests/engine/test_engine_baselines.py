@@ -22,7 +22,7 @@ def truth(applied: frozenset[str]) -> float:
     return 10.0 + sum(EFFECTS[n] for n in applied)
 
 
-@pytest.mark.parametrize("sampler", ["optuna-tpe", "optuna-gp"])
+@pytest.mark.parametrize("sampler", ["optuna-tpe", "optuna-gp", "random-subsets"])
 def test_the_final_configuration_is_the_best_trial_and_failed_runs_are_failed_trials(sampler):
     tried: list[tuple[float, frozenset[str]]] = []
 

@@ -110,6 +110,50 @@ def test_a_world_may_set_its_own_budget_and_the_command_line_overrides_it(tmp_pa
     assert (quiet.study.budget_trials, noisy.study.budget_trials) == (24, 10)
 
 
+def test_a_variant_is_a_named_policy_with_its_own_sections(tmp_path):
+    data = tomllib.loads(textwrap.dedent(BENCH) + textwrap.dedent("""
+        [variants.strict.policy]
+        kind = "design"
+        block_runs = 4
+        [variants.strict.decision]
+        threshold = 0.99
+        """))
+    cfg = study_config(data, data["worlds"][0], "strict", 0, tmp_path, tmp_path / "b.toml")
+    assert (cfg.policy.kind, cfg.policy.block_runs, cfg.decision.threshold) == ("design", 4, 0.99)
+    assert cfg.study.name == "quiet-strict-0" and "strict" in str(cfg.study.out_dir)
+    plain = study_config(data, data["worlds"][0], "efe", 0, tmp_path, tmp_path / "b.toml")
+    assert (plain.policy.kind, plain.decision.threshold) == ("efe", 0.95)
+    bench = tmp_path / "bad.toml"
+    bench.write_text(textwrap.dedent(BENCH) + "[variants.nokind.decision]\nthreshold = 0.9\n")
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "[variants.nokind] needs" in result.stderr
+
+
+def test_every_final_configuration_is_judged_change_by_change(tmp_path):
+    """The per-change share, for the engine and a baseline alike: changes whose removal from the
+    final configuration loses no true gain, over the kept changes, pooled over seeds."""
+    bench = tmp_path / "bench.toml"
+    bench.write_text(textwrap.dedent(BENCH).replace('policies = ["efe", "ratchet"]',
+                                                    'policies = ["design", "random-subsets"]')
+                     .replace('default_policy = "efe"', 'default_policy = "design"'))
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench),
+                             "--out", str(tmp_path / "out"), "--seeds", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    for row in report["summary"]:
+        group = [s for s in report["studies"]
+                 if s["world"] == row["world"] and s["policy"] == row["policy"]]
+        kept = sum(s["kept_changes"] for s in group)
+        assert row["kept_changes"] == kept / len(group)
+        if kept:
+            assert row["change_false_rate"] == sum(s["changes_without_gain"] for s in group) / kept
+        # the engine's posterior claims a share; a baseline claims nothing
+        assert ("claimed_change_false_rate" in row) == (row["policy"] == "design" and kept > 0)
+    assert "changes without gain" in (tmp_path / "out" / "bench.md").read_text()
+
+
 def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
     bench = tmp_path / "bench.toml"
     bench.write_text(textwrap.dedent(BENCH).replace('policies = ["efe", "ratchet"]',
