@@ -35,7 +35,7 @@ import numpy as np
 from engine.baselines import BASELINES, best_subset, verdicts_without_gain
 from engine.bench_report import plot, render_markdown, verdict_lines  # noqa: F401 (re-exported)
 from engine.config import ConfigError, parse_config
-from policies.keep import probability_better_than
+from engine.summary import claimed_without_gain
 from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -152,16 +152,8 @@ def run_one(
     return StudyScore(world["name"], policy, seed, *gains(study, truth, study.incumbent),
                       len(kept), claimed, false_keeps, null_decisions, study.runs_used, wall,
                       truth.source, len(study.incumbent), without_gain,
-                      None if claimed is None else claimed_without_gain(study))
+                      None if claimed is None else claimed_without_gain(study.state))
 
-
-def claimed_without_gain(study) -> float:
-    """The final posterior's expected count of changes in the incumbent that bring no gain:
-    the sum over them of 1 - P(the incumbent is better than the incumbent without it)."""
-    incumbent = study.incumbent
-    return float(sum(1.0 - probability_better_than(study.state.beliefs, incumbent,
-                                                   incumbent - {name})[0]
-                     for name in incumbent))
 
 
 def run_baseline(study, data: dict, world: dict, policy: str, seed: int,

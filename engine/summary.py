@@ -13,6 +13,7 @@ from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
 from engine.state import StudyRules, StudyState, candidate_runs, config_for
 from policies import decide
+from policies.keep import probability_better_than
 from policies.types import move_members
 
 
@@ -121,6 +122,14 @@ def undecided_moves(state: StudyState, rules: StudyRules) -> tuple[UndecidedLine
         lo, hi = sorted(rules.metric(end) for end in d.interval)
         lines.append(UndecidedLine(move, float(d.p_better), lo, hi, n_runs))
     return tuple(sorted(lines, key=lambda line: (-line.p_better, line.move)))
+
+
+def claimed_without_gain(state: StudyState) -> float:
+    """The posterior's expected count of the incumbent's changes that bring no gain: the sum over
+    them of 1 - P(the incumbent is better than the incumbent without it)."""
+    incumbent = state.incumbent
+    return float(sum(1.0 - probability_better_than(state.beliefs, incumbent, incumbent - {name})[0]
+                     for name in incumbent))
 
 
 def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path, env_kind: str,

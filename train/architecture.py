@@ -10,15 +10,23 @@ A few rules are array arithmetic: `newton_schulz`, `rotate_halves`, `window_keep
 `rotary_inverse_frequency` use only `+ - * / ** @`, `.T`, `.shape` and slicing, plus the callables
 a backend passes in, so they run on torch tensors and mlx arrays alike and import neither.
 
+Random streams (`stream_seed`): every random thing a run does draws from its own stream, seeded
+by the run's seed and its purpose ("data" for the order of the batches, "init:<parameter name>"
+for each parameter's initial values). A change to one module then leaves every other parameter's
+initial values and the batches as they were for that seed: runs of two configs on one seed share
+their luck (common random numbers), which pairing by seed needs.
+
 Not shared: the tensor code of the forward pass and the optimiser update arithmetic (torch uses
-in-place `lerp_` and `torch.optim.AdamW`; MLX writes the same formulas out), and the order in which
-each backend draws its random initial values (so one seed gives different weights on torch and on
-MLX, as it always has). A backend that lacks a knob refuses it with `refuse_unimplemented`.
+in-place `lerp_` and `torch.optim.AdamW`; MLX writes the same formulas out), and the generators
+behind the streams (torch's and MLX's draw different numbers from one stream seed, so one seed
+gives different weights on torch and on MLX). A backend that lacks a knob refuses it with
+`refuse_unimplemented`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -158,6 +166,18 @@ def _role(name: str) -> tuple[str, Callable[[TrainConfig], Init]]:
 def parameter_group(name: str) -> str:
     """'matrix' (Muon), 'embedding', 'unembedding' or 'scalar' (AdamW); KeyError if unknown."""
     return _role(name)[0]
+
+
+def stream_seed(seed: int, purpose: str) -> int:
+    """The seed of the run's random stream for `purpose` (32 bits): a hash of both, so streams
+    of different purposes are unrelated and each depends on nothing else of the config."""
+    digest = hashlib.blake2b(f"{seed}:{purpose}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def init_stream(name: str) -> str:
+    """The purpose of parameter `name`'s initialisation stream."""
+    return f"init:{name}"
 
 
 def parameter_init(name: str, config: TrainConfig) -> Init:

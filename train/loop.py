@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from train import architecture as arch
 from train.config import TrainConfig
 from train.data import VOCAB_SIZE, PreparedData, sample_batch
 from train.evaluate import current_eval_hash, evaluate_val_bpb
@@ -83,7 +84,7 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
     seconds / time_budget; the first `untimed_steps` steps are excluded from the timed seconds.
     `started` is the perf_counter reading at program start, for total_seconds.
     """
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(arch.stream_seed(config.seed, "data"))  # the batches' stream
     peak_flops = backend.peak_flops()
     training_seconds, step, last_log = 0.0, 0, time.perf_counter()
     while True:

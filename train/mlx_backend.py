@@ -55,12 +55,14 @@ def window_mask(length: int, window: int) -> mx.array | str:
 
 
 def initial_value(name: str, shape: tuple[int, ...], config: TrainConfig) -> mx.array:
-    """A fresh value for parameter `name` as arch.parameter_init says (draws from mx.random)."""
+    """A fresh value for parameter `name` as arch.parameter_init says, drawn with its own
+    random key (arch.stream_seed of the seed and its name)."""
     init = arch.parameter_init(name, config)
+    key = mx.random.key(arch.stream_seed(config.seed, arch.init_stream(name)))
     if init.kind == "normal":
-        return init.scale * mx.random.normal(shape)
+        return init.scale * mx.random.normal(shape, key=key)
     if init.kind == "uniform":
-        return mx.random.uniform(-init.scale, init.scale, shape)
+        return mx.random.uniform(-init.scale, init.scale, shape, key=key)
     if init.kind == "zeros":
         return mx.zeros(shape)
     if init.kind == "constant":
@@ -69,8 +71,7 @@ def initial_value(name: str, shape: tuple[int, ...], config: TrainConfig) -> mx.
 
 
 def _init_weight(layer: nn.Linear | nn.Embedding, name: str, config: TrainConfig) -> None:
-    """Replace a layer's default-initialised weight (that draw still happens, so every seed keeps
-    the weights it has always had)."""
+    """Replace a layer's default-initialised weight with the value of its own stream."""
     layer.weight = initial_value(name, layer.weight.shape, config)
 
 

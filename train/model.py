@@ -98,12 +98,12 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 
 
-def init_parameter_(parameter: torch.Tensor, init: arch.Init) -> None:
-    """Fill a parameter in place as `init` says (normal and uniform draw from torch's RNG)."""
+def init_parameter_(parameter: torch.Tensor, init: arch.Init, generator: torch.Generator) -> None:
+    """Fill a parameter in place as `init` says (normal and uniform draw from `generator`)."""
     if init.kind == "normal":
-        nn.init.normal_(parameter, std=init.scale)
+        nn.init.normal_(parameter, std=init.scale, generator=generator)
     elif init.kind == "uniform":
-        nn.init.uniform_(parameter, -init.scale, init.scale)
+        nn.init.uniform_(parameter, -init.scale, init.scale, generator=generator)
     elif init.kind == "zeros":
         nn.init.zeros_(parameter)
     elif init.kind == "constant":
@@ -135,15 +135,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Every parameter as arch.parameter_init says.
-
-        Random draws happen in the order wte, lm_head, then named_parameters() order, which
-        keeps each seed's initial weights what they have always been.
-        """
-        named = dict(self.named_parameters())
-        first = ["wte.weight", "lm_head.weight"]
-        for name in [*first, *(n for n in named if n not in first)]:
-            init_parameter_(named[name], arch.parameter_init(name, self.config))
+        """Every parameter as arch.parameter_init says, each from its own random stream (keyed
+        by the seed and its name: arch.stream_seed), so a parameter's initial values do not
+        depend on which other modules the config has."""
+        for name, parameter in self.named_parameters():
+            generator = torch.Generator(device=parameter.device)
+            generator.manual_seed(arch.stream_seed(self.config.seed, arch.init_stream(name)))
+            init_parameter_(parameter, arch.parameter_init(name, self.config), generator)
 
     def grouped_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by optimiser group (arch.GROUPS), in registration order."""
