@@ -11,7 +11,8 @@ the knowledge gradient's KG(*) form: a one-step value undervalues a change that 
 steps to be decided, and dividing by the runs compares plans of different sizes. This is
 best-arm identification for a thresholded keep: a change likely to be good whose verdict is
 still open scores highest; a hopeless change, or one whose verdict the runs cannot move, scores
-about 0, so the budget concentrates on the few promising changes.
+about 0, so the budget concentrates on the few promising changes. The look is valued at the
+rule's `threshold`; a group-sequential rule's stricter early boundaries are not modelled.
 """
 
 from __future__ import annotations
