@@ -417,9 +417,16 @@ class Beliefs:
         contrast, unseen_only = self._contrast(a, b)
         prior_quad = (float(self._prior_scale_sq(contrast[None, :], scale)[0])
                       + unseen_only * self._interaction_tau_sq)
+        a, b = frozenset(a), frozenset(b)
+        differ = a ^ b
+        # d = 0 as "every one of them does nothing" can be no likelier than for any one of them:
+        # the one-dimensional Bayes factor of a sum would read opposite effects as all null.
+        ceiling = min((self.null_probability(b | {k}, b) if k in a else
+                       self.null_probability(a | {k}, a) for k in differ), default=1.0) \
+            if len(differ) > 1 else 1.0
         return SpikePrior(float(contrast @ self._prior_vectors(scale)[0]) * scale, prior_quad,
                           post.noise_var * scale**2, post.a, self.null_share(),
-                          max(1, len(frozenset(a) ^ frozenset(b))))
+                          max(1, len(differ)), ceiling)
 
     def null_probability(self, a: frozenset[str], b: frozenset[str]) -> float:
         """P(mu(a) = mu(b) | data) under the spike-and-slab prior: the chance that the change from

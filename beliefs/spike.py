@@ -3,7 +3,9 @@
 Prior on an effect d: with probability pi0 exactly 0 (the spike), else the conjugate model's
 Gaussian (the slab). A contrast between configurations that differ in t changes is exactly 0 when
 all t do nothing, with probability pi0^t (the indicators independent given pi0); its slab is the
-joint slab of the t effects (any interaction terms stay in the slab). The share of null changes
+joint slab of the t effects (any interaction terms stay in the slab), and its P(d = 0) is capped
+at the least of the t changes' own (the sum's Bayes factor alone would read opposite effects as
+all null; the joint Bayes factor is not computed). The share of null changes
 pi0 ~ Beta(2 nu, 2 (1 - nu)) is learnt across hypotheses (nu = the prior guess; the Beta holds
 two hypotheses' worth of weight).
 
@@ -95,7 +97,8 @@ class SpikePrior:
     its prior variance in units of sigma^2 (prior_quad), the posterior's estimate of sigma^2
     (noise_var = b/a, metric units^2) and shape a, and the posterior weights of the null share
     pi0 on NULL_SHARE_GRID; `terms` changes must all do nothing for d to be 0 (the hypotheses
-    in which the two configurations differ)."""
+    in which the two configurations differ), and P(d = 0) is at most `ceiling`, the least of
+    their own P(null) (the Bayes factor here is the one-dimensional one of their sum)."""
 
     prior_mean: float
     prior_quad: float
@@ -103,6 +106,7 @@ class SpikePrior:
     posterior_a: float
     share_weights: np.ndarray
     terms: int = 1
+    ceiling: float = 1.0
 
     def null_probability(self, post_mean: float, post_scale: float) -> float:
         """P(d = 0 | data) given the slab posterior t_{2a}(post_mean, post_scale) of d, with
@@ -112,4 +116,4 @@ class SpikePrior:
         log_bf = log_bayes_factor_null(post_mean, post_scale**2 / self.noise_var,
                                        self.prior_mean, self.prior_quad, self.noise_var,
                                        self.posterior_a)
-        return null_probability(float(log_bf), self.share_weights, self.terms)
+        return min(self.ceiling, null_probability(float(log_bf), self.share_weights, self.terms))

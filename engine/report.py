@@ -199,9 +199,9 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
                      f"{d.n_runs} | {md(d.reason)} |")
     if summary.undecided:
         lines += ["", "## Undecided at the end of the budget", "",
-                  f"Neither kept nor reverted: P(better) against the final incumbent is between "
-                  f"{1 - summary.threshold:.3g} and {summary.threshold}. They are not in the "
-                  f"incumbent; more runs would decide them.", "",
+                  "Neither kept nor reverted when last judged; they are not in the incumbent, "
+                  "and more runs would decide them. P(better) is against the final incumbent.",
+                  "",
                   "| move | P(better) | 90% interval of the difference | runs |",
                   "|---|---|---|---|"]
         lines += [f"| {md(u.move)} | {u.p_better:.3f} | [{u.lo:+.4f}, {u.hi:+.4f}] | {u.runs} |"

@@ -33,7 +33,8 @@ screening: nothing more can be kept, and the report shows what they found.
 
 Crashes: a failed run informs no effect (it has no value), so no change is blamed for it; a
 change whose every run failed (at least two, while runs without it succeeded) is left out of later
-blocks and of S, and named in the step's reason.
+blocks and of S, and named in the step's reason; a set whose confirmation runs all failed (or
+that has had `max_replicates` of them) is not confirmed again, but shrunk.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def balanced_block(changes: list[str], runs: int, per_run: int,
                    rng: np.random.Generator) -> list[frozenset[str]]:
     """`runs` subsets of `changes` in which every change is used about equally often: each in
     half the runs when per_run is 0 (a random column-balanced two-level design), else per_run
-    changes per run, the least used first (ties at random)."""
+    changes per run (at most half of them, so that no run holds them all), the least used first
+    (ties at random)."""
     if not per_run:
         columns = [rng.permutation(runs) < runs // 2 + (rng.random() < runs % 2 / 2)
                    for _ in changes]
@@ -65,7 +67,7 @@ def balanced_block(changes: list[str], runs: int, per_run: int,
     block = []
     for _ in range(runs):
         order = sorted(changes, key=lambda c: (used[c], rng.random()))
-        chosen = order[:min(per_run, len(changes))]
+        chosen = order[:min(per_run, max(1, len(changes) // 2))]
         for c in chosen:
             used[c] += 1
         block.append(frozenset(chosen))
@@ -151,6 +153,15 @@ class DesignPolicy(Policy):
                                                  self.keep_rule.epsilon)[0]
                          for m in view.candidates])
 
+    def confirmable(self, view: StudyView, screened: list[str]) -> bool:
+        """Whether incumbent + screened may be confirmed: fewer than max_replicates runs of it so
+        far, and not at least two runs that all failed."""
+        move = joint_move(screened)
+        if view.runs_per_hypothesis.get(move, 0) >= self.keep_rule.max_replicates:
+            return False
+        runs = [r for r in view.history if r.config == view.config_of(move)]
+        return len(runs) < 2 or any(r.value is not None for r in runs)
+
     def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
         shared = self.shared_action(view, beliefs)
         if shared is not None:
@@ -165,6 +176,10 @@ class DesignPolicy(Policy):
 
         screened = screened_set(changes, p_within, rule.threshold, view.conflicts,
                                 try_pairs=beliefs.interactions)
+        # A set whose confirmation runs all failed, or that has had max_replicates of them, is
+        # not confirmed again: its last-added changes are dropped until what is left may be.
+        while screened and not self.confirmable(view, screened):
+            screened = screened[:-1]
         confirm_runs = max((n + m for n, m in view.step_runs.values()), default=2)
         left = view.runs_left if view.runs_left is not None else self.block_runs + confirm_runs
         note = f"; left out, every run failed: {', '.join(suspects)}" if suspects else ""
@@ -183,7 +198,7 @@ class DesignPolicy(Policy):
             return Action("stop", None, 0, f"design: no change left to screen{note}")
         # Room for a confirmation after the block, unless nothing is screened and the runs left
         # could not hold both: then they all screen, and what they show is reported.
-        room = left - confirm_runs if left >= 2 + confirm_runs else left
+        room = left - confirm_runs if screened or left >= 2 + confirm_runs else left
         runs = max(1, min(self.block_runs, room))
         rank = {name: i for i, name in enumerate(changes)}
         best, best_information = [], -np.inf

@@ -129,6 +129,21 @@ def test_a_contrast_spans_the_changes_that_differ():
     assert beliefs.spike(frozenset({"a", "c"}), frozenset({"b"})).terms == 3
 
 
+def test_opposite_clear_effects_are_not_read_as_both_null():
+    """a = -1 and b = +1, each clearly not null: their sum is near 0, but "both do nothing" can be
+    no likelier than either alone."""
+    rng = np.random.default_rng(5)
+    beliefs = Beliefs([Hypothesis(n, "cat") for n in ("a", "b")])
+    truth = {frozenset(): 0.0, frozenset({"a"}): -1.0, frozenset({"b"}): 1.0,
+             frozenset({"a", "b"}): 0.0}
+    beliefs.update([Observation(config, mean + 0.1 * rng.standard_normal())
+                    for config, mean in truth.items() for _ in range(6)])
+    both, base = frozenset({"a", "b"}), frozenset()
+    singles = [beliefs.null_probability(frozenset({n}), base) for n in ("a", "b")]
+    assert max(singles) < 1e-3
+    assert beliefs.null_probability(both, base) <= min(singles) + 1e-12
+
+
 def test_null_probabilities_are_calibrated_and_the_null_share_is_learnt_by_monte_carlo():
     """Effects from the spike-and-slab prior with pi0 = 0.3, one noisy observation each: the
     learnt share is near 0.3 and, in every bin, the claimed P(null) matches the frequency."""

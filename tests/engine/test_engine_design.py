@@ -81,3 +81,26 @@ def test_one_change_per_run_when_capped(tmp_path):
     incumbent_free = [set(json.loads(r["hypotheses_json"])) for r in runs]
     kept = set(study.kept)
     assert all(len(applied - kept) <= 1 for applied in incumbent_free)
+
+
+CRASH_TOGETHER = """
+import random, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+a, b, c = (int(args[k]) for k in "abc")
+if a and b:
+    sys.exit(3)
+rng = random.Random(int(args["seed"]))
+print("loss:", 5.0 - 0.8 * a - 0.8 * b + rng.gauss(0, 0.15))
+"""
+
+
+def test_a_set_whose_confirmation_crashes_is_shrunk_not_retried(tmp_path):
+    """a and b each help, but crash together. Once the confirmation of a + b has failed, the
+    engine does not confirm it again: it confirms less, and keeps one of them."""
+    cfg, study = design_study(tmp_path, CRASH_TOGETHER, SYNERGY, 60)
+    study.run(write_report=False)
+    plans = [json.loads(p["action_json"]) for p in
+             ledger_rows(tmp_path / "out" / "study.db", "plans")]
+    confirmations = [p["hypothesis"] for p in plans if p["kind"] == "run"]
+    assert confirmations.count("a + b") <= 1
+    assert len(study.incumbent & {"a", "b"}) == 1

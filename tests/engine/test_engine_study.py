@@ -250,9 +250,9 @@ def test_a_pair_of_changes_that_fail_alone_is_tried_together_and_kept(tmp_path):
 
 
 def test_reopened_trials_when_interactions_are_modelled(tmp_path):
-    """A reverted change gets a new trial on a new incumbent (world 3 of the benchmark's
+    """A reverted change gets a new trial on a new incumbent (world 4 of the benchmark's
     interactions family), and a study rebuilt from its ledger sees exactly the same state."""
-    cfg = load_config(write(tmp_path / "pairs3.toml", INTERACTIONS.format(seed=3)),
+    cfg = load_config(write(tmp_path / "pairs4.toml", INTERACTIONS.format(seed=4)),
                       out_dir=str(tmp_path / "out0"))
     study = Study(cfg)
     study.run()
@@ -266,7 +266,7 @@ def test_reopened_trials_when_interactions_are_modelled(tmp_path):
     # sorted: a set's order changes with the process's hash seed
     retried = sorted(name for name in {d["hypothesis"] for d in final}
                      if sum(d["hypothesis"] == name for d in final) > 1)
-    assert retried, "world 3 tries a reverted change again on a new incumbent"
+    assert retried, "world 4 tries a reverted change again on a new incumbent"
     # A new trial goes on from the earlier ones: the keep rule counts every candidate run of
     # the move up to its last verdict, the first trial's too.
     last = [d for d in final if d["hypothesis"] == retried[0]][-1]

@@ -28,6 +28,44 @@ def test_a_capped_block_applies_that_many_changes_and_uses_each_about_equally():
     counts = [sum(name in subset for subset in block) for name in CHANGES]
     assert max(counts) - min(counts) <= 1
     assert all(len(subset) == 1 for subset in balanced_block(CHANGES, 4, 1, rng))
+    # A cap at or above the open changes: never every change in every run (nothing separable).
+    assert all(len(subset) == 1 for subset in balanced_block(["a", "b", "c"], 4, 5, rng))
+
+
+class FixedPosterior:
+    """P(better) 0.97 for any one change and 0.90 for several together (so a screened set of
+    three is not yet confirmed on its own evidence); every block equally informative."""
+
+    interactions = False
+
+    def batch_info_gain(self, configs):
+        return float(len(configs))
+
+
+def test_a_block_leaves_room_for_the_screened_sets_confirmation(monkeypatch):
+    import policies.design as design
+
+    def fixed(beliefs, candidate, incumbent, epsilon=0.0):
+        return (0.97 if len(frozenset(candidate) ^ frozenset(incumbent)) == 1 else 0.90), None, None
+
+    monkeypatch.setattr(design, "probability_better_than", fixed)
+    history = [RunRecord(frozenset(), 1.0, "ok", 0, 0, "base")]
+    policy = make_policy("design")
+    for left, kind, runs in ((4, "design", 1), (3, "run", None), (12, "design", 8)):
+        view = StudyView(incumbent=frozenset(), candidates=["a", "b", "c"], history=history,
+                         runs_left=left, step_runs=dict.fromkeys(["a", "b", "c"], (2, 1)))
+        action = policy.select(view, FixedPosterior(), np.random.default_rng(0))
+        assert action.kind == kind, left
+        if runs is not None:  # 3 runs (2 + 1 paired) stay for the confirmation
+            assert action.n_runs == runs
+        # a set whose confirmation runs all failed is not confirmed again, but shrunk
+        failed = [RunRecord(frozenset({"a", "b", "c"}), None, "crash", s, 5, "candidate")
+                  for s in (1, 2)]
+        failed += [RunRecord(frozenset({n}), 0.9, "ok", 3, 4, "candidate") for n in "abc"]
+        shrunk = policy.select(StudyView(**{**view.__dict__, "history": history + failed,
+                                            "runs_left": 3}), FixedPosterior(),
+                               np.random.default_rng(0))
+        assert shrunk.hypothesis == "a + b"
 
 
 def test_conflicting_changes_are_never_applied_together():
