@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -201,15 +202,11 @@ def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozens
     menu = MoveMenu(tuple(state.hypotheses), state.incumbent, state.closed, rules.interactions,
                     candidate_runs(state))
     moves, reopened = rules.policy.open_moves(menu, state.beliefs)
+    conflicts = conflicting_pairs(state)
     composable = [move for move in moves
-                  if not conflicting(state, state.incumbent | move_members(move))]
+                  if not any(frozenset(pair) in conflicts
+                             for pair in combinations(state.incumbent | move_members(move), 2))]
     return composable, reopened & frozenset(composable)
-
-
-def conflicting(state: StudyState, applied: frozenset[str]) -> bool:
-    """Whether two of the applied hypotheses set a common config key."""
-    keys = [key for name in applied for key in state.hypotheses[name].change]
-    return len(keys) != len(set(keys))
 
 
 def conflicting_pairs(state: StudyState) -> frozenset[frozenset[str]]:

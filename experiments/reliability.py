@@ -10,6 +10,9 @@ truth. Prints, per bin of claimed P(better), the decisions, the mean claim, the 
 that were better, and its 95% binomial band around the mean claim (Wilson); a bin whose observed
 share falls outside the band is marked. Looks at one move are not independent, so the band is
 narrower than it should be: a miss is a warning, a pass is not proof.
+
+Beside it, per world: the share of exact nulls the final posterior learnt (E[pi0 | data]), the
+true share of exact nulls, and the true share of changes that bring no gain (nulls and harms).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from beliefs.spike import NULL_SHARE_GRID
 from engine.baselines import BASELINES
 from engine.bench import Truth, load_bench, study_config
 from engine.study import Study
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                                  if p not in BASELINES and p != "ratchet"]
     first = bench.get("first_seed", 0)
     looks: list[tuple[float, bool]] = []
+    shares: dict[str, list[tuple[float, float, float]]] = {}
     for world in data["worlds"]:
         for policy in policies:
             for seed in range(first, first + bench["seeds"]):
@@ -71,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 study = Study(cfg)
                 looks += judged_looks(study, Truth(study, 0, seed))
+                effects = np.array(list(study.env.true_effects().values()))
+                learnt = float(study.state.beliefs.null_share() @ NULL_SHARE_GRID)
+                shares.setdefault(world["name"], []).append(
+                    (learnt, float(np.mean(effects == 0)),
+                     float(np.mean(study.sign * effects >= 0))))
     claims = np.array([p for p, _ in looks])
     better = np.array([b for _, b in looks])
     print(f"{len(looks)} judged decisions, policies {', '.join(policies)}, "
@@ -87,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         mark = "" if low <= observed <= high else "OUTSIDE"
         print(f"| [{lo:.2f}, {min(hi, 1.0):.2f}) | {n} | {claim:.3f} | {observed:.3f} | "
               f"[{low:.3f}, {high:.3f}] | {mark} |")
+    print("\n| world | learnt share of exact nulls | true share of exact nulls "
+          "| true share without gain |")
+    print("|---|---|---|---|")
+    for name, rows in shares.items():
+        learnt, null, no_gain = np.mean(rows, axis=0)
+        print(f"| {name} | {learnt:.2f} | {null:.2f} | {no_gain:.2f} |")
     return 0
 
 
