@@ -9,6 +9,19 @@ means are integrated out exactly and only the scales tau_g are set by empirical 
 m_g as well made the 50% intervals cover 40% of effects in the calibration test). Hypotheses with
 a transferred prior (`effect_priors`) are not pooled: beta_j = delta_j ~ N(prior mean, prior sd^2).
 Columns: 0 baseline, then one per hypothesis (delta_j), per category (m_g), per interaction pair.
+
+With `seed_effects`, runs that share a seed share its luck, and each change may keep some of it
+and not the rest: a run of c at seed s adds
+  u_s + sum_{j in c} v_sj,  u_s | sigma^2 ~ N(0, tau_seed^2 sigma^2),
+  v_sj | sigma^2 ~ N(0, tau_luck,g(j)^2 sigma^2),
+each a column of its own (one per seed, one per seed and applied hypothesis), with the scales
+tau_seed and tau_luck,g (one per category) set by empirical Bayes like the other scales. Two runs
+at one seed are correlated by tau_seed^2 + sum over the hypotheses both apply of tau_luck^2, so a
+paired difference cancels u_s and the luck of what both share; a change whose luck is all its own
+(tau_luck,g large) gains nothing from the pairing. Effects, differences and the keep decision are
+of the mean over seeds (the luck's columns are not in any contrast). A future run at a seed
+without a column, or at a seed of its own, carries that luck as effects still at their prior
+("latent" effects, like interaction pairs without a column).
 Raw sufficient statistics
 X^T W X, X^T W u, u^T W u (u = y - y_ref, W = diag(1/h)) are accumulated by batched rank-one
 additions, so updates commute; the posterior is computed lazily, by Cholesky, when first asked.
@@ -47,6 +60,15 @@ from beliefs.types import (
 )
 
 INTERACTIONS = "interaction"  # the pool name of pairwise interaction terms
+SEED = "seed"  # the pool name of the seeds' luck u_s
+
+Key = tuple  # a pool ("category", g) / ("interaction",) / ("seed",) / ("luck", g), or a latent
+# effect without a column: ("pair", pair) / ("seed", s) / ("luck", s, hypothesis)
+
+
+def fresh_seeds(n: int) -> list[tuple[str, int]]:
+    """Seed keys of n future runs, each at a seed of its own (no column, no run shares it)."""
+    return [("fresh", i) for i in range(n)]
 
 
 class Beliefs:
@@ -57,22 +79,25 @@ class Beliefs:
         hypotheses: Sequence[Hypothesis],
         *,
         interactions: bool = False,
+        seed_effects: bool = False,
         prior: BeliefPrior | None = None,
     ) -> None:
         self.prior = prior if prior is not None else BeliefPrior()
         self.interactions = interactions
+        self.seed_effects = seed_effects
         self._hypotheses: list[Hypothesis] = []
         self._column: dict[str, int] = {}  # hypothesis name -> feature column; 0 is the baseline
         self._category_column: dict[str, int] = {}  # category -> column of its mean m_g
         self._pair_column: dict[frozenset[str], int] = {}  # interaction pair -> feature column
+        self._seed_column: dict[int, int] = {}  # seed -> column of its luck u_s
+        self._luck_column: dict[tuple[int, str], int] = {}  # (seed, hypothesis) -> column of v_sj
         self._gram = np.zeros((1, 1))
         self._moment = np.zeros(1)
         self._sum_sq = 0.0
         self._reference: float | None = None
         self._config_moments: dict[frozenset[str], ConfigMoments] = {}
         self._observations: list[Observation] = []
-        self._category_tau_sq: dict[str, float] = {}
-        self._interaction_tau_sq = self.prior.interaction_sd**2
+        self._tau_sq: dict[Key, float] = {}  # fitted scales; a pool not fitted yet has its prior's
         self._cache: tuple[NIGPosterior, float, float] | None = None
         for h in hypotheses:
             self.add_hypothesis(h)
@@ -109,10 +134,42 @@ class Beliefs:
         self._column[h.name] = self._add_column()
         if h.category not in self._category_column:
             self._category_column[h.category] = self._add_column()
-            self._category_tau_sq[h.category] = self.prior.effect_sd**2
 
     def _pooled(self, h: Hypothesis) -> bool:
         return h.name not in self.prior.effect_priors
+
+    def _prior_tau_sq(self, pool: Key) -> float:
+        """The centre of a pool's hyperprior, relative to sigma^2."""
+        sd = {"category": self.prior.effect_sd, INTERACTIONS: self.prior.interaction_sd,
+              SEED: self.prior.seed_sd, "luck": self.prior.seed_sd}[pool[0]]
+        return sd**2
+
+    def _scale_sq(self, pool: Key) -> float:
+        """tau^2 of a pool: its empirical-Bayes fit, or its prior's centre before any fit."""
+        return self._tau_sq.get(pool, self._prior_tau_sq(pool))
+
+    def _category_of(self) -> dict[str, str]:
+        return {h.name: h.category for h in self._hypotheses}
+
+    def _latent_variance(self, key: Key, category_of: dict[str, str]) -> float:
+        """Prior variance (units of sigma^2) of an effect that has no column yet."""
+        if key[0] == "pair":
+            return self._scale_sq((INTERACTIONS,))
+        if key[0] == SEED:
+            return self._scale_sq((SEED,))
+        return self._scale_sq(("luck", category_of[key[2]]))
+
+    def _latent_of(self, config: frozenset[str], seed: object) -> set[Key]:
+        """The effects without a column that a run of `config` at `seed` adds: its interaction
+        pairs without a column and, with seed effects, the luck of a seed that has no column for
+        it. A seed of None adds no luck (a run the model gives no seed)."""
+        latent: set[Key] = {("pair", pair) for pair in self._unseen_pairs(config)}
+        if self.seed_effects and seed is not None:
+            if seed not in self._seed_column:
+                latent.add((SEED, seed))
+            latent.update(("luck", seed, name) for name in config
+                          if (seed, name) not in self._luck_column)
+        return latent
 
     def _add_column(self) -> int:
         """Append a zero row and column to the statistics; returns the new column's index."""
@@ -127,16 +184,20 @@ class Beliefs:
             raise KeyError(f"unknown hypotheses {unknown} in config {sorted(config)}; "
                            f"known: {[h.name for h in self._hypotheses]}")
 
-    def _features(self, configs: Sequence[frozenset[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """Rows x(c) (baseline, hypotheses, category means, known pairs) and the count of pairs
-        without a column."""
+    def _features(self, configs: Sequence[frozenset[str]],
+                  seeds: Sequence[object] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows x(c) (baseline, hypotheses, category means, known pairs, and with `seeds` the
+        luck columns of each run's seed) and the prior variance (units of sigma^2) of each row's
+        effects without a column. Without `seeds` the rows are of the mean over seeds."""
         rows = np.zeros((len(configs), len(self._moment)))
         rows[:, 0] = 1.0
-        unseen_pairs = np.zeros(len(configs))
+        latent_variance = np.zeros(len(configs))
         pooled_category = {h.name: self._category_column[h.category]
                            for h in self._hypotheses if self._pooled(h)}
+        category_of = self._category_of()
         for i, config in enumerate(configs):
             self._check_config(config)
+            seed = None if seeds is None else seeds[i]
             for name in config:
                 rows[i, self._column[name]] = 1.0
                 if name in pooled_category:
@@ -144,11 +205,31 @@ class Beliefs:
             if self.interactions:
                 for pair in combinations(sorted(config), 2):
                     column = self._pair_column.get(frozenset(pair))
-                    if column is None:
-                        unseen_pairs[i] += 1
-                    else:
+                    if column is not None:
                         rows[i, column] = 1.0
-        return rows, unseen_pairs
+            if self.seed_effects and seed is not None:
+                if seed in self._seed_column:
+                    rows[i, self._seed_column[seed]] = 1.0
+                for name in config:
+                    column = self._luck_column.get((seed, name))
+                    if column is not None:
+                        rows[i, column] = 1.0
+            latent_variance[i] = sum(self._latent_variance(key, category_of)
+                                     for key in self._latent_of(config, seed))
+        return rows, latent_variance
+
+    def _joint_factor(self, rows: np.ndarray, latent: Sequence[dict[Key, float]]) -> np.ndarray:
+        """B with B^T B = Cov(q_i, q_k) / sigma^2 for q_i = x_i^T theta + sum_e c_ie e, where theta
+        has the slab's posterior and the latent effects e (no column yet) their independent
+        priors; `latent[i]` maps each latent effect of q_i to its coefficient c_ie."""
+        factor = self.standard_posterior().whiten(rows)
+        keys = sorted({key for coefficients in latent for key in coefficients}, key=repr)
+        if not keys:
+            return factor
+        category_of = self._category_of()
+        marks = np.array([[coefficients.get(key, 0.0) for coefficients in latent] for key in keys])
+        sd = np.sqrt([self._latent_variance(key, category_of) for key in keys])
+        return np.vstack([factor, sd[:, None] * marks])
 
     def _unseen_pairs(self, config: frozenset[str]) -> set[frozenset[str]]:
         """Pairs in `config` with no interaction column yet (their effect is still the prior)."""
@@ -166,15 +247,20 @@ class Beliefs:
             self._check_config(o.config)
         if not batch:
             return
-        if self.interactions:
-            for o in batch:
-                # in name order, not the set's: its order follows the process's hash seed, and
-                # the column order decides the float sums, so a study would not replay exactly
-                for pair in sorted(self._unseen_pairs(o.config), key=sorted):
-                    self._pair_column[pair] = self._add_column()
+        for o in batch:
+            # in name order, not the set's: its order follows the process's hash seed, and
+            # the column order decides the float sums, so a study would not replay exactly
+            for pair in sorted(self._unseen_pairs(o.config), key=sorted):
+                self._pair_column[pair] = self._add_column()
+            if self.seed_effects and o.seed is not None:
+                if o.seed not in self._seed_column:
+                    self._seed_column[o.seed] = self._add_column()
+                for name in sorted(o.config):
+                    if (o.seed, name) not in self._luck_column:
+                        self._luck_column[(o.seed, name)] = self._add_column()
         if self._reference is None:
             self._reference = batch[0].value
-        rows, _ = self._features([o.config for o in batch])
+        rows, _ = self._features([o.config for o in batch], [o.seed for o in batch])
         weights = np.array([1.0 / o.noise_scale for o in batch])
         shifted = np.array([o.value for o in batch]) - self._reference
         self._gram += (rows * weights[:, None]).T @ rows
@@ -215,20 +301,27 @@ class Beliefs:
 
     # ---- posterior -------------------------------------------------------------------------
 
-    def _groups(self) -> dict[str, PoolGroup]:
-        """Columns sharing one scale tau: each category's deltas, and the interaction pairs."""
-        shape = self.prior.scale_df / 2
-        groups = {}
-        for category in self.categories:
-            columns = [self._column[h.name] for h in self._hypotheses
-                       if h.category == category and self._pooled(h)]
-            if columns:
-                groups[category] = PoolGroup(np.array(columns, dtype=int), shape,
-                                             shape * self.prior.effect_sd**2)
+    def _pool_columns(self) -> dict[Key, list[int]]:
+        """Columns sharing one scale tau: each category's deltas, the interaction pairs, the
+        seeds' luck u_s, and per category the luck v_sj its hypotheses add."""
+        pools: dict[Key, list[int]] = {}
+        for h in self._hypotheses:
+            if self._pooled(h):
+                pools.setdefault(("category", h.category), []).append(self._column[h.name])
         if self._pair_column:
-            groups[INTERACTIONS] = PoolGroup(np.array(list(self._pair_column.values()), dtype=int),
-                                             shape, shape * self.prior.interaction_sd**2)
-        return groups
+            pools[(INTERACTIONS,)] = list(self._pair_column.values())
+        if self._seed_column:
+            pools[(SEED,)] = list(self._seed_column.values())
+        category_of = self._category_of()
+        for (_, name), column in self._luck_column.items():
+            pools.setdefault(("luck", category_of[name]), []).append(column)
+        return pools
+
+    def _groups(self) -> dict[Key, PoolGroup]:
+        shape = self.prior.scale_df / 2
+        return {pool: PoolGroup(np.array(columns, dtype=int), shape,
+                                shape * self._prior_tau_sq(pool))
+                for pool, columns in self._pool_columns().items()}
 
     def _prior_vectors(self, scale: float) -> tuple[np.ndarray, np.ndarray]:
         """Prior mean and precision (units of 1/sigma^2) of every column, standardised units."""
@@ -236,17 +329,15 @@ class Beliefs:
         mean = np.zeros(d)
         precision = np.empty(d)
         precision[0] = self.prior.baseline_sd**-2
+        for pool, columns in self._pool_columns().items():
+            precision[columns] = 1.0 / self._scale_sq(pool)
         for h in self._hypotheses:
-            j = self._column[h.name]
-            if self._pooled(h):
-                precision[j] = 1.0 / self._category_tau_sq[h.category]
-            else:
+            if not self._pooled(h):
                 metric_mean, metric_sd = self.prior.effect_priors[h.name]
+                j = self._column[h.name]
                 mean[j], precision[j] = metric_mean / scale, (metric_sd / scale) ** -2
         for column in self._category_column.values():
             precision[column] = self.prior.category_mean_sd**-2
-        for column in self._pair_column.values():
-            precision[column] = 1.0 / self._interaction_tau_sq
         return mean, precision
 
     def _standard_stats(self, center: float, scale: float) -> tuple[np.ndarray, float]:
@@ -285,14 +376,8 @@ class Beliefs:
                 list(groups.values()), prior_mean, prior_precision, evaluate,
                 # Always from the prior's scales, never warm-started: the evidence can have several
                 # local optima, and a warm start would make the result depend on the update order.
-                np.array([self.prior.interaction_sd**2 if k == INTERACTIONS
-                          else self.prior.effect_sd**2
-                          for k in names]))
-            for k, t in zip(names, tau_sq):
-                if k == INTERACTIONS:
-                    self._interaction_tau_sq = float(t)
-                else:
-                    self._category_tau_sq[k] = float(t)
+                np.array([self._prior_tau_sq(k) for k in names]))
+            self._tau_sq = {k: float(t) for k, t in zip(names, tau_sq)}
             prior_mean, prior_precision = self._prior_vectors(scale)
         _, post = evaluate(prior_mean, prior_precision)
         if groups and self.prior.hyper_uncertainty:
@@ -306,17 +391,39 @@ class Beliefs:
         relative to sigma); "interaction": tau of the pairwise terms when there are any."""
         post = self.standard_posterior()
         result = {g: {"mean": float(post.mean[self._category_column[g]]),
-                      "tau": math.sqrt(self._category_tau_sq[g])}
+                      "tau": math.sqrt(self._scale_sq(("category", g)))}
                   for g in self.categories}
         if self._pair_column:
-            result[INTERACTIONS] = {"mean": 0.0, "tau": math.sqrt(self._interaction_tau_sq)}
+            result[INTERACTIONS] = {"mean": 0.0, "tau": math.sqrt(self._scale_sq((INTERACTIONS,)))}
         return result
+
+    def seed_scales(self) -> dict[str, float]:
+        """With seed effects: "seed", the sd of a seed's luck u_s, and per category the sd of the
+        luck v_sj each of its hypotheses adds (both relative to sigma, standardised units, fitted
+        once the runs have seeds). The share of a seed's luck that one run of hypothesis j and
+        one of the base config at that seed have in common is
+        tau_seed^2 / sqrt(tau_seed^2 (tau_seed^2 + tau_luck^2)) at sigma = 0."""
+        if not self.seed_effects:
+            return {}
+        self.standard_posterior()
+        return {SEED: math.sqrt(self._scale_sq((SEED,))),
+                **{g: math.sqrt(self._scale_sq(("luck", g))) for g in self.categories}}
 
     def column_layout(self) -> dict[str, dict]:
         """Which column of theta holds what: {"hypothesis": {name: col}, "category": {g: col},
-        "pairs": {frozenset pair: col}}; column 0 is the baseline."""
+        "pairs": {frozenset pair: col}, "seed": {seed: col}, "luck": {(seed, name): col}};
+        column 0 is the baseline."""
         return {"hypothesis": dict(self._column), "category": dict(self._category_column),
-                "pairs": dict(self._pair_column)}
+                "pairs": dict(self._pair_column), "seed": dict(self._seed_column),
+                "luck": dict(self._luck_column)}
+
+    def pool_scales(self) -> list[tuple[str, np.ndarray, float]]:
+        """Every pool of columns with one scale, other than the category deltas: (name, columns,
+        fitted tau relative to sigma), name "interaction", "seed" or "seed:<category>"."""
+        self.standard_posterior()
+        return [(pool[0] if pool[0] != "luck" else f"seed:{pool[1]}", np.array(columns),
+                 math.sqrt(self._scale_sq(pool)))
+                for pool, columns in self._pool_columns().items() if pool[0] != "category"]
 
     def effect_contrasts(self, names: Sequence[str] | None = None) -> np.ndarray:
         """Rows u_j with beta_j = u_j^T theta (delta_j plus its category mean when pooled)."""
@@ -342,26 +449,30 @@ class Beliefs:
         """The NIG posterior in standardised units (columns: see the module docstring)."""
         return self._posterior()[0]
 
-    def design(self, configs: Sequence[frozenset[str]]) -> np.ndarray:
+    def design(self, configs: Sequence[frozenset[str]],
+               seeds: Sequence[int | None] | None = None) -> np.ndarray:
         """Feature rows x(c), columns as in `standard_posterior` (pairs without a column
-        dropped)."""
-        return self._features([frozenset(c) for c in configs])[0]
+        dropped); with `seeds`, the rows of runs at those seeds (their luck's columns)."""
+        return self._features([frozenset(c) for c in configs], seeds)[0]
 
     # ---- predictions -----------------------------------------------------------------------
 
     def _mean_and_r(
-        self, configs: Sequence[frozenset[str]]
+        self, configs: Sequence[frozenset[str]], seeds: Sequence[object] | None = None
     ) -> tuple[np.ndarray, np.ndarray, NIGPosterior, float, float]:
-        """Standardised mu(c) = x^T m and r(c) = x^T V x (+ tau_int^2 per pair with no column)."""
+        """Standardised mu(c) = x^T m and r(c) = x^T V x (+ the prior variance of the effects
+        with no column); with `seeds`, of a run at each seed, luck included."""
         post, center, scale = self._posterior()
-        rows, unseen_pairs = self._features([frozenset(c) for c in configs])
-        r = post.quad(rows) + unseen_pairs * self._interaction_tau_sq
-        return rows @ post.mean, r, post, center, scale
+        rows, latent_variance = self._features([frozenset(c) for c in configs], seeds)
+        return rows @ post.mean, post.quad(rows) + latent_variance, post, center, scale
 
     def predict(self, configs: Sequence[frozenset[str]],
-                noise_scale: float | np.ndarray = 1.0) -> Predictive:
-        """One future run y(c): t_{2a}(x^T m, (b/a)(h + r)), metric units."""
-        mean, r, post, center, scale = self._mean_and_r(configs)
+                noise_scale: float | np.ndarray = 1.0,
+                seeds: Sequence[int | None] | None = None) -> Predictive:
+        """One future run y(c): t_{2a}(x^T m, (b/a)(h + r)), metric units, at `seeds[i]` (a seed
+        already run shares its luck) or, by default, each at a seed of its own."""
+        seeds = fresh_seeds(len(configs)) if seeds is None else seeds
+        mean, r, post, center, scale = self._mean_and_r(configs, seeds)
         z_scale = np.sqrt(post.noise_var * (np.asarray(noise_scale, dtype=float) + r))
         return Predictive(mean * scale + center, z_scale * scale, np.full(len(mean), 2 * post.a))
 
@@ -378,12 +489,18 @@ class Beliefs:
         rows, _ = self._features([a, b])
         return rows[0] - rows[1], len(self._unseen_pairs(a) ^ self._unseen_pairs(b))
 
+    def _contrast_latent(self, a: frozenset[str], b: frozenset[str]) -> dict[Key, float]:
+        """The latent pair effects of mu(a) - mu(b): +1 for those of a alone, -1 of b alone."""
+        unseen_a, unseen_b = self._unseen_pairs(a), self._unseen_pairs(b)
+        return {**{("pair", p): 1.0 for p in unseen_a - unseen_b},
+                **{("pair", p): -1.0 for p in unseen_b - unseen_a}}
+
     def difference(self, a: frozenset[str], b: frozenset[str]) -> Predictive:
         """mu(a) - mu(b) under the slab: t_{2a}(d^T m, (b/a) d^T V d) with d = x(a) - x(b), metric
         units, 0-d arrays."""
         post, _, scale = self._posterior()
         contrast, unseen_only = self._contrast(a, b)
-        r = float(post.quad(contrast)[0]) + unseen_only * self._interaction_tau_sq
+        r = float(post.quad(contrast)[0]) + unseen_only * self._scale_sq((INTERACTIONS,))
         return Predictive(np.asarray(float(contrast @ post.mean) * scale),
                           np.asarray(math.sqrt(post.noise_var * r) * scale), np.asarray(2 * post.a))
 
@@ -416,7 +533,7 @@ class Beliefs:
         post, _, scale = self._posterior()
         contrast, unseen_only = self._contrast(a, b)
         prior_quad = (float(self._prior_scale_sq(contrast[None, :], scale)[0])
-                      + unseen_only * self._interaction_tau_sq)
+                      + unseen_only * self._scale_sq((INTERACTIONS,)))
         a, b = frozenset(a), frozenset(b)
         differ = a ^ b
         # d = 0 as "every one of them does nothing" can be no likelier than for any one of them:
@@ -439,49 +556,69 @@ class Beliefs:
 
     def info_gain(self, configs: Sequence[frozenset[str]], n: int | np.ndarray,
                   noise_scale: float | np.ndarray = 1.0) -> np.ndarray:
-        """Nats gained about the parameters from n more runs of each config (sigma known):
-        0.5 log(1 + n r / h). Dimensionless, so the standardisation does not matter. `n` broadcasts
-        against the configs (its last axis), so several run counts cost one posterior solve."""
+        """Nats gained about the parameters from n more runs of each config (sigma known), each
+        at a seed of its own: 0.5 log(1 + n r / (h + l)), l the variance of a fresh seed's luck
+        (which is noise to the parameters). Dimensionless, so the standardisation does not
+        matter. `n` broadcasts against the configs (its last axis), so several run counts cost
+        one posterior solve."""
         n_arr = np.asarray(n)
         if np.any(n_arr < 0):
             raise ValueError(f"info_gain: n must be >= 0, got {n!r}")
         _, r, _, _, _ = self._mean_and_r(configs)
-        return info_gain_known_sigma(r, n_arr, noise_scale)
+        return info_gain_known_sigma(r, n_arr, noise_scale + self._fresh_luck(configs))
+
+    def _fresh_luck(self, configs: Sequence[frozenset[str]]) -> np.ndarray:
+        """Prior variance of the luck of a run at a seed of its own, per config (units of
+        sigma^2): tau_seed^2 + sum_j tau_luck,g(j)^2; 0 without seed effects."""
+        if not self.seed_effects:
+            return np.zeros(len(configs))
+        category_of = self._category_of()
+        return np.array([self._scale_sq((SEED,)) + sum(self._scale_sq(("luck", category_of[j]))
+                                                       for j in c) for c in configs])
 
     def batch_info_gain(self, configs: Sequence[frozenset[str]],
                         noise_scale: float | np.ndarray = 1.0) -> float:
-        """Nats from one run of each config jointly about the slab's parameters (sigma known):
-        0.5 log det(I + X V X^T / h + tau_int^2 Z Z^T / h), where Z marks the pairs of each config
-        that have no interaction column yet (each one more effect of prior variance tau_int^2,
-        as in `difference_variance_after`)."""
+        """Nats from one run of each config, each at a seed of its own, jointly about the slab's
+        parameters (sigma known): 0.5 log det(I + X V X^T / (h + l) + tau_int^2 Z Z^T / (h + l)),
+        where Z marks the pairs of each config that have no interaction column yet (each one more
+        effect of prior variance tau_int^2, as in `difference_variance_after`) and l is a fresh
+        seed's luck (`info_gain`)."""
         configs = [frozenset(c) for c in configs]
-        post = self.standard_posterior()
-        whitened = post.whiten(self.design(configs))
-        unseen = sorted({pair for c in configs for pair in self._unseen_pairs(c)}, key=sorted)
-        if unseen:
-            marks = np.array([[pair <= c for c in configs] for pair in unseen], dtype=float)
-            whitened = np.vstack([whitened, math.sqrt(self._interaction_tau_sq) * marks])
-        return batch_info_gain_known_sigma(whitened, noise_scale)
+        rows, _ = self._features(configs)
+        whitened = self._joint_factor(
+            rows, [{("pair", p): 1.0 for p in self._unseen_pairs(c)} for c in configs])
+        return batch_info_gain_known_sigma(whitened, noise_scale + self._fresh_luck(configs))
 
-    def difference_variance_after(self, a: frozenset[str], b: frozenset[str],
-                                  counts: tuple[int, int]) -> float:
+    def difference_variance_after(
+        self, a: frozenset[str], b: frozenset[str], counts: tuple[int, int],
+        seeds: tuple[Sequence[object], Sequence[object]] | None = None,
+    ) -> float:
         """Var(mu(a) - mu(b)) / sigma^2 under the slab after counts[0] more runs of a and counts[1]
         of b (dimensionless). A pair with no column yet is one more effect with prior variance
-        tau_int^2, seen by the runs of the one config that holds it."""
-        post, _, _ = self._posterior()
+        tau_int^2, seen by the runs of the configs that hold it. With seed effects the runs are at
+        `seeds` = (seeds of a's runs, seeds of b's runs): a seed already run shares its known
+        luck, one not run yet its prior luck with every run at it. By default the i-th run of a
+        and the i-th of b share a new seed (paired runs)."""
         a, b = frozenset(a), frozenset(b)
-        rows, _ = self._features([a, b])
-        factor = post.whiten(np.vstack([rows, rows[0] - rows[1]]))
-        gram = factor.T @ factor
-        # Pairs without a column: independent effects of variance tau_int^2 each, shared by a and b
-        # where both hold them (they cancel in the difference).
-        unseen_a, unseen_b = self._unseen_pairs(a), self._unseen_pairs(b)
-        na, nb, both = len(unseen_a), len(unseen_b), len(unseen_a & unseen_b)
-        gram = gram + self._interaction_tau_sq * np.array(
-            [[na, both, na - both],
-             [both, nb, both - nb],
-             [na - both, both - nb, na + nb - 2 * both]])
-        return contrast_variance_after(gram, np.array(counts))
+        if counts[0] < 0 or counts[1] < 0:
+            raise ValueError(f"difference_variance_after: counts must be >= 0, got {counts!r}")
+        if not self.seed_effects:
+            # Without luck n runs of one config act as one run of noise sigma^2 / n.
+            runs, weights = [(a, None), (b, None)], np.array(counts, dtype=float)
+        else:
+            if seeds is None:
+                seeds = (fresh_seeds(counts[0]), fresh_seeds(counts[1]))
+            if (len(seeds[0]), len(seeds[1])) != tuple(counts):
+                raise ValueError(f"difference_variance_after: {len(seeds[0])} and "
+                                 f"{len(seeds[1])} seeds for counts {counts!r}")
+            runs = [(a, s) for s in seeds[0]] + [(b, s) for s in seeds[1]]
+            weights = np.ones(len(runs))
+        rows, _ = self._features([c for c, _ in runs], [s for _, s in runs])
+        contrast, _ = self._contrast(a, b)
+        latent = [dict.fromkeys(self._latent_of(c, s), 1.0) for c, s in runs]
+        factor = self._joint_factor(np.vstack([rows, contrast]),
+                                    [*latent, self._contrast_latent(a, b)])
+        return contrast_variance_after(factor.T @ factor, weights)
 
     def noise_sd(self) -> float:
         """Posterior mean of sigma, metric units: sqrt(b) Gamma(a - 1/2)/Gamma(a) * scale."""
@@ -518,15 +655,18 @@ class Beliefs:
 
     def projection(self, config: frozenset[str], hypothesis: str) -> Projection:
         """Standardised NIG quantities for effect `hypothesis` (beta_j = u_j^T theta) and one run at
-        `config` with h = 1: m_j = u^T m, v_jj = u^T V u, cov_jc = u^T V x_c, r = x_c^T V x_c."""
+        `config` at a seed of its own: m_j = u^T m, v_jj = u^T V u, cov_jc = u^T V x_c,
+        r = x_c^T V x_c, h = 1 plus the fresh seed's luck (`info_gain`)."""
         unit = self.effect_contrasts([hypothesis])[0]
         post = self.standard_posterior()
-        row, unseen = self._features([frozenset(config)])
+        config = frozenset(config)
+        row, latent_variance = self._features([config])
         v_x = post.solve(row[0])
-        r = float(row[0] @ v_x) + float(unseen[0]) * self._interaction_tau_sq
+        r = float(row[0] @ v_x) + float(latent_variance[0])
         return Projection(a=post.a, b=post.b, m_j=float(unit @ post.mean),
                           v_jj=float(unit @ post.solve(unit)), cov_jc=float(unit @ v_x), r=r,
-                          h=1.0, mean_c=float(row[0] @ post.mean))
+                          h=1.0 + float(self._fresh_luck([config])[0]),
+                          mean_c=float(row[0] @ post.mean))
 
     # ---- predictive log-loss ---------------------------------------------------------------
 
@@ -545,7 +685,7 @@ class Beliefs:
                                  "the observed data")
         post, center, scale = self._posterior()
         configs = [o.config for o in observations]
-        mean, r, _, _, _ = self._mean_and_r(configs)
+        mean, r, _, _, _ = self._mean_and_r(configs, [o.seed for o in observations])
         z = (np.array([o.value for o in observations]) - center) / scale
         h = np.array([o.noise_scale for o in observations])
         if exclude_self:

@@ -3,10 +3,12 @@
 Same standardisation, design matrix and priors as `Beliefs` (standardised units):
   sigma^2 ~ InvGamma(a0, b0); b0 = baseline_sd sigma e0; m_g = category_mean_sd sigma e_g;
   delta_j = tau_g sigma e_j (transferred priors: mu_j + sd_j sigma e_j); pairs: tau_int sigma e_p;
+  with seed effects, a seed's luck tau_seed sigma e_s and each change's tau_luck,g sigma e_sj;
   z_i ~ N(x_i^T theta, sigma^2 h_i); all e ~ N(0, 1).
-`hierarchical=True` gives tau_g^2 (and tau_int^2) their inverse-gamma hyperprior, integrating over
-them (the study report). `hierarchical=False` fixes them at the fast path's empirical-Bayes values:
-then the posterior is exactly the fast path's NIG, which makes it a check of the conjugate algebra.
+`hierarchical=True` gives tau_g^2 (and the other pools' tau^2) their inverse-gamma hyperprior,
+integrating over them (the study report). `hierarchical=False` fixes them at the fast path's
+empirical-Bayes values: then the posterior is exactly the fast path's NIG, which makes it a check
+of the conjugate algebra.
 Returned draws are in metric units: baseline, effect[hypothesis], category_mean[category],
 category_scale[category] (= tau_g sigma, the sd of effects around their category mean), sigma,
 plus `coefficients[column]` (standardised theta) for derived quantities.
@@ -44,13 +46,12 @@ def fit_pymc(
     beliefs.standard_posterior()  # fits the empirical-Bayes scales used when not hierarchical
     hyper = beliefs.hyperparameters()
     obs = beliefs.observations
-    design = beliefs.design([o.config for o in obs])
+    design = beliefs.design([o.config for o in obs], [o.seed for o in obs])
     z = (np.array([o.value for o in obs]) - center) / scale
     noise_sd_factor = np.sqrt([o.noise_scale for o in obs])
     hypotheses = beliefs.hypotheses
     categories = beliefs.categories
     layout = beliefs.column_layout()
-    pairs = layout["pairs"]
     coords = {"hypothesis": [h.name for h in hypotheses], "category": categories,
               "column": np.arange(design.shape[1])}
 
@@ -78,13 +79,13 @@ def fit_pymc(
                 column_sd = pt.set_subtensor(column_sd[j], metric_sd / scale)
             else:
                 column_sd = pt.set_subtensor(column_sd[j], tau[categories.index(h.category)])
-        if pairs:
-            if hierarchical:
-                tau_int = pt.sqrt(pm.InverseGamma("tau_sq_interaction", alpha=shape,
-                                                  beta=shape * prior.interaction_sd**2))
-            else:
-                tau_int = hyper["interaction"]["tau"]
-            column_sd = pt.set_subtensor(column_sd[np.array(list(pairs.values()))], tau_int)
+        # The other pools (interaction pairs, seeds' luck): one scale each, as in Beliefs.
+        for name, columns, fitted_tau in beliefs.pool_scales():
+            pool_prior_sd = {"interaction": prior.interaction_sd}.get(name, prior.seed_sd)
+            pool_tau = (pt.sqrt(pm.InverseGamma(f"tau_sq_{name}", alpha=shape,
+                                                beta=shape * pool_prior_sd**2))
+                        if hierarchical else fitted_tau)
+            column_sd = pt.set_subtensor(column_sd[columns], pool_tau)
         theta = pm.Deterministic("coefficients", prior_mean + column_sd * sigma_std * raw,
                                  dims="column")
         pm.Normal("z", mu=pt.dot(design, theta), sigma=sigma_std * noise_sd_factor, observed=z)

@@ -37,11 +37,14 @@ class Hypothesis:
 class Observation:
     """One run's metric for `config` (a frozenset of applied hypothesis names).
 
-    `noise_scale` is h(c), the multiplier of the noise VARIANCE (1 = a normal run)."""
+    `noise_scale` is h(c), the multiplier of the noise VARIANCE (1 = a normal run). `seed` is the
+    run's seed: runs that share one share its luck when the beliefs model seed effects (None: a
+    seed of its own)."""
 
     config: frozenset[str]
     value: float
     noise_scale: float = 1.0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, frozenset):
@@ -107,6 +110,9 @@ class BeliefPrior:
     it replaces that hypothesis's category prior (sd relative to noise_sd, as all effect priors).
     `null_share` is the prior guess of the share of changes that do nothing at all (the spike of
     the spike-and-slab prior, see beliefs.spike); 0 turns the spike off (slab only).
+    `seed_sd` centres the hyperpriors of the seed scales (a seed's luck u_s and what each change
+    adds to it, v_sj; see `Beliefs`), relative to sigma as every scale:
+    tau^2 ~ InvGamma(scale_df/2, scale_df/2 * seed_sd^2).
     """
 
     effect_sd: float = 0.5
@@ -121,6 +127,7 @@ class BeliefPrior:
     effect_priors: dict[str, tuple[float, float]] = field(default_factory=dict)
     standardisation: tuple[float, float] | None = None
     null_share: float = 0.5
+    seed_sd: float = 0.3
 
     def __post_init__(self) -> None:
         if not (isinstance(self.null_share, (int, float)) and 0 <= self.null_share < 1):
@@ -131,7 +138,7 @@ class BeliefPrior:
                 raise ValueError("BeliefPrior.standardisation must be (finite center, "
                                  f"scale > 0), got {self.standardisation!r}")
         for key in ("effect_sd", "noise_df", "noise_sd", "baseline_sd", "category_mean_sd",
-                    "scale_df", "interaction_sd"):
+                    "scale_df", "interaction_sd", "seed_sd"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"BeliefPrior.{key} must be a finite number > 0, got {value!r}")

@@ -248,10 +248,11 @@ def appraise(before: Beliefs, after: Beliefs, runs: Sequence[RunRecord], plan: S
     leave-one-out predictive of one or two observations is degenerate. Learntropy is about one
     hypothesis's effect, so a pair move or a baseline step has none."""
     appraisal: dict[str, Any] = {"terms": dict(plan.terms)}
-    observations = [Observation(r.config, r.value) for r in runs if r.value is not None]
+    observations = [Observation(r.config, r.value, seed=r.seed) for r in runs
+                    if r.value is not None]
     if not observations or before.n_observations == 0:
         return appraisal
-    surprise = [-float(before.predict([o.config]).logpdf(np.array([o.value]))[0])
+    surprise = [-float(before.predict([o.config], seeds=[o.seed]).logpdf(np.array([o.value]))[0])
                 for o in observations]
     values = {"surprise": float(np.mean(surprise)),
               "compression_progress": compression_progress(before, after, before.observations)}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from beliefs import BeliefPrior
 from engine.proposer import Hypothesis
 from engine.schema import (
     FLOAT,
@@ -66,14 +67,18 @@ class StudySection:
     budget_seconds: float = setting(0.0, Range(0), "wall-clock limit in seconds; 0 = none")
     replicates_per_step: int = setting(2, Range(1, 64),
                                        "candidate runs per step (the policy may choose fewer)")
-    incumbent_runs_per_step: int = setting(1, Range(0, 64),
-                                           "paired incumbent re-runs per step (same seeds)")
+    incumbent_runs_per_step: int = setting(
+        1, Range(0, 64), "most incumbent runs per step, at the candidate's seeds it lacks")
     adaptive_incumbent_runs: bool = setting(
         True, None,
         "pair a step with its incumbent runs only when they narrow the posterior of "
         "mu(candidate) - mu(incumbent) at least as much as the same number of "
         "extra candidate runs would; false = every step")
     base_runs: int = setting(2, Range(1, 64), "runs of the base config before the first step")
+    seed_panel: int = setting(
+        8, Range(1, 4096),
+        "run seeds come from a panel of this many seeds per study; no configuration runs at a "
+        "seed twice, and one that has run at all of them goes on past the panel's end")
 
 
 ENV_FIELDS: dict[str, Field] = {
@@ -118,6 +123,12 @@ ENV_FIELDS: dict[str, Field] = {
                      "from N(0, effect_size^2) (dense)", SYNTHETIC),
     "n_null": Field(INT, 2, Range(0), "dense effects: how many do exactly nothing", SYNTHETIC),
     "base_value": Field(FLOAT, 10.0, None, "the base config's true mean", SYNTHETIC),
+    "seed_sd": Field(FLOAT, 0.0, Range(0),
+                     "sd of a seed's luck shared by the runs at that seed, metric units "
+                     "(0 = none)", SYNTHETIC),
+    "seed_share": Field(TABLE, {}, None,
+                        "per category, the share of a seed's luck its changes keep, in [0, 1] "
+                        "(a category not named keeps all of it)", SYNTHETIC),
     "seconds_per_run": Field(FLOAT, 1.0, Range(0, lo_open=True),
                              "simulated seconds a run reports (nothing sleeps)", SYNTHETIC),
     "command": Field(STR, REQUIRED, NonEmpty(),
@@ -133,6 +144,13 @@ ENV_FIELDS: dict[str, Field] = {
 @dataclass(frozen=True)
 class BeliefsSection:
     interactions: bool = setting(False, None, "model pairwise interactions")
+    seed_effects: bool = setting(
+        True, None,
+        "model the luck a seed gives every run at it, and how much of it each category's "
+        "changes keep (seed and seed x change random effects)")
+    prior_seed_sd: float = setting(
+        class_default(BeliefPrior, "seed_sd"), Range(0, lo_open=True),
+        "centre of the hyperprior of the seed effects' scales, in units of the noise sd")
     prior_effect_sd: float = setting(0.5, Range(0, lo_open=True),
                                      "prior sd of an effect, standardised units")
     prior_noise_df: float = setting(

@@ -23,6 +23,7 @@ import numpy as np
 from beliefs import BeliefPrior, Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
 from engine.config import StudyConfig, StudySection
+from engine.panel import candidate_seeds, design_seeds, incumbent_seeds
 from engine.proposer import Hypothesis
 from engine.records import StepDecision, StepPlan
 from engine.runner import PlannedRun
@@ -30,8 +31,6 @@ from memory import Ledger
 from policies import KeepRule, Policy, RunRecord, StudyView
 from policies.types import ClosedTrial, MoveMenu, move_members
 from train.vocabulary import FINAL_VERDICTS
-
-SEED_STREAM = 7  # the run seeds of step s come from default_rng([study seed, s, SEED_STREAM])
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,10 @@ class StudyState:
 
     @classmethod
     def start(cls, hypotheses: Iterable[Hypothesis], prior: BeliefPrior,
-              interactions: bool) -> StudyState:
+              interactions: bool, seed_effects: bool = False) -> StudyState:
         known = {h.name: h for h in hypotheses}
         beliefs = Beliefs([BeliefHypothesis(h.name, h.category) for h in known.values()],
-                          interactions=interactions, prior=prior)
+                          interactions=interactions, seed_effects=seed_effects, prior=prior)
         return cls(hypotheses=known, beliefs=beliefs)
 
     @property
@@ -138,7 +137,7 @@ def with_run(state: StudyState, run: RunRecord, seconds: float | None) -> StudyS
 
 def with_step_observed(state: StudyState, step: int) -> StudyState:
     """The state whose beliefs have taken in the step's successful runs."""
-    observations = [Observation(r.config, r.value) for r in state.runs_of(step)
+    observations = [Observation(r.config, r.value, seed=r.seed) for r in state.runs_of(step)
                     if r.value is not None]
     if not observations:
         return state
@@ -273,18 +272,23 @@ def design_room(state: StudyState, rules: StudyRules) -> int:
 
 
 def paired_runs(state: StudyState, rules: StudyRules, move: str, n_candidate: int) -> int:
-    """Incumbent runs to pair with n_candidate runs of the move: m = incumbent_runs_per_step
-    (at most n_candidate, as each shares a candidate run's seed), or with
+    """Incumbent runs to pair with n_candidate runs of the move: one at each seed of the
+    candidate's runs that the incumbent has no run at, at most incumbent_runs_per_step, or with
     adaptive_incumbent_runs only when m incumbent runs narrow the posterior of
     mu(candidate) - mu(incumbent) at least as much as m extra candidate runs would. An
     incumbent measured over several trials is known well; more runs of it buy little."""
-    m = min(incumbent_runs_per_step(rules), n_candidate)
+    candidate = state.incumbent | move_members(move)
+    step, runs, study = state.next_step, state.runs, rules.study
+    seeds = candidate_seeds(study, runs, state.incumbent, candidate, step, n_candidate)
+    missing = incumbent_seeds(runs, state.incumbent, step, seeds)
+    m = min(incumbent_runs_per_step(rules), len(missing))
     if m == 0 or not rules.study.adaptive_incumbent_runs:
         return m
-    candidate = state.incumbent | move_members(move)
-    paired = state.beliefs.difference_variance_after(candidate, state.incumbent, (n_candidate, m))
+    more = candidate_seeds(study, runs, state.incumbent, candidate, step, n_candidate + m)
+    paired = state.beliefs.difference_variance_after(candidate, state.incumbent, (n_candidate, m),
+                                                     seeds=(seeds, missing[:m]))
     alone = state.beliefs.difference_variance_after(candidate, state.incumbent,
-                                                    (n_candidate + m, 0))
+                                                    (n_candidate + m, 0), seeds=(more, []))
     return m if paired <= alone else 0
 
 
@@ -310,28 +314,29 @@ def config_for(state: StudyState, rules: StudyRules, applied: frozenset[str]) ->
 
 
 def planned_runs(state: StudyState, rules: StudyRules, step: int) -> list[PlannedRun]:
-    """Every run of a planned step, by slot. Candidate and incumbent runs share seeds, so the
-    luck of a seed cancels from their difference."""
-    plan = state.plans[step]
-    rng = np.random.default_rng([rules.study.seed, step, SEED_STREAM])
-    seeds = rng.integers(0, 2**31 - 1, plan.n_runs)
-    if plan.kind == "base":
-        groups = [("base", frozenset(), plan.n_runs)]
-    elif plan.kind == "rerun_incumbent":
-        groups = [("incumbent", state.incumbent, plan.n_runs)]
+    """Every run of a planned step, by slot, each at a seed of the study's panel that its
+    configuration has not run at. A candidate runs first where the incumbent has run, and the
+    incumbent runs only where it has not, so the luck of a seed cancels from their difference
+    as far as the two share it."""
+    plan, runs, study, incumbent = state.plans[step], state.runs, rules.study, state.incumbent
+    if plan.kind in ("base", "rerun_incumbent"):
+        groups = [("base" if plan.kind == "base" else "incumbent", incumbent,
+                   candidate_seeds(study, runs, incumbent, incumbent, step, plan.n_runs))]
     elif plan.kind == "run":
-        groups = [("candidate", state.incumbent | move_members(plan.hypothesis), plan.n_runs),
-                  ("incumbent", state.incumbent, plan.incumbent_runs)]
+        candidate = incumbent | move_members(plan.hypothesis)
+        seeds = candidate_seeds(study, runs, incumbent, candidate, step, plan.n_runs)
+        groups = [("candidate", candidate, seeds),
+                  ("incumbent", incumbent,
+                   incumbent_seeds(runs, incumbent, step, seeds)[:plan.incumbent_runs])]
     else:
         groups = []
+    if plan.configs:  # a design's runs are candidate runs of their own configurations
+        configs = [incumbent | frozenset(subset) for subset in plan.configs]
+        groups = [("candidate", applied, [seed]) for applied, seed
+                  in zip(configs, design_seeds(study, runs, incumbent, configs, step))]
     runs: list[PlannedRun] = []
-    for role, applied, count in groups:
-        for seed in seeds[:count]:
-            config = config_for(state, rules, applied)
-            runs.append(PlannedRun(step, len(runs), role, applied, config, int(seed)))
-    # A design's runs are candidate runs of their own configurations, one seed each.
-    for seed, subset in zip(seeds, plan.configs):
-        applied = state.incumbent | frozenset(subset)
-        runs.append(PlannedRun(step, len(runs), "candidate", applied,
-                               config_for(state, rules, applied), int(seed)))
+    for role, applied, seeds in groups:
+        for seed in seeds:
+            runs.append(PlannedRun(step, len(runs), role, applied,
+                                   config_for(state, rules, applied), int(seed)))
     return runs

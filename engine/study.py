@@ -75,7 +75,8 @@ class Study:
             self.shared_study_id = self.shared_memory.start_study(
                 source_name(cfg.study.name, self.out_dir), self._config_record(),
                 self.env.fingerprint(), cfg.study.seed)
-        fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions)
+        fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions,
+                                 cfg.beliefs.seed_effects)
         self.state = replay(self.ledger, self.study_id, fresh, self.rules)
         pinned = next((r["eval_hash"] for r in self.ledger.runs(self.study_id)
                        if r["status"] == "ok" and r["eval_hash"]), None)
@@ -216,7 +217,8 @@ class Study:
             effect_priors = recorded
         return BeliefPrior(effect_sd=self.cfg.beliefs.prior_effect_sd,
                            noise_df=self.cfg.beliefs.prior_noise_df, effect_priors=effect_priors,
-                           null_share=self.cfg.beliefs.null_share)
+                           null_share=self.cfg.beliefs.null_share,
+                           seed_sd=self.cfg.beliefs.prior_seed_sd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,14 +22,23 @@ In both:
 - A run of a config with k applied hypotheses draws crash with probability crash_prob, else
   truth + sd * z with sd = noise_sd * (1 + heteroscedastic * k) and z standard normal or a
   Student-t rescaled to unit variance, so noise_sd is the run-to-run sd in both cases.
+- Seed luck (`seed_sd` > 0): a run at seed s also gets the seed's luck, L = seed_sd * z_s,
+  and each applied hypothesis j (in index order) keeps a share rho_g of it and draws the rest
+  anew, L <- sqrt(rho_g) L + sqrt(1 - rho_g) seed_sd * w_sj, so every config's luck has sd
+  seed_sd and one change's run correlates with the base's at the same seed by sqrt(rho_g).
+  rho_g is `seed_share` of the hypothesis's category (1, all kept, for a category not named):
+  like a learning-rate change, which keeps the seed's initialisation and data order, against an
+  architecture change, which draws new ones.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -47,6 +56,7 @@ from envs.base import (
 # Exhaustive search over the hypotheses that take part in interactions up to this many
 # (2^16 subsets); above it, best_reachable uses a local search over single flips.
 MAX_EXACT_COUPLED = 16
+LUCK_STREAM = 11  # a seed's luck comes from default_rng([world_seed, seed, LUCK_STREAM, ...])
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ class SyntheticEnv(Env):
         "world_seed", "n_hypotheses", "categories", "p_improve", "effect_size", "noise_sd", "noise",
         "noise_df", "heteroscedastic", "n_interactions", "interaction_size", "crash_prob",
         "effects", "n_null", "base_value", "seconds_per_run", "metric", "direction",
-        "timeout_s",
+        "timeout_s", "seed_sd", "seed_share",
     })
 
     def __init__(
@@ -104,6 +114,8 @@ class SyntheticEnv(Env):
         metric: str = "loss",
         direction: Direction = "lower",
         timeout_s: float = 600.0,  # accepted for a uniform [env] table; nothing here can hang
+        seed_sd: float = 0.0,
+        seed_share: Mapping[str, float] = MappingProxyType({}),
     ):
         check_direction(direction)
         n_pairs = n_hypotheses * (n_hypotheses - 1) // 2
@@ -129,6 +141,14 @@ class SyntheticEnv(Env):
         _require(0 <= n_null <= n_hypotheses,
                  f"[env] n_null = {n_null!r} must be between 0 and n_hypotheses")
         _require(seconds_per_run > 0, f"[env] seconds_per_run = {seconds_per_run!r} must be > 0")
+        _require(seed_sd >= 0, f"[env] seed_sd = {seed_sd!r} must be >= 0")
+        seed_share = dict(seed_share)
+        unknown = sorted(set(seed_share) - set(categories))
+        _require(not unknown, f"[env] seed_share names {unknown}, which are not categories "
+                              f"(categories: {list(categories)})")
+        bad = {k: v for k, v in seed_share.items()
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1}
+        _require(not bad, f"[env] seed_share values must be numbers in [0, 1], got {bad}")
 
         self.world = {
             "world_seed": int(world_seed), "n_hypotheses": int(n_hypotheses),
@@ -139,6 +159,10 @@ class SyntheticEnv(Env):
             "crash_prob": float(crash_prob), "base_value": float(base_value),
             **({"effects": effects, "n_null": int(n_null)} if effects == "dense" else {}),
             "seconds_per_run": float(seconds_per_run),
+            # only when set, so that the worlds without seed luck keep their fingerprints
+            **({"seed_sd": float(seed_sd),
+                "seed_share": {g: float(seed_share.get(g, 1.0)) for g in categories}}
+               if seed_sd > 0 else {}),
         }
         self.metric_name = metric
         self.direction = direction
@@ -210,7 +234,22 @@ class SyntheticEnv(Env):
         if crashed:
             return Outcome(None, "crash", seconds, None, {"reason": "simulated crash"})
         sd = self.noise_sd_of(applied)
-        return Outcome(self._truth_of(applied) + sd * self._standard_noise(rng), "ok", seconds)
+        return Outcome(self._truth_of(applied) + self.luck(applied, seed)
+                       + sd * self._standard_noise(rng), "ok", seconds)
+
+    def luck(self, applied: frozenset[str], seed: int) -> float:
+        """The seed's luck as a run of `applied` keeps it (module docstring), metric units."""
+        seed_sd = self.world.get("seed_sd", 0.0)
+        if seed_sd == 0:
+            return 0.0
+        luck = seed_sd * np.random.default_rng([self.world["world_seed"], seed, LUCK_STREAM]) \
+            .standard_normal()
+        for index in sorted(self._index[name] for name in applied):
+            share = self.world["seed_share"][self.category_of[self.names[index]]]
+            fresh = np.random.default_rng([self.world["world_seed"], seed, LUCK_STREAM, index])
+            luck = (math.sqrt(share) * luck
+                    + math.sqrt(1 - share) * seed_sd * fresh.standard_normal())
+        return float(luck)
 
     def noise_sd_of(self, applied: frozenset[str]) -> float:
         """The run-to-run sd of a config with these hypotheses applied, metric units."""

@@ -40,3 +40,34 @@ def test_fast_path_matches_nuts_with_the_same_hyperparameters():
     assert mean_gap.max() < 0.1, mean_gap.max()
     assert max(lo_gap.max(), hi_gap.max()) < 0.15, (lo_gap.max(), hi_gap.max())
     assert float(idata.posterior["sigma"].mean()) == pytest.approx(beliefs.noise_sd(), rel=0.02)
+
+
+@pytest.mark.slow
+def test_fast_path_matches_nuts_with_seed_effects():
+    """Runs at 6 shared seeds, luck sd 3 noise sds that half the categories keep: the seed and
+    luck columns, fixed at their fitted scales, give NUTS the fast path's posterior too."""
+    rng = np.random.default_rng(2)
+    categories = ["keeps", "own"]
+    hypotheses = [Hypothesis(f"h{i:02d}", categories[i % 2]) for i in range(12)]
+    noise = 0.02
+    luck = 3 * noise * rng.normal(size=6)
+    obs = [Observation(frozenset(), 1.0 + luck[s] + noise * rng.normal(), seed=s)
+           for s in range(6)]
+    for i, h in enumerate(hypotheses):
+        effect = noise * rng.normal()
+        for s in rng.choice(6, 4, replace=False):
+            own = 4 * noise * rng.normal() if h.category == "own" else 0.0
+            obs.append(Observation(frozenset({h.name}), 1.0 + effect + luck[s] + own
+                                   + noise * rng.normal(), seed=int(s)))
+    beliefs = Beliefs(hypotheses, seed_effects=True, prior=BeliefPrior(hyper_uncertainty=False))
+    beliefs.update(obs)
+    idata = fit_pymc(beliefs, draws=3000, tune=500, chains=2, seed=1, hierarchical=False)
+    draws = idata.posterior["effect"].values.reshape(-1, 12)
+    effects = beliefs.effects()
+    sd = np.array([e.sd for e in effects])
+    mean_gap = np.abs(draws.mean(axis=0) - [e.mean for e in effects]) / sd
+    lo_gap = np.abs(np.quantile(draws, 0.05, axis=0) - [e.lo for e in effects]) / sd
+    hi_gap = np.abs(np.quantile(draws, 0.95, axis=0) - [e.hi for e in effects]) / sd
+    assert mean_gap.max() < 0.1, mean_gap.max()
+    assert max(lo_gap.max(), hi_gap.max()) < 0.15, (lo_gap.max(), hi_gap.max())
+    assert float(idata.posterior["sigma"].mean()) == pytest.approx(beliefs.noise_sd(), rel=0.02)

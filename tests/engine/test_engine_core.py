@@ -23,6 +23,7 @@ from engine.core import (
     advance,
     start,
 )
+from engine.panel import panel_seed
 from engine.proposer import Hypothesis
 from engine.records import StepDecision, StepPlan
 from engine.state import (
@@ -109,21 +110,36 @@ def test_a_fresh_study_plans_the_baseline_then_asks_for_proposals():
     assert state.concluded == {0} and state.beliefs.n_observations == 2
 
 
-def test_a_trial_pairs_the_incumbent_on_the_candidates_seeds():
-    rules = make_rules()
+@pytest.mark.parametrize("base_runs", [1, 2])
+def test_a_trial_runs_at_the_incumbents_seeds_and_fills_only_the_seeds_it_lacks(base_runs):
+    """The candidate's two runs go first to the panel seeds the base has run at; the incumbent
+    runs only at a candidate seed where it has no run (one base run: one incumbent run)."""
+    rules = make_rules(base_runs=base_runs)
     state, (record, run) = first_trial(rules)
     plan = record.plan
-    assert plan.kind == "run" and plan.n_runs == 2 and plan.incumbent_runs == 1
+    base_seeds = [r.seed for r in state.runs_of(0)]
+    assert base_seeds == [panel_seed(rules.study, i) for i in range(base_runs)]
+    assert plan.kind == "run" and plan.n_runs == 2 and plan.incumbent_runs == 2 - base_runs
     candidates = [r for r in run.runs if r.role == "candidate"]
     incumbents = [r for r in run.runs if r.role == "incumbent"]
-    assert [r.slot for r in run.runs] == [0, 1, 2]
     assert all(r.applied == {plan.hypothesis} for r in candidates)
-    assert [r.seed for r in incumbents] == [candidates[0].seed]  # shared luck
-    assert candidates[0].seed != candidates[1].seed
+    assert [r.seed for r in candidates] == [panel_seed(rules.study, 0), panel_seed(rules.study, 1)]
+    assert [r.seed for r in incumbents] == [panel_seed(rules.study, 1)] * (2 - base_runs)
+
+
+def test_no_configuration_runs_at_a_seed_twice_and_the_panel_grows_past_its_end():
+    rules = make_rules(seed_panel=3, base_runs=2, replicates_per_step=2)
+    state = after_baseline(rules)
+    for step in (1, 2):  # two more base steps: 2 + 2 + 2 runs of the base config
+        state = with_plan(state, step, StepPlan("rerun_incumbent", None, 2, "again"))
+        state, _ = finish(state, rules, Run(step, state.plans[step],
+                                            tuple(planned_runs(state, rules, step))))
+    seeds = [r.seed for r in state.runs]
+    assert seeds == [panel_seed(rules.study, i) for i in range(6)]
 
 
 def test_runs_that_finish_out_of_order_conclude_exactly_as_in_order():
-    rules = make_rules()
+    rules = make_rules(base_runs=1)
     state, (_, run) = first_trial(rules)
     in_order, a = finish(state, rules, run)
     shuffled, b = finish(state, rules, run, order=[2, 0, 1])
@@ -146,7 +162,7 @@ def test_a_step_is_not_concluded_before_all_its_runs_are_in():
 
 
 def test_start_resumes_only_the_missing_runs_of_the_unconcluded_step():
-    rules = make_rules()
+    rules = make_rules(base_runs=1)
     state, (_, run) = first_trial(rules)
     done = run.runs[1]
     state, _ = advance(state, rules, RunFinished(
@@ -264,19 +280,26 @@ def test_budget_seconds_stop_the_study():
     assert stop_reason(state, rules) == "budget_seconds spent (10 s of 10 s)"
 
 
-def test_adaptive_pairing_pays_only_for_an_incumbent_known_poorly():
-    """One base run: pairing a candidate run with an incumbent run narrows the comparison more
-    than another candidate run would. Forty base runs: the incumbent is known, so it does not.
-    Without adaptive pairing every trial is paired, capped at its candidate runs."""
-    for base_runs, expected in ((1, 1), (40, 0)):
+def test_the_incumbent_runs_only_at_seeds_it_lacks_and_adaptively_where_that_pays():
+    """Forty base runs: a candidate's runs go to base seeds, so no incumbent run is needed.
+    One base run at a seed the candidate has run at already: its new runs are at seeds the base
+    lacks, and one incumbent run narrows the comparison more than one more candidate run
+    would, so adaptive pairing pays for it; fixed pairing fills those seeds up to
+    incumbent_runs_per_step."""
+    for base_runs, candidate_runs, expected in ((40, 0, (0, 0, 0)), (1, 1, (1, 1, 2))):
         state = with_plan(fresh(), 0, StepPlan("base", None, base_runs, "baseline"))
-        for slot in range(base_runs):
-            state = with_run(state, RunRecord(frozenset(), outcome(frozenset(), slot), "ok", slot,
-                                              0, "base", slot), 1.0)
-        state = with_step_done(with_step_observed(state, 0), 0, 1.0)
-        assert paired_runs(state, make_rules(adaptive_incumbent_runs=True), "a", 2) == expected
-        assert paired_runs(state, make_rules(), "a", 2) == 1
-        assert paired_runs(state, make_rules(incumbent_runs_per_step=3), "a", 2) == 2
+        state = with_plan(state, 1, StepPlan("run", "a", max(candidate_runs, 1), "earlier"))
+        for step, role, config, n in ((0, "base", frozenset(), base_runs),
+                                      (1, "candidate", frozenset("a"), candidate_runs)):
+            for slot in range(n):
+                seed = 1000 + slot
+                state = with_run(state, RunRecord(config, outcome(config, seed), "ok", seed,
+                                                  step, role, slot), 1.0)
+            state = with_step_done(with_step_observed(state, step), step, 1.0)
+        pairing = (paired_runs(state, make_rules(adaptive_incumbent_runs=True), "a", 2),
+                   paired_runs(state, make_rules(), "a", 2),
+                   paired_runs(state, make_rules(incumbent_runs_per_step=3), "a", 2))
+        assert pairing == expected
 
 
 def test_proposals_become_hypotheses_and_are_recorded_with_the_plan():
@@ -335,8 +358,7 @@ def test_planned_runs_apply_the_base_the_incumbents_and_the_moves_changes():
     runs = planned_runs(state, rules, 2)
     assert [(r.role, r.config) for r in runs] == [("candidate", {"x": 1, "c": 4, "a": 2}),
                                                   ("incumbent", {"x": 1, "c": 4})]
-    seeds = np.random.default_rng([rules.study.seed, 2, 7]).integers(0, 2**31 - 1, 1)
-    assert [r.seed for r in runs] == [int(seeds[0])] * 2
+    assert [r.seed for r in runs] == [panel_seed(rules.study, 0)] * 2
 
 
 def test_beliefs_after_a_step_equal_a_refit_of_all_its_runs():

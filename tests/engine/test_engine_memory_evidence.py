@@ -160,9 +160,10 @@ def test_insights_of_a_study_that_took_priors_hold_its_own_runs_alone(tmp_path, 
     # what second's runs alone say: a fresh fit under the default prior, no transferred priors
     cfg = second.cfg.beliefs
     alone = Beliefs(second.state.beliefs.hypotheses, interactions=cfg.interactions,
+                    seed_effects=cfg.seed_effects,
                     prior=BeliefPrior(effect_sd=cfg.prior_effect_sd, noise_df=cfg.prior_noise_df,
-                                      null_share=cfg.null_share))
-    alone.update(Observation(frozenset(r["hypotheses"]), second.sign * r["metric"])
+                                      null_share=cfg.null_share, seed_sd=cfg.prior_seed_sd))
+    alone.update(Observation(frozenset(r["hypotheses"]), second.sign * r["metric"], seed=r["seed"])
                  for r in second.ledger.runs(second.study_id) if r["status"] == "ok")
     expected = {e.name: (e.mean, e.lo, e.hi) for e in alone.effects()}
     informed = {e.name: (e.mean, e.lo, e.hi) for e in second.state.beliefs.effects()}

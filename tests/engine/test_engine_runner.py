@@ -35,7 +35,7 @@ CONFIG = """
 name = "inflight"
 seed = 3
 budget_trials = 8
-base_runs = 2
+base_runs = 1  # so step 1's second candidate seed lacks an incumbent run, which it then gets
 replicates_per_step = 2
 incumbent_runs_per_step = 1
 adaptive_incumbent_runs = false
@@ -114,7 +114,7 @@ def test_a_signal_records_the_finished_parallel_runs_and_kills_the_rest(tmp_path
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert time.monotonic() - signalled < 20  # it did not wait for the candidates to finish
-    assert runs(out) == [(0, 0, "base"), (0, 1, "base"), (1, 2, "incumbent")]
+    assert runs(out) == [(0, 0, "base"), (1, 2, "incumbent")]
     assert not any(is_running(pid) for pid in candidate_pids(tmp_path))
     study = Study(load_config(config, out_dir=str(out)))
     assert study.run(write_report=False).status == "finished"

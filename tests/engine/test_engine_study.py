@@ -17,6 +17,7 @@ import pytest
 from beliefs import Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
 from engine.config import load_config
+from engine.panel import panel_seed
 from engine.study import Study
 from policies.types import move_members
 
@@ -250,9 +251,9 @@ def test_a_pair_of_changes_that_fail_alone_is_tried_together_and_kept(tmp_path):
 
 
 def test_reopened_trials_when_interactions_are_modelled(tmp_path):
-    """A reverted change gets a new trial on a new incumbent (world 4 of the benchmark's
-    interactions family), and a study rebuilt from its ledger sees exactly the same state."""
-    cfg = load_config(write(tmp_path / "pairs4.toml", INTERACTIONS.format(seed=4)),
+    """A reverted change gets a new trial on a new incumbent (world 8 of the interactions
+    family), and a study rebuilt from its ledger sees exactly the same state."""
+    cfg = load_config(write(tmp_path / "pairs8.toml", INTERACTIONS.format(seed=8)),
                       out_dir=str(tmp_path / "out0"))
     study = Study(cfg)
     study.run()
@@ -266,7 +267,7 @@ def test_reopened_trials_when_interactions_are_modelled(tmp_path):
     # sorted: a set's order changes with the process's hash seed
     retried = sorted(name for name in {d["hypothesis"] for d in final}
                      if sum(d["hypothesis"] == name for d in final) > 1)
-    assert retried, "world 4 tries a reverted change again on a new incumbent"
+    assert retried, "world 8 tries a reverted change again on a new incumbent"
     # A new trial goes on from the earlier ones: the keep rule counts every candidate run of
     # the move up to its last verdict, the first trial's too.
     last = [d for d in final if d["hypothesis"] == retried[0]][-1]
@@ -510,11 +511,13 @@ def test_tiny_gpt_study_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("adaptive", [True, False])
 def test_incumbent_runs_are_paired_only_where_they_narrow_the_comparison(tmp_path, adaptive):
-    """Each run step records its incumbent runs in the plan and runs exactly those. Adaptive: one
-    incumbent run exactly when it narrows Var(mu_cand - mu_inc) at least as much as one more
-    candidate run would (recomputed here from the beliefs before the step); otherwise every step."""
+    """Each run step records its incumbent runs in the plan and runs exactly those, only at the
+    candidate's seeds the incumbent has no run at. Adaptive: one incumbent run exactly when it
+    narrows Var(mu_cand - mu_inc) at least as much as one more candidate run would (recomputed
+    here from the beliefs before the step, at the seeds each would run at); otherwise at every
+    step where the incumbent lacks a seed."""
     text = SYNTHETIC.format(budget=40, fit_pymc="false", policy="efe").replace(
-        "base_runs = 2", f"base_runs = 2\nadaptive_incumbent_runs = {str(adaptive).lower()}")
+        "base_runs = 2", f"base_runs = 1\nadaptive_incumbent_runs = {str(adaptive).lower()}")
     cfg = load_config(write(tmp_path / "s.toml", text), out_dir=str(tmp_path / "out"))
     study = Study(cfg)
     study.run(write_report=False)
@@ -525,31 +528,40 @@ def test_incumbent_runs_are_paired_only_where_they_narrow_the_comparison(tmp_pat
         action = json.loads(row["action_json"])
         if action["kind"] != "run":
             continue
+        earlier = [r for r in runs if r["step"] < row["step"]]
         step_runs = [r for r in runs if r["step"] == row["step"]]
-        assert sum(r["role"] == "incumbent" for r in step_runs) == action["incumbent_runs"]
+        incumbent = frozenset(r for r in json.loads(step_runs[0]["hypotheses_json"])
+                              if r != action["hypothesis"])
+        candidate = incumbent | {action["hypothesis"]}
+        seeds_of = {}
+        for r in earlier:
+            seeds_of.setdefault(frozenset(json.loads(r["hypotheses_json"])), set()).add(r["seed"])
+        candidate_seeds = [r["seed"] for r in step_runs if r["role"] == "candidate"]
+        missing = [s for s in candidate_seeds if s not in seeds_of.get(incumbent, set())]
+        assert not set(candidate_seeds) & seeds_of.get(candidate, set())  # no seed twice
+        assert [r["seed"] for r in step_runs if r["role"] == "incumbent"] == \
+            missing[:action["incumbent_runs"]]
         assert sum(r["role"] == "candidate" for r in step_runs) == action["n_runs"]
         paired.append(action["incumbent_runs"])
         # the beliefs before this step: every run of an earlier step
         before = Beliefs([BeliefHypothesis(h.name, h.category) for h in study.hypotheses.values()],
-                         interactions=cfg.beliefs.interactions, prior=study._prior())
-        before.update([Observation(frozenset(json.loads(r["hypotheses_json"])), r["metric"])
-                       for r in runs if r["step"] < row["step"] and r["status"] == "ok"])
-        incumbent = frozenset(r for r in json.loads(step_runs[0]["hypotheses_json"])
-                              if r != action["hypothesis"])
-        candidate = incumbent | {action["hypothesis"]}
+                         interactions=cfg.beliefs.interactions,
+                         seed_effects=cfg.beliefs.seed_effects, prior=study._prior())
+        before.update([Observation(frozenset(json.loads(r["hypotheses_json"])), r["metric"],
+                                   seed=r["seed"]) for r in earlier if r["status"] == "ok"])
         n = action["n_runs"]
-        worth_it = (before.difference_variance_after(candidate, incumbent, (n, 1))
-                    <= before.difference_variance_after(candidate, incumbent, (n + 1, 0)))
-        left = cfg.study.budget_trials - sum(1 for r in runs if r["step"] < row["step"]) - n
-        assert action["incumbent_runs"] == (min(1, left) if not adaptive
+        # one more candidate run would go to the next panel seed it has not run at
+        used = seeds_of.get(candidate, set()) | set(candidate_seeds)
+        extra = next(s for s in (panel_seed(cfg.study, i) for i in range(10**4)) if s not in used)
+        worth_it = bool(missing) and (
+            before.difference_variance_after(candidate, incumbent, (n, 1),
+                                             seeds=(candidate_seeds, missing[:1]))
+            <= before.difference_variance_after(candidate, incumbent, (n + 1, 0),
+                                                seeds=([*candidate_seeds, extra], [])))
+        left = cfg.study.budget_trials - len(earlier) - n
+        assert action["incumbent_runs"] == (min(1, len(missing), left) if not adaptive
                                             else min(int(worth_it), left))
-    if adaptive:
-        assert len(runs) == cfg.study.budget_trials  # nothing is held back for pairing
-        assert 0 in paired and 1 in paired  # both happen in this study
-    else:
-        assert set(paired) == {1}
-
-
+    assert 0 in paired and 1 in paired  # both happen in this study
 def test_hypotheses_that_set_the_same_key_never_run_together(tmp_path):
     """boost = 1 and boost = 2 are alternatives: merged, the later would win while the ledger
     named both. Once one is kept, the other is closed to trial, and every run's config is

@@ -169,6 +169,9 @@ def test_hypotheses_runs_and_bad_configs():
     ({"crash_prob": 1.0}, "crash_prob"),
     ({"categories": []}, "categories"),
     ({"direction": "up"}, "direction"),
+    ({"seed_sd": -1.0}, "seed_sd"),
+    ({"seed_sd": 1.0, "seed_share": {"nope": 0.5}}, "not categories"),
+    ({"seed_sd": 1.0, "seed_share": {"data": 1.5}}, r"in \[0, 1\]"),
 ])
 def test_impossible_worlds_are_rejected(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -195,3 +198,22 @@ def test_a_change_that_does_nothing_leaves_the_truth_exactly_unchanged():
         for null in nulls:
             config = dict.fromkeys(subset, True)
             assert env.truth({**config, null: True}) == env.truth(config)
+
+
+def test_seed_luck_is_shared_across_configs_as_far_as_each_category_keeps_it():
+    """Over 4000 seeds: a config's runs have sd sqrt(seed_sd^2 + noise_sd^2); a change of a
+    category that keeps a share rho of the luck correlates with the base at one seed by
+    sqrt(rho) seed_sd^2 / (seed_sd^2 + noise_sd^2), so by 0.8 (rho 1), 0.4 (rho 1/4), 0 (rho 0)."""
+    shares = {"architecture": 0.0, "optimizer": 1.0, "schedule": 0.25}
+    env = SyntheticEnv(world_seed=5, n_hypotheses=8, noise_sd=0.5, seed_sd=1.0,
+                       seed_share=shares, categories=["architecture", "optimizer", "schedule"])
+    base = sample(env, {}, 4000)
+    assert base.std(ddof=1) == pytest.approx(np.sqrt(1.25), rel=0.05)
+    for category, share in shares.items():
+        name = next(n for n, g in env.category_of.items() if g == category)
+        changed = sample(env, config_of(name), 4000)
+        expected = np.sqrt(share) / 1.25
+        assert np.corrcoef(base, changed)[0, 1] == pytest.approx(expected, abs=0.05), category
+        assert changed.std(ddof=1) == pytest.approx(np.sqrt(1.25), rel=0.05)
+    # a world without seed luck keeps the fingerprint it had before the setting existed
+    assert "seed_sd" not in SyntheticEnv(world_seed=5).world
