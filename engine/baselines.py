@@ -73,15 +73,19 @@ def best_subset(sampler_name: str, names: list[str], run: Callable[[frozenset[st
 
 
 def verdicts_without_gain(applied: frozenset[str], names: list[str],
-                          truth: Callable[[frozenset[str]], float],
-                          sign: float) -> tuple[int, int]:
-    """(false keeps, null verdicts) of a final configuration, judged by the truth: a kept
-    hypothesis is a false keep when removing it loses no gain; every hypothesis, kept or not,
-    has a null verdict when it brings no gain to the configuration without it."""
-    false_keeps = null_verdicts = 0
+                          no_gain: Callable[[frozenset[str], frozenset[str]], bool | None]
+                          ) -> tuple[int, int, int]:
+    """(false keeps, null verdicts, judged keeps) of a final configuration. no_gain(without,
+    members) says whether adding `members` to `without` brings no true gain (None where the truth
+    does not say). A kept hypothesis is a false keep when removing it loses no gain; every
+    hypothesis, kept or not, has a null verdict when it brings no gain to the configuration
+    without it; judged keeps are the kept hypotheses whose truth is known."""
+    false_keeps = null_verdicts = judged = 0
     for name in names:
-        without, with_it = applied - {name}, applied | {name}
-        no_gain = sign * (truth(with_it) - truth(without)) >= 0
-        null_verdicts += no_gain
-        false_keeps += no_gain and name in applied
-    return false_keeps, null_verdicts
+        verdict = no_gain(applied - {name}, frozenset({name}))
+        if verdict is None:
+            continue
+        null_verdicts += verdict
+        false_keeps += verdict and name in applied
+        judged += name in applied
+    return false_keeps, null_verdicts, judged

@@ -1,32 +1,40 @@
 """Benchmark policies against each other on the same env, seeds and budget of runs.
 
     python -m engine.bench BENCH.toml [--out DIR] [--seeds N] [--first-seed K]
-                           [--budget-trials N] [--workers N]
+                           [--budget-trials N] [--workers N] [--resume]
 
 A bench file holds `[bench]` (seeds, first_seed, budget_trials, policies, default_policy,
-reeval_runs, workers, out_dir), `[defaults]` (study config sections applied to every study),
-one or more `[[worlds]]` (a name and an `[worlds.env]` table, plus optional section
-overrides) and optional `[variants.NAME]` tables: a named variant of a policy, its own study
+reeval_runs, workers, out_dir, false_keep_target), `[defaults]` (study config sections applied
+to every study), one or more `[[worlds]]` (a name and an `[worlds.env]` table, plus optional
+section overrides; or `config = "FILE.toml"`, a study config whose sections the world takes)
+and optional `[variants.NAME]` tables: a named variant of a policy, its own study
 config sections applied last (`[variants.NAME.policy] kind` names the policy), listed in
 `policies` by NAME like a policy (an ablation, or a keep threshold of a curve). Every
 (world, policy, seed) is a full study in its own folder. Where the env knows
-its truth (synthetic worlds, a command env with `truth_command`) gains are true gains; otherwise
-the base and each final incumbent are re-run `reeval_runs` times on fresh seeds and their mean
-is used.
+its truth (synthetic worlds, a command env with `truth_command`) gains are true gains. A world
+with a `truth_table` (a JSON file written by experiments/truth_gpt.py, beside the bench file)
+judges each keep by the table's label of the change (helps / hurts; an "unclear" one is left out
+of the false-keep count), and measures a configuration's value as its mean over the first
+`reeval_runs` of the table's seeds, paired with the base there. Otherwise the base and each final
+incumbent are re-run `reeval_runs` times on fresh seeds and their mean is used.
 
 Outputs: bench.md (tables with bootstrap 95% intervals over seeds), bench.json (every study's
-numbers) and bench.png. The tables print what was measured, including where the engine loses.
+numbers, its final configuration among them) and bench.png. `--resume` keeps the study folders
+of an earlier, interrupted bench: each study resumes where it stopped (its wall time is then
+the resumed part's). The tables print what was measured, including where the engine loses.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
 import copy
+import functools
 import json
 import shutil
 import sys
 import time
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,12 +44,14 @@ from engine.baselines import BASELINES, best_subset, verdicts_without_gain
 from engine.bench_report import plot, render_markdown, verdict_lines  # noqa: F401 (re-exported)
 from engine.config import ConfigError, parse_config
 from engine.summary import claimed_without_gain
+from envs import make_env
 from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
 REEVAL_STREAM = 99991  # fresh re-measurement seeds: default_rng([study seed, REEVAL_STREAM])
 BENCH_KEYS = {"name", "out_dir", "seeds", "first_seed", "budget_trials", "policies",
-              "default_policy", "reeval_runs", "workers", "vary_world"}
+              "default_policy", "reeval_runs", "workers", "vary_world", "false_keep_target"}
+WORLD_KEYS = {"name", "truth_table", "config"}  # a world's keys that are no study section
 
 
 @dataclass(frozen=True)
@@ -58,13 +68,15 @@ class StudyScore:
     # (both None where the truth is only re-measured: every decision would cost re-runs)
     runs_used: int
     wall_seconds: float
-    truth_source: str      # "truth" | "reeval"
+    truth_source: str      # "truth" | "table" | "reeval"
     # The final configuration, judged change by change as for every policy alike: its changes,
     # those whose removal loses no true gain, and how many of those the model expected
     # (sum over its changes of P(removing it loses nothing)); None where unmeasured or unclaimed.
     kept_changes: int = 0
     changes_without_gain: int | None = None
     claimed_changes_without_gain: float | None = None
+    judged_keeps: int | None = None  # keeps whose truth is known: the false-keep rate's base
+    final: tuple[str, ...] = ()  # the final configuration's changes, sorted
 
 
 def load_bench(path: Path) -> dict:
@@ -87,7 +99,33 @@ def load_bench(path: Path) -> dict:
                 or not isinstance(variant.get("policy"), dict) or "kind" not in variant["policy"]]
     if problems:
         raise ConfigError(str(path), problems)
+    data["worlds"] = [with_study_config(world, path) for world in data["worlds"]]
     return data
+
+
+def with_study_config(world: dict, bench_path: Path) -> dict:
+    """A world with `config = "FILE.toml"` (a study config, beside the bench file) takes that
+    study's sections, its budget included, under the world's own tables; the bench sets the
+    study's name, folder and seed."""
+    if "config" not in world:
+        return world
+    path = bench_path.parent / world["config"]
+    try:
+        study = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(bench_path), [f"world {world.get('name')!r}: config {path} "
+                                            "does not exist"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
+    merged = {section: table for section, table in study.items()}
+    merged["study"] = {key: value for key, value in study.get("study", {}).items()
+                       if key not in ("name", "out_dir", "seed")}
+    for section, table in world.items():
+        if isinstance(table, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **table}
+        else:
+            merged[section] = table
+    return merged
 
 
 def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path):
@@ -101,7 +139,7 @@ def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path,
         for section, table in overrides.items():
             if isinstance(table, list):  # [[worlds.hypotheses]] replaces the list
                 raw[section] = copy.deepcopy(table)
-            elif section != "name":
+            elif section not in WORLD_KEYS:
                 raw.setdefault(section, {}).update(copy.deepcopy(table))
     if bench.get("vary_world", True) and raw["env"].get("kind") == "synthetic":
         raw["env"]["world_seed"] = seed  # average over a family of worlds, not one draw
@@ -124,39 +162,47 @@ def run_one(
     cfg = study_config(data, world, policy, seed, out_dir, source)
     started = time.monotonic()
     study = Study(cfg)
+    truth = Truth(study, data["bench"].get("reeval_runs", 0), seed,
+                  truth_table(world, source, cfg.env, study.hypotheses.values()))
     if policy in BASELINES:
-        return run_baseline(study, data, world, policy, seed, started)
+        return run_baseline(study, truth, world, policy, seed, started)
     # Ctrl-C or SIGTERM: a half study is no score
     if study.run(write_report=False).status == "stopped":
         raise KeyboardInterrupt(f"{world['name']} {policy} seed {seed} was interrupted")
     wall = time.monotonic() - started
-    truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
-    false_keeps = null_decisions = 0 if truth.source == "truth" else None
+    judged = truth.source != "reeval"
+    false_keeps = null_decisions = judged_keeps = 0 if judged else None
     kept = [d for d in study.ledger.decisions(study.study_id) if d["verdict"] == "keep"]
     claimed = (None if any(d["p_better"] is None for d in kept)
                else float(sum(1 - d["p_better"] for d in kept)))
     applied: frozenset[str] = frozenset()
-    for d in study.ledger.decisions(study.study_id) if truth.source == "truth" else ():
+    for d in study.ledger.decisions(study.study_id) if judged else ():
         if d["verdict"] == "undecided":  # replayed in order: the incumbent grows with each keep
             continue
-        name = d["hypothesis"]
-        # no true gain here
-        if study.sign * (truth(applied | move_members(name)) - truth(applied)) >= 0:
-            null_decisions += 1
-            false_keeps += d["verdict"] == "keep"
+        members = move_members(d["hypothesis"])
+        no_gain = truth.no_gain(applied, members)
+        if no_gain is not None:
+            null_decisions += no_gain
+            false_keeps += no_gain and d["verdict"] == "keep"
+            judged_keeps += d["verdict"] == "keep"
         if d["verdict"] == "keep":
-            applied = applied | move_members(name)
+            applied = applied | members
     names = list(study.hypotheses)
-    without_gain = (verdicts_without_gain(study.incumbent, names, truth, study.sign)[0]
-                    if truth.source == "truth" else None)
+    without_gain = (verdicts_without_gain(study.incumbent, names, truth.no_gain)[0]
+                    if judged else None)
     return StudyScore(world["name"], policy, seed, *gains(study, truth, study.incumbent),
                       len(kept), claimed, false_keeps, null_decisions, study.runs_used, wall,
                       truth.source, len(study.incumbent), without_gain,
-                      None if claimed is None else claimed_without_gain(study.state))
+                      None if claimed is None else claimed_without_gain(study.state),
+                      judged_keeps, tuple(sorted(study.incumbent)))
 
 
+def policy_kind(data: dict, policy: str) -> str:
+    """The policy a bench entry runs: a variant's [variants.NAME.policy] kind, else the name."""
+    return data.get("variants", {}).get(policy, {}).get("policy", {}).get("kind", policy)
 
-def run_baseline(study, data: dict, world: dict, policy: str, seed: int,
+
+def run_baseline(study, truth: Truth, world: dict, policy: str, seed: int,
                  started: float) -> StudyScore:
     """An outside baseline (engine.baselines) on the study's env, hypotheses and budget; its
     final configuration is judged like an incumbent, each hypothesis in or out of it as a
@@ -170,12 +216,12 @@ def run_baseline(study, data: dict, world: dict, policy: str, seed: int,
     budget = study.cfg.study.budget_trials
     applied = best_subset(policy, names, run, budget, seed, study.cfg.env["direction"])
     wall = time.monotonic() - started
-    truth = Truth(study, data["bench"].get("reeval_runs", 0), seed)
-    false_keeps, null_decisions = (verdicts_without_gain(applied, names, truth, study.sign)
-                                   if truth.source == "truth" else (None, None))
+    false_keeps, null_decisions, judged_keeps = (
+        verdicts_without_gain(applied, names, truth.no_gain) if truth.source != "reeval"
+        else (None, None, None))
     return StudyScore(world["name"], policy, seed, *gains(study, truth, applied), len(applied),
                       None, false_keeps, null_decisions, budget, wall, truth.source,
-                      len(applied), false_keeps)
+                      len(applied), false_keeps, None, judged_keeps, tuple(sorted(applied)))
 
 
 def gains(study, truth: Truth, applied: frozenset[str]) -> tuple[float, float | None]:
@@ -187,13 +233,56 @@ def gains(study, truth: Truth, applied: frozenset[str]) -> tuple[float, float | 
     return study.sign * (base_value - truth(applied)), best_gain
 
 
-class Truth:
-    """The noise-free metric of a set of applied hypotheses: exact where the env knows it,
-    otherwise the mean of `reeval_runs` fresh runs (seeds no study used), cached per set."""
+@functools.lru_cache(maxsize=None)
+def _read_table(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["the truth table does not exist; "
+                                      "write it with python experiments/truth_gpt.py"]) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(path), [f"not a truth table (invalid JSON: {exc})"]) from None
 
-    def __init__(self, study, reeval_runs: int, seed: int):
-        self.study, self.reeval_runs, self.seed = study, reeval_runs, seed
-        self.source = ("truth" if study.env.truth(study.config_for(frozenset())) is not None
+
+def truth_table(world: dict, source: Path, env: dict, hypotheses: Iterable) -> dict | None:
+    """The world's truth table (None without one), refused unless its runs were made with the
+    study's [env] (all but timeout_s), in fixed steps where the env is the trainer, and it holds
+    every hypothesis with the same change."""
+    if "truth_table" not in world:
+        return None
+    path = source.parent / world["truth_table"]
+    table = _read_table(path)
+    env = json.loads(json.dumps(env, default=str))  # as the table stored it
+    problems = [f"it was measured with [env] {key} = {table['env'].get(key)!r}, the world "
+                f"{world['name']!r} has {env.get(key)!r}"
+                for key in sorted(set(table["env"]) | set(env) - {"timeout_s"})
+                if key != "timeout_s" and table["env"].get(key) != env.get(key)]
+    if env.get("kind") == "gpt" and not env.get("steps"):
+        problems.append(f"world {world['name']!r} is timed: a truth table needs fixed-step runs")
+    for h in hypotheses:
+        row = table["hypotheses"].get(h.name)
+        if row is None:
+            problems.append(f"it has no row for hypothesis {h.name!r}")
+        elif row["change"] != h.change:
+            problems.append(f"its {h.name!r} is the change {row['change']}, "
+                            f"the world's is {h.change}")
+    if problems:
+        raise ConfigError(str(path), problems)
+    return table
+
+
+class Truth:
+    """The noise-free metric of a set of applied hypotheses, cached per set, and whether a
+    change brings no gain. By source:
+    - "truth": exact, where the env knows it;
+    - "table": the mean over the first `reeval_runs` seeds of a truth table (the base and single
+      changes there are the table's own runs where the trainer's code is the table's), and a
+      change's gain is the table's label;
+    - "reeval": the mean of `reeval_runs` fresh runs (seeds no study used)."""
+
+    def __init__(self, study, reeval_runs: int, seed: int, table: dict | None = None):
+        self.study, self.reeval_runs, self.seed, self.table = study, reeval_runs, seed, table
+        self.source = ("table" if table is not None else "truth" if study.env.knows_truth()
                        else "reeval")
         self.cache: dict[frozenset[str], float] = {}
 
@@ -202,17 +291,39 @@ class Truth:
             self.cache[applied] = self._measure(applied)
         return self.cache[applied]
 
+    def no_gain(self, applied: frozenset[str], members: frozenset[str]) -> bool | None:
+        """Whether adding `members` to `applied` brings no true gain; None where the truth does
+        not say (a table's "unclear" change)."""
+        if self.source == "table":
+            rows = [self.table["hypotheses"][name] for name in members]
+            if any(row["label"] == "unclear" for row in rows):
+                return None
+            return self.study.sign * sum(row["effect"] for row in rows) >= 0
+        return self.study.sign * (self(applied | members) - self(applied)) >= 0
+
     def _measure(self, applied: frozenset[str]) -> float:
         config = self.study.config_for(applied)
         if self.source == "truth":
             return self.study.env.truth(config)
-        if self.reeval_runs < 1:
-            raise ConfigError("[bench]", ["this env has no truth; set reeval_runs >= 1"])
-        fresh = np.random.default_rng([self.seed, REEVAL_STREAM]).integers(
-            2**31 - 1, size=self.reeval_runs)
-        values = [self.study.env.run(config, int(s)).metric for s in fresh]
+        if self.source == "table":
+            seeds = self.table["seeds"][: self.reeval_runs]
+        else:
+            seeds = np.random.default_rng([self.seed, REEVAL_STREAM]).integers(
+                2**31 - 1, size=self.reeval_runs)
+        values = [self._run(applied, config, int(s)) for s in seeds]
         values = [v for v in values if v is not None and np.isfinite(v)]
         return float(np.mean(values)) if values else float("nan")
+
+    def _run(self, applied: frozenset[str], config: dict, seed: int) -> float | None:
+        """One run's metric; a table's run where it has this one (fixed-step runs with the same
+        trainer code are deterministic per seed), else the env's."""
+        if self.source == "table" and len(applied) <= 1 \
+                and self.table["code_hash"] == getattr(self.study.env, "code_hash", None):
+            name = next(iter(applied), "base")
+            known = self.table["runs"].get(name, {}).get(str(seed))
+            if known is not None:
+                return known
+        return self.study.env.run(config, seed).metric
 
 
 def bootstrap_interval(
@@ -246,7 +357,9 @@ def summarise(scores: list[StudyScore], seed: int = 0) -> list[dict]:
             if all(s.false_keeps is not None for s in group):
                 false_keeps = np.array([s.false_keeps for s in group])
                 rate = lambda p: p[:, 0].sum() / max(p[:, 1].sum(), 1)  # noqa: E731  pooled over seeds
-                for key, totals in (("false_keep", keeps),
+                judged = [keeps[i] if s.judged_keeps is None else s.judged_keeps
+                          for i, s in enumerate(group)]
+                for key, totals in (("false_keep", judged),
                                     ("null_keep", [s.null_decisions for s in group])):
                     pairs = np.stack([false_keeps, totals], axis=1)
                     if pairs[:, 1].sum() > 0:
@@ -288,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(runs per study)")
     parser.add_argument("--workers", type=int,
                         help="override [bench] workers (studies in parallel)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the study folders: each study resumes where it stopped, and "
+                             "a finished one is scored from its ledger without new runs")
     args = parser.parse_args(argv)
     source = Path(args.bench)
     try:
@@ -308,13 +424,22 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.out or bench.get("out_dir", f"bench_out/{source.stem}"))
         jobs = [(w, p, s) for w in data["worlds"] for p in bench["policies"] for s in seeds]
         for w, p, s in jobs[:: bench["seeds"]]:  # validate every world x policy before running any
-            study_config(data, w, p, 0, out_dir, source)
+            cfg = study_config(data, w, p, 0, out_dir, source)
+            table = truth_table(w, source, cfg.env, cfg.hypotheses)
+            if bench.get("reeval_runs", 0) < 1 and (
+                    table is not None
+                    or not make_env(cfg.env, base_dir=source.parent).knows_truth()):
+                raise ConfigError(str(source), [
+                    f"world {w['name']!r} is measured by runs (its env knows no truth"
+                    f"{'; a truth table gives labels, not values' if table else ''}): "
+                    "set [bench] reeval_runs >= 1"])
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # Every bench starts from empty study folders: a study left by an earlier bench would resume
-    # (or, with other code, be refused) instead of being measured again.
-    shutil.rmtree(out_dir / "studies", ignore_errors=True)
+    # Every bench starts from empty study folders, unless resumed: a study left by an earlier
+    # bench would resume (or, with other code, be refused) instead of being measured again.
+    if not args.resume:
+        shutil.rmtree(out_dir / "studies", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = args.workers or bench.get("workers", 1)
     started = time.monotonic()
@@ -328,20 +453,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{done}/{len(jobs)}] {score.world} {score.policy} seed {score.seed}: gain "
                       f"{score.gain:+.4g}, keeps {score.keeps} "
                       f"(false {'?' if score.false_keeps is None else score.false_keeps}), "
-                      f"{score.runs_used} runs, {score.wall_seconds:.1f} s",
+                      f"{score.runs_used} runs, {score.wall_seconds:.1f} s, final "
+                      f"{'+'.join(score.final) or '(base)'}",
                       file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             # Queued studies are cancelled; running ones stop at their next run (they got the
             # signal too).
             pool.shutdown(wait=True, cancel_futures=True)
-            print(f"Interrupted: no bench.md or bench.json written. Rerun the command to start "
-                  f"over (the study folders under {out_dir / 'studies'} are cleared first).",
+            print(f"Interrupted: no bench.md or bench.json written. Rerun the command with "
+                  f"--resume to go on where each study stopped, or without it to start over "
+                  f"(the study folders under {out_dir / 'studies'} are cleared first).",
                   file=sys.stderr)
             return 130
     scores.sort(key=lambda s: (s.world, bench["policies"].index(s.policy), s.seed))
     rows = summarise(scores)
     elapsed = time.monotonic() - started
-    markdown = render_markdown(rows, bench, elapsed)
+    markdown = render_markdown(rows, bench, elapsed,
+                               {p: policy_kind(data, p) for p in bench["policies"]})
     (out_dir / "bench.md").write_text(markdown)
     (out_dir / "bench.json").write_text(json.dumps(
         {"bench": bench, "summary": rows, "studies": [asdict(s) for s in scores]}, indent=2))

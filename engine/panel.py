@@ -51,6 +51,17 @@ def candidate_seeds(study: StudySection, runs: Sequence[RunRecord], incumbent: f
     return list(islice(chain(shared, rest), n))
 
 
+def ratchet_seeds(study: StudySection, runs: Sequence[RunRecord], step: int, rule: str,
+                  n: int) -> list[int]:
+    """n seeds for the ratchet's runs at `step`: "fixed" puts every run at the panel's first
+    seed (a config run twice there repeats its result); "fresh" gives each run a seed no run
+    before `step` has used, in panel order."""
+    if rule == "fixed":
+        return [panel_seed(study, 0)] * n
+    used = {r.seed for r in runs if r.step < step}
+    return list(islice((s for s in (panel_seed(study, i) for i in count()) if s not in used), n))
+
+
 def incumbent_seeds(runs: Sequence[RunRecord], incumbent: frozenset[str], step: int,
                     seeds: Sequence[int]) -> list[int]:
     """The seeds among `seeds` that the incumbent has no run at: where its runs would pair."""

@@ -36,6 +36,7 @@ from engine.schema import (
     setting,
 )
 from policies import POLICIES
+from policies.ratchet import RATCHET_SEEDS
 from policies.types import KEEP_SPENDING, KeepRule
 from train.vocabulary import BACKENDS, DIRECTIONS
 
@@ -188,6 +189,10 @@ class PolicySection:
         policy_default("max_changes_per_run"), Range(0),
         "design: most changes one run applies on top of the incumbent (0 = no cap, each change "
         "in half the runs; 1 = one at a time)")
+    ratchet_seed: str = setting(
+        policy_default("ratchet_seed"), OneOf(RATCHET_SEEDS),
+        "ratchet: \"fresh\" = every run at a seed no earlier run used; \"fixed\" = every run at "
+        "one seed, as autoresearch runs it")
 
 
 @dataclass(frozen=True)

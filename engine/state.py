@@ -23,7 +23,7 @@ import numpy as np
 from beliefs import BeliefPrior, Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
 from engine.config import StudyConfig, StudySection
-from engine.panel import candidate_seeds, design_seeds, incumbent_seeds
+from engine.panel import candidate_seeds, design_seeds, incumbent_seeds, ratchet_seeds
 from engine.proposer import Hypothesis
 from engine.records import StepDecision, StepPlan
 from engine.runner import PlannedRun
@@ -334,6 +334,11 @@ def planned_runs(state: StudyState, rules: StudyRules, step: int) -> list[Planne
         configs = [incumbent | frozenset(subset) for subset in plan.configs]
         groups = [("candidate", applied, [seed]) for applied, seed
                   in zip(configs, design_seeds(study, runs, incumbent, configs, step))]
+    rule = rules.policy.seed_rule()
+    if rule != "panel":  # the ratchet's own seeds, one per run in slot order
+        slots = [(role, applied) for role, applied, seeds in groups for _ in seeds]
+        groups = [(role, applied, [seed]) for (role, applied), seed
+                  in zip(slots, ratchet_seeds(study, runs, step, rule, len(slots)))]
     runs: list[PlannedRun] = []
     for role, applied, seeds in groups:
         for seed in seeds:

@@ -103,6 +103,10 @@ class Env:
         """The noise-free mean of the metric for config, where the env knows it."""
         return None
 
+    def knows_truth(self) -> bool:
+        """Whether `truth` gives a value (without computing one)."""
+        return False
+
     def fingerprint(self) -> str:
         raise NotImplementedError
 

@@ -249,6 +249,9 @@ class CommandEnv(Env):
             return failed(status, f"the last '{self.metric_name}:' line: {reason}")
         return Outcome(value, "ok", result.seconds, None, extra)
 
+    def knows_truth(self) -> bool:
+        return self.truth_templates is not None
+
     def truth(self, config: dict) -> float | None:
         """The value printed by truth_command for config, or None when there is none."""
         if self.truth_templates is None:

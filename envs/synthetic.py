@@ -202,6 +202,9 @@ class SyntheticEnv(Env):
     def truth(self, config: dict) -> float:
         return self._truth_of(self._applied(config))
 
+    def knows_truth(self) -> bool:
+        return True
+
     def best_reachable(self) -> BestReachable:
         """The best true mean over all subsets of hypotheses (exact when feasible).
 

@@ -23,7 +23,8 @@ POLICIES: dict[str, type[Policy]] = {}
 
 # Every key of the [policy] config section (besides `kind`), plus the [decision] section's rule.
 POLICY_PARAMETERS = ("gamma", "preference", "cost_weight", "epistemic", "pragmatic", "cost",
-                     "kappa", "ucb_beta", "block_runs", "max_changes_per_run", "keep_rule")
+                     "kappa", "ucb_beta", "block_runs", "max_changes_per_run", "ratchet_seed",
+                     "keep_rule")
 
 
 def register(cls: type[Policy]) -> type[Policy]:
@@ -104,6 +105,11 @@ class Policy:
         return index, {"score": float(scores[index])}
 
     # -- which moves are open, and how a trial is paired (overridden by the ratchet) ----------
+    def seed_rule(self) -> str:
+        """Where runs' seeds come from: "panel" (engine.panel: the study's seed panel, each
+        candidate at its incumbent's seeds); the ratchet's "fresh" and "fixed" are its own."""
+        return "panel"
+
     def moves(self, menu: MoveMenu) -> list[str]:
         """Every move not yet in the incumbent: each hypothesis, then pairs of reverted ones.
 

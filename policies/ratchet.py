@@ -12,6 +12,8 @@ import numpy as np
 from policies.base import Policy, options, register
 from policies.types import Decision, KeepRule, MoveMenu, StudyView
 
+RATCHET_SEEDS = ("fresh", "fixed")
+
 
 def best_single_result(view: StudyView) -> float | None:
     """The best (lowest) successful result of the incumbent's lineage: runs whose config is a
@@ -25,9 +27,26 @@ def best_single_result(view: StudyView) -> float | None:
 @dataclass(frozen=True)
 class RatchetPolicy(Policy):
     """Picks uniformly among the open hypotheses with the fewest runs so far (sampling without
-    replacement within a pass = a seed-shuffled pass, with no state kept); one run each."""
+    replacement within a pass = a seed-shuffled pass, with no state kept); one run each.
+
+    Args:
+        ratchet_seed: where its runs' seeds come from. "fresh": every run at a seed no earlier
+            run of the study used, so each comparison carries the full seed-to-seed noise.
+            "fixed": every run at the panel's first seed, as autoresearch runs it (one seed for
+            everything): its comparisons share that seed's luck, and it can overfit the seed.
+    """
 
     name = "ratchet"
+    ratchet_seed: str = "fresh"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ratchet_seed not in RATCHET_SEEDS:
+            raise ValueError(f"RatchetPolicy.ratchet_seed must be one of {RATCHET_SEEDS}, "
+                             f"got {self.ratchet_seed!r}")
+
+    def seed_rule(self) -> str:
+        return self.ratchet_seed
 
     def moves(self, menu: MoveMenu) -> list[str]:
         return menu.singles()

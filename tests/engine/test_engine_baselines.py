@@ -22,6 +22,10 @@ def truth(applied: frozenset[str]) -> float:
     return 10.0 + sum(EFFECTS[n] for n in applied)
 
 
+def no_gain(without: frozenset[str], members: frozenset[str]) -> bool:
+    return truth(without | members) - truth(without) >= 0
+
+
 @pytest.mark.parametrize("sampler", ["optuna-tpe", "optuna-gp", "random-subsets"])
 def test_the_final_configuration_is_the_best_trial_and_failed_runs_are_failed_trials(sampler):
     tried: list[tuple[float, frozenset[str]]] = []
@@ -46,9 +50,18 @@ def test_false_keeps_and_null_verdicts_match_an_additive_truth():
     better), and each change with effect >= 0 is a null verdict, kept or not."""
     for size in range(len(EFFECTS) + 1):
         for applied in map(frozenset, itertools.combinations(EFFECTS, size)):
-            false_keeps, nulls = verdicts_without_gain(applied, list(EFFECTS), truth, 1.0)
+            false_keeps, nulls, judged = verdicts_without_gain(applied, list(EFFECTS), no_gain)
             assert false_keeps == sum(EFFECTS[n] >= 0 for n in applied)
             assert nulls == sum(e >= 0 for e in EFFECTS.values())
+            assert judged == len(applied)
+
+
+def test_changes_whose_truth_is_unknown_are_left_out_of_every_count():
+    def unknown_for_b(without, members):
+        return None if "b" in members else no_gain(without, members)
+
+    applied = frozenset({"a", "b", "c"})
+    assert verdicts_without_gain(applied, list(EFFECTS), unknown_for_b) == (1, 1, 2)
 
 
 def test_the_bench_runs_optuna_beside_the_engine_on_equal_budgets(tmp_path):

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from engine.bench import (
     StudyScore,
     bootstrap_interval,
+    load_bench,
     render_markdown,
     study_config,
     summarise,
@@ -198,8 +199,10 @@ print("loss:", 1.0 - 0.5 * float(args["boost"]) + random.Random(int(args["seed"]
 """
 
 
-def test_an_interrupted_bench_writes_no_scores(tmp_path):
-    """Ctrl-C mid-study: the half-finished study is not scored, nothing is written, exit 130."""
+def test_an_interrupted_bench_writes_no_scores_and_resumes_as_if_never_stopped(tmp_path):
+    """Ctrl-C mid-study: the half-finished study is not scored, nothing is written, exit 130.
+    --resume then finishes every study where it stopped, with the scores of a bench that was
+    never interrupted."""
     script = tmp_path / "experiment.py"
     script.write_text(SLOW_EXPERIMENT)
     bench = tmp_path / "bench.toml"
@@ -207,7 +210,8 @@ def test_an_interrupted_bench_writes_no_scores(tmp_path):
         [bench]
         name = "slow"
         seeds = 2
-        budget_trials = 30
+        budget_trials = 12
+        reeval_runs = 2
         policies = ["efe"]
         default_policy = "efe"
         workers = 1
@@ -238,5 +242,180 @@ def test_an_interrupted_bench_writes_no_scores(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    assert "Interrupted: no bench.md" in stderr
+    assert "Interrupted: no bench.md" in stderr and "--resume" in stderr
     assert not (out / "bench.md").exists() and not (out / "bench.json").exists()
+
+    def scores(folder: Path, *flags: str) -> list[tuple]:
+        done = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out",
+                               str(folder), *flags], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        studies = json.loads((folder / "bench.json").read_text())["studies"]
+        return [(s["seed"], s["gain"], s["keeps"], s["runs_used"], s["final"]) for s in studies]
+
+    assert scores(out, "--resume") == scores(tmp_path / "uninterrupted")
+
+
+TRUTH_POOL = """
+[study]
+name = "pool"
+
+[env]
+kind = "synthetic"
+world_seed = 3
+n_hypotheses = 8
+effects = "dense"
+effect_size = 0.6
+noise_sd = 0.4
+seed_sd = 0.3
+"""
+
+
+def test_a_truth_table_labels_changes_by_their_paired_interval_and_resumes(tmp_path):
+    """experiments/truth_gpt.py on a synthetic pool: each label agrees with the world's own
+    effect wherever that is far from 0 against the paired noise, and a rerun runs nothing."""
+    from envs.synthetic import SyntheticEnv
+
+    pool = tmp_path / "pool.toml"
+    pool.write_text(TRUTH_POOL)
+    argv = [sys.executable, "experiments/truth_gpt.py", "--pool", str(pool), "--seeds", "16",
+            "--cache", str(tmp_path / "runs.jsonl"), "--workers", "1"]
+    first = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    table = json.loads((tmp_path / "pool.json").read_text())
+    env = SyntheticEnv(**{k: v for k, v in tomllib.loads(TRUTH_POOL)["env"].items()
+                          if k != "kind"})
+    # paired sd: two runs' noise (the luck of a seed is partly shared)
+    paired_se = np.sqrt(2 * (0.4**2 + 0.3**2)) / np.sqrt(16)
+    for name, effect in env.true_effects().items():
+        row = table["hypotheses"][name]
+        assert row["n_seeds"] == 16 and row["lo"] <= row["effect"] <= row["hi"]
+        if abs(effect) > 6 * paired_se:
+            assert row["label"] == ("helps" if effect < 0 else "hurts"), (name, effect, row)
+    assert {row["label"] for row in table["hypotheses"].values()} >= {"helps", "hurts"}
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "0 to run" in again.stderr
+    assert json.loads((tmp_path / "pool.json").read_text())["hypotheses"] == table["hypotheses"]
+
+
+def test_a_world_with_a_truth_table_counts_false_keeps_by_its_labels(tmp_path):
+    """Keeps of changes the table says hurt are false keeps, keeps of "unclear" ones are not
+    judged, and a configuration's value is its mean at the table's seeds, paired with the base
+    (recomputed here from the env's own runs)."""
+    from engine.bench import study_config as config_of
+    from engine.study import Study
+    from envs.synthetic import SyntheticEnv
+    from policies.types import move_members
+
+    pool = tmp_path / "pool.toml"
+    pool.write_text(TRUTH_POOL)
+    made = subprocess.run([sys.executable, "experiments/truth_gpt.py", "--pool", str(pool),
+                           "--seeds", "16", "--cache", str(tmp_path / "runs.jsonl")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    table = json.loads((tmp_path / "pool.json").read_text())
+    # one labelled change relabelled "unclear": its keeps must drop out of the count
+    unclear = next(n for n, row in table["hypotheses"].items() if row["label"] == "helps")
+    table["hypotheses"][unclear]["label"] = "unclear"
+    (tmp_path / "pool.json").write_text(json.dumps(table))
+    env_lines = TRUTH_POOL.split("[env]\n")[1]
+    bench = tmp_path / "bench.toml"
+    bench.write_text(textwrap.dedent("""
+        [bench]
+        name = "table"
+        seeds = 3
+        budget_trials = 24
+        policies = ["design", "ratchet"]
+        reeval_runs = 4
+        vary_world = false
+        false_keep_target = 0.1
+
+        [[worlds]]
+        name = "pooled"
+        truth_table = "pool.json"
+        [worlds.env]
+        """) + env_lines)
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out",
+                             str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    env = SyntheticEnv(**{k: v for k, v in tomllib.loads(TRUTH_POOL)["env"].items()
+                          if k != "kind"})
+    seeds = table["seeds"][:4]
+    labels = {n: row["label"] for n, row in table["hypotheses"].items()}
+    data = tomllib.loads(bench.read_text())
+    counted = []
+    for score in report["studies"]:
+        assert score["truth_source"] == "table"
+        counted.append((score["keeps"] - score["judged_keeps"], score["false_keeps"]))
+        study = Study(config_of(data, data["worlds"][0], score["policy"], score["seed"],
+                                tmp_path / "out", bench))
+        keeps = [move_members(d["hypothesis"]) for d in study.ledger.decisions(study.study_id)
+                 if d["verdict"] == "keep"]
+        judged = [m for m in keeps if all(labels[n] != "unclear" for n in m)]
+        assert score["keeps"] == len(keeps) and score["judged_keeps"] == len(judged)
+        assert score["false_keeps"] == sum(
+            sum(table["hypotheses"][n]["effect"] for n in m) >= 0 for m in judged)
+        config = {n: n in study.incumbent for n in env.names}
+        gain = np.mean([env.run({}, s).metric - env.run(config, s).metric for s in seeds])
+        assert np.isclose(score["gain"], gain)
+    # the fixture exercises both: keeps left unjudged, and false keeps (the noisy ratchet's)
+    assert sum(u for u, _ in counted) > 0 and sum(f for _, f in counted) > 0
+    markdown = (tmp_path / "out" / "bench.md").read_text()
+    assert "Targets for `design` against `ratchet`" in markdown
+    assert "within 10%" in markdown or "ABOVE 10%" in markdown
+
+
+def test_a_world_measured_only_by_runs_needs_reeval_runs_before_anything_runs(tmp_path):
+    script = tmp_path / "experiment.py"
+    script.write_text(SLOW_EXPERIMENT)
+    bench = tmp_path / "bench.toml"
+    bench.write_text(textwrap.dedent(f"""
+        [bench]
+        seeds = 1
+        policies = ["efe"]
+        [[worlds]]
+        name = "command"
+        [worlds.env]
+        kind = "command"
+        command = "{sys.executable} {script} seed={{seed}} boost={{boost}}"
+        metric = "loss"
+        base = {{ boost = 0 }}
+        [[worlds.hypotheses]]
+        name = "boost"
+        change = {{ boost = 1 }}
+        """))
+    result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out",
+                             str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "set [bench] reeval_runs >= 1" in result.stderr
+    assert not (tmp_path / "out" / "studies").exists()
+
+
+def test_a_world_may_take_its_sections_from_a_study_config(tmp_path):
+    (tmp_path / "study.toml").write_text(textwrap.dedent("""
+        [study]
+        name = "mine"
+        seed = 9
+        budget_trials = 14
+        [env]
+        kind = "synthetic"
+        n_hypotheses = 3
+        [decision]
+        threshold = 0.9
+        """))
+    (tmp_path / "bench.toml").write_text(textwrap.dedent("""
+        [bench]
+        budget_trials = 50
+        [[worlds]]
+        name = "from-file"
+        config = "study.toml"
+        [worlds.decision]
+        threshold = 0.99
+        """))
+    data = load_bench(tmp_path / "bench.toml")
+    cfg = study_config(data, data["worlds"][0], "design", 3, tmp_path, tmp_path / "bench.toml")
+    assert (cfg.env["n_hypotheses"], cfg.study.budget_trials) == (3, 14)  # the study's own
+    assert cfg.decision.threshold == 0.99  # the world's table beats the file's
+    assert (cfg.study.seed, cfg.study.name) == (3, "from-file-design-3")  # the bench's

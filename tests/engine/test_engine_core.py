@@ -138,6 +138,36 @@ def test_no_configuration_runs_at_a_seed_twice_and_the_panel_grows_past_its_end(
     assert seeds == [panel_seed(rules.study, i) for i in range(6)]
 
 
+def ratchet_seeds_over(rule: str, steps: int) -> list[tuple[str, frozenset[str], int]]:
+    """(role, config, seed) of every run of a ratchet study with `ratchet_seed = rule`."""
+    base = make_rules(policy="ratchet", base_runs=2)
+    policy = make_policy("ratchet", keep_rule=base.keep_rule, ratchet_seed=rule)
+    rules = dataclasses.replace(base, policy=policy)
+    state, commands = start(fresh(), rules)
+    for _ in range(steps):
+        run = next(c for c in commands if isinstance(c, Run))
+        state, commands = finish(state, rules, run)
+        for propose in [c for c in commands if isinstance(c, Propose)]:
+            state, commands = advance(state, rules, Proposed(propose.step, ()))
+    return [(r.role, r.config, r.seed) for r in state.runs]
+
+
+def test_the_fixed_seed_ratchet_runs_everything_at_one_seed():
+    runs = ratchet_seeds_over("fixed", 5)
+    assert len(runs) == 2 + 4 and {seed for _, _, seed in runs} == {panel_seed(section(), 0)}
+    assert len({config for _, config, _ in runs}) > 2  # several configs, one seed
+
+
+def test_the_fresh_seed_ratchet_never_reuses_a_seed():
+    runs = ratchet_seeds_over("fresh", 5)
+    assert [seed for _, _, seed in runs] == [panel_seed(section(), i) for i in range(6)]
+
+
+def test_a_ratchet_seed_rule_it_does_not_know_is_refused():
+    with pytest.raises(ValueError, match="ratchet_seed must be one of"):
+        make_policy("ratchet", ratchet_seed="lucky")
+
+
 def test_runs_that_finish_out_of_order_conclude_exactly_as_in_order():
     rules = make_rules(base_runs=1)
     state, (_, run) = first_trial(rules)
