@@ -27,31 +27,25 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import copy
-import functools
 import json
 import shutil
 import sys
 import time
-import tomllib
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.baselines import BASELINES, best_subset, verdicts_without_gain
-from engine.bench_report import plot, render_markdown, verdict_lines  # noqa: F401 (re-exported)
-from engine.config import ConfigError, parse_config
+from engine.bench_config import load_bench, policy_kind, study_config
+from engine.bench_report import plot, render_markdown
+from engine.config import ConfigError
 from engine.summary import claimed_without_gain
+from engine.truth import Truth, gains, truth_table
 from envs import make_env
 from policies.types import move_members
 
 BOOTSTRAP_RESAMPLES = 2000
-REEVAL_STREAM = 99991  # fresh re-measurement seeds: default_rng([study seed, REEVAL_STREAM])
-BENCH_KEYS = {"name", "out_dir", "seeds", "first_seed", "budget_trials", "policies",
-              "default_policy", "reeval_runs", "workers", "vary_world", "false_keep_target"}
-WORLD_KEYS = {"name", "truth_table", "config"}  # a world's keys that are no study section
 
 
 @dataclass(frozen=True)
@@ -77,81 +71,6 @@ class StudyScore:
     claimed_changes_without_gain: float | None = None
     judged_keeps: int | None = None  # keeps whose truth is known: the false-keep rate's base
     final: tuple[str, ...] = ()  # the final configuration's changes, sorted
-
-
-def load_bench(path: Path) -> dict:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["the bench file does not exist"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
-    bench = data.get("bench", {})
-    unknown = set(data) - {"bench", "defaults", "worlds", "variants"} | (set(bench) - BENCH_KEYS)
-    if unknown:
-        raise ConfigError(
-            str(path), [f"unknown keys {sorted(unknown)}; [bench] allows {sorted(BENCH_KEYS)}"])
-    if not data.get("worlds"):
-        raise ConfigError(str(path), ["at least one [[worlds]] table is required"])
-    problems = [f"[variants.{name}] needs a [variants.{name}.policy] table with a kind"
-                for name, variant in data.get("variants", {}).items()
-                if not isinstance(variant, dict)
-                or not isinstance(variant.get("policy"), dict) or "kind" not in variant["policy"]]
-    if problems:
-        raise ConfigError(str(path), problems)
-    data["worlds"] = [with_study_config(world, path) for world in data["worlds"]]
-    return data
-
-
-def with_study_config(world: dict, bench_path: Path) -> dict:
-    """A world with `config = "FILE.toml"` (a study config, beside the bench file) takes that
-    study's sections, its budget included, under the world's own tables; the bench sets the
-    study's name, folder and seed."""
-    if "config" not in world:
-        return world
-    path = bench_path.parent / world["config"]
-    try:
-        study = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(bench_path), [f"world {world.get('name')!r}: config {path} "
-                                            "does not exist"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
-    merged = {section: table for section, table in study.items()}
-    merged["study"] = {key: value for key, value in study.get("study", {}).items()
-                       if key not in ("name", "out_dir", "seed")}
-    for section, table in world.items():
-        if isinstance(table, dict) and isinstance(merged.get(section), dict):
-            merged[section] = {**merged[section], **table}
-        else:
-            merged[section] = table
-    return merged
-
-
-def study_config(data: dict, world: dict, policy: str, seed: int, out_dir: Path, source: Path):
-    """One study's validated config: defaults, then the world's overrides, then the policy
-    variant's, then the bench's (a world's own `[worlds.study] budget_trials` beats the
-    bench's)."""
-    bench = data["bench"]
-    raw = copy.deepcopy(data.get("defaults", {}))
-    variant = data.get("variants", {}).get(policy, {})
-    for overrides in (world, variant):
-        for section, table in overrides.items():
-            if isinstance(table, list):  # [[worlds.hypotheses]] replaces the list
-                raw[section] = copy.deepcopy(table)
-            elif section not in WORLD_KEYS:
-                raw.setdefault(section, {}).update(copy.deepcopy(table))
-    if bench.get("vary_world", True) and raw["env"].get("kind") == "synthetic":
-        raw["env"]["world_seed"] = seed  # average over a family of worlds, not one draw
-    budget = world.get("study", {}).get("budget_trials", bench["budget_trials"])
-    raw.setdefault("study", {}).update(
-        name=f"{world['name']}-{policy}-{seed}", seed=seed, budget_trials=budget)
-    # A baseline from outside the engine has no engine policy; its config names one for the record.
-    if not variant:
-        raw.setdefault("policy", {})["kind"] = "random" if policy in BASELINES else policy
-    raw.setdefault("beliefs", {}).setdefault("fit_pymc", False)
-    folder = out_dir / "studies" / world["name"] / policy / f"seed{seed}"
-    return parse_config(raw, source=str(source), out_dir=str(folder))
 
 
 def run_one(
@@ -197,11 +116,6 @@ def run_one(
                       judged_keeps, tuple(sorted(study.incumbent)))
 
 
-def policy_kind(data: dict, policy: str) -> str:
-    """The policy a bench entry runs: a variant's [variants.NAME.policy] kind, else the name."""
-    return data.get("variants", {}).get(policy, {}).get("policy", {}).get("kind", policy)
-
-
 def run_baseline(study, truth: Truth, world: dict, policy: str, seed: int,
                  started: float) -> StudyScore:
     """An outside baseline (engine.baselines) on the study's env, hypotheses and budget; its
@@ -222,108 +136,6 @@ def run_baseline(study, truth: Truth, world: dict, policy: str, seed: int,
     return StudyScore(world["name"], policy, seed, *gains(study, truth, applied), len(applied),
                       None, false_keeps, null_decisions, budget, wall, truth.source,
                       len(applied), false_keeps, None, judged_keeps, tuple(sorted(applied)))
-
-
-def gains(study, truth: Truth, applied: frozenset[str]) -> tuple[float, float | None]:
-    """(the true gain of `applied` over the base, the best reachable gain where it is known),
-    metric units, positive = better."""
-    base_value = truth(frozenset())
-    best = getattr(study.env, "best_reachable", None)  # synthetic worlds know their optimum
-    best_gain = study.sign * (base_value - best().value) if best else None
-    return study.sign * (base_value - truth(applied)), best_gain
-
-
-@functools.lru_cache(maxsize=None)
-def _read_table(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["the truth table does not exist; "
-                                      "write it with python experiments/truth_gpt.py"]) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(str(path), [f"not a truth table (invalid JSON: {exc})"]) from None
-
-
-def truth_table(world: dict, source: Path, env: dict, hypotheses: Iterable) -> dict | None:
-    """The world's truth table (None without one), refused unless its runs were made with the
-    study's [env] (all but timeout_s), in fixed steps where the env is the trainer, and it holds
-    every hypothesis with the same change."""
-    if "truth_table" not in world:
-        return None
-    path = source.parent / world["truth_table"]
-    table = _read_table(path)
-    env = json.loads(json.dumps(env, default=str))  # as the table stored it
-    problems = [f"it was measured with [env] {key} = {table['env'].get(key)!r}, the world "
-                f"{world['name']!r} has {env.get(key)!r}"
-                for key in sorted(set(table["env"]) | set(env) - {"timeout_s"})
-                if key != "timeout_s" and table["env"].get(key) != env.get(key)]
-    if env.get("kind") == "gpt" and not env.get("steps"):
-        problems.append(f"world {world['name']!r} is timed: a truth table needs fixed-step runs")
-    for h in hypotheses:
-        row = table["hypotheses"].get(h.name)
-        if row is None:
-            problems.append(f"it has no row for hypothesis {h.name!r}")
-        elif row["change"] != h.change:
-            problems.append(f"its {h.name!r} is the change {row['change']}, "
-                            f"the world's is {h.change}")
-    if problems:
-        raise ConfigError(str(path), problems)
-    return table
-
-
-class Truth:
-    """The noise-free metric of a set of applied hypotheses, cached per set, and whether a
-    change brings no gain. By source:
-    - "truth": exact, where the env knows it;
-    - "table": the mean over the first `reeval_runs` seeds of a truth table (the base and single
-      changes there are the table's own runs where the trainer's code is the table's), and a
-      change's gain is the table's label;
-    - "reeval": the mean of `reeval_runs` fresh runs (seeds no study used)."""
-
-    def __init__(self, study, reeval_runs: int, seed: int, table: dict | None = None):
-        self.study, self.reeval_runs, self.seed, self.table = study, reeval_runs, seed, table
-        self.source = ("table" if table is not None else "truth" if study.env.knows_truth()
-                       else "reeval")
-        self.cache: dict[frozenset[str], float] = {}
-
-    def __call__(self, applied: frozenset[str]) -> float:
-        if applied not in self.cache:
-            self.cache[applied] = self._measure(applied)
-        return self.cache[applied]
-
-    def no_gain(self, applied: frozenset[str], members: frozenset[str]) -> bool | None:
-        """Whether adding `members` to `applied` brings no true gain; None where the truth does
-        not say (a table's "unclear" change)."""
-        if self.source == "table":
-            rows = [self.table["hypotheses"][name] for name in members]
-            if any(row["label"] == "unclear" for row in rows):
-                return None
-            return self.study.sign * sum(row["effect"] for row in rows) >= 0
-        return self.study.sign * (self(applied | members) - self(applied)) >= 0
-
-    def _measure(self, applied: frozenset[str]) -> float:
-        config = self.study.config_for(applied)
-        if self.source == "truth":
-            return self.study.env.truth(config)
-        if self.source == "table":
-            seeds = self.table["seeds"][: self.reeval_runs]
-        else:
-            seeds = np.random.default_rng([self.seed, REEVAL_STREAM]).integers(
-                2**31 - 1, size=self.reeval_runs)
-        values = [self._run(applied, config, int(s)) for s in seeds]
-        values = [v for v in values if v is not None and np.isfinite(v)]
-        return float(np.mean(values)) if values else float("nan")
-
-    def _run(self, applied: frozenset[str], config: dict, seed: int) -> float | None:
-        """One run's metric; a table's run where it has this one (fixed-step runs with the same
-        trainer code are deterministic per seed), else the env's."""
-        if self.source == "table" and len(applied) <= 1 \
-                and self.table["code_hash"] == getattr(self.study.env, "code_hash", None):
-            name = next(iter(applied), "base")
-            known = self.table["runs"].get(name, {}).get(str(seed))
-            if known is not None:
-                return known
-        return self.study.env.run(config, seed).metric
 
 
 def bootstrap_interval(

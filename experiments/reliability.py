@@ -25,8 +25,9 @@ import numpy as np
 
 from beliefs.spike import NULL_SHARE_GRID
 from engine.baselines import BASELINES
-from engine.bench import Truth, load_bench, study_config
+from engine.bench_config import load_bench, study_config
 from engine.study import Study
+from engine.truth import Truth
 from policies.types import move_members
 
 EDGES = np.array([0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 0.95, 1.0 + 1e-12])

@@ -5,7 +5,7 @@ seeds that no study used (the same seeds for both, so the seed luck is shared), 
 
 Prints each run, the two means and the paired difference with its standard error, in the
 metric's units (positive gain = the incumbent is better). The seeds are the ones the bench's
-re-measurement (`engine.bench.Truth`) uses, so the figure is the one a bench would report.
+re-measurement (`engine.truth.Truth`) uses, so the figure is the one a bench would report.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from engine.bench import REEVAL_STREAM
 from engine.config import load_config
 from engine.study import Study
+from engine.truth import REEVAL_STREAM
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ The pool is a study config (its [env] and [[hypotheses]]). Each hypothesis runs 
 base, at every truth seed, and so does the base; the runs are fixed-step (deterministic per
 seed), so a change's effect at a seed is its paired difference with the base there; `--workers`
 runs go at once (a run of the miniature keeps about one core of two busy). Every run is appended
-to the cache as it finishes, so the script stops and resumes where it left off. It
-writes the table beside the pool (same stem, .json) and prints it as markdown.
+to the cache as it finishes, so the script stops and resumes where it left off (a failed run is
+run again on resume). It writes the table beside the pool (same stem, .json) and prints it as
+markdown.
 
 A hypothesis is labelled "helps" or "hurts" only where the 95% t interval of its mean paired
 difference excludes 0, else "unclear"; the benchmark counts false keeps of labelled hypotheses
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = truth_seeds(args.seeds)
     values = load_cache(args.cache)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
-    todo = [(name, s) for s in seeds for name in configs if (name, s) not in values]
+    # a failed run is tried again: an interrupted script leaves its runs in flight as crashes
+    todo = [(name, s) for s in seeds for name in configs if values.get((name, s)) is None]
     print(f"{len(values)} runs cached, {len(todo)} to run", file=sys.stderr, flush=True)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=args.workers) as pool:

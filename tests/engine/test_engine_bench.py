@@ -15,15 +15,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.bench import (
-    StudyScore,
-    bootstrap_interval,
-    load_bench,
-    render_markdown,
-    study_config,
-    summarise,
-    verdict_lines,
-)
+from engine.bench import StudyScore, bootstrap_interval, summarise
+from engine.bench_config import load_bench, study_config
+from engine.bench_report import render_markdown, verdict_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,23 +193,9 @@ print("loss:", 1.0 - 0.5 * float(args["boost"]) + random.Random(int(args["seed"]
 """
 
 
-def test_an_interrupted_bench_writes_no_scores_and_resumes_as_if_never_stopped(tmp_path):
-    """Ctrl-C mid-study: the half-finished study is not scored, nothing is written, exit 130.
-    --resume then finishes every study where it stopped, with the scores of a bench that was
-    never interrupted."""
-    script = tmp_path / "experiment.py"
-    script.write_text(SLOW_EXPERIMENT)
-    bench = tmp_path / "bench.toml"
-    bench.write_text(textwrap.dedent(f"""
-        [bench]
-        name = "slow"
-        seeds = 2
-        budget_trials = 12
-        reeval_runs = 2
-        policies = ["efe"]
-        default_policy = "efe"
-        workers = 1
-
+def command_world(script: Path) -> str:
+    """A bench world whose runs are SLOW_EXPERIMENT, one `boost` hypothesis."""
+    return textwrap.dedent(f"""
         [[worlds]]
         name = "command"
         [worlds.env]
@@ -228,7 +208,27 @@ def test_an_interrupted_bench_writes_no_scores_and_resumes_as_if_never_stopped(t
         name = "boost"
         category = "architecture"
         change = {{ boost = 1 }}
-        """))
+        """)
+
+
+def test_an_interrupted_bench_writes_no_scores_and_resumes_as_if_never_stopped(tmp_path):
+    """Ctrl-C mid-study: the half-finished study is not scored, nothing is written, exit 130.
+    --resume then finishes every study where it stopped, with the scores of a bench that was
+    never interrupted."""
+    script = tmp_path / "experiment.py"
+    script.write_text(SLOW_EXPERIMENT)
+    bench = tmp_path / "bench.toml"
+    bench.write_text(textwrap.dedent("""
+        [bench]
+        name = "slow"
+        seeds = 2
+        budget_trials = 12
+        reeval_runs = 2
+        policies = ["efe"]
+        default_policy = "efe"
+        workers = 1
+
+        """) + command_world(script))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "engine.bench", str(bench), "--out", str(out)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -302,7 +302,6 @@ def test_a_world_with_a_truth_table_counts_false_keeps_by_its_labels(tmp_path):
     """Keeps of changes the table says hurt are false keeps, keeps of "unclear" ones are not
     judged, and a configuration's value is its mean at the table's seeds, paired with the base
     (recomputed here from the env's own runs)."""
-    from engine.bench import study_config as config_of
     from engine.study import Study
     from envs.synthetic import SyntheticEnv
     from policies.types import move_members
@@ -349,7 +348,7 @@ def test_a_world_with_a_truth_table_counts_false_keeps_by_its_labels(tmp_path):
     for score in report["studies"]:
         assert score["truth_source"] == "table"
         counted.append((score["keeps"] - score["judged_keeps"], score["false_keeps"]))
-        study = Study(config_of(data, data["worlds"][0], score["policy"], score["seed"],
+        study = Study(study_config(data, data["worlds"][0], score["policy"], score["seed"],
                                 tmp_path / "out", bench))
         keeps = [move_members(d["hypothesis"]) for d in study.ledger.decisions(study.study_id)
                  if d["verdict"] == "keep"]
@@ -371,21 +370,11 @@ def test_a_world_measured_only_by_runs_needs_reeval_runs_before_anything_runs(tm
     script = tmp_path / "experiment.py"
     script.write_text(SLOW_EXPERIMENT)
     bench = tmp_path / "bench.toml"
-    bench.write_text(textwrap.dedent(f"""
+    bench.write_text(textwrap.dedent("""
         [bench]
         seeds = 1
         policies = ["efe"]
-        [[worlds]]
-        name = "command"
-        [worlds.env]
-        kind = "command"
-        command = "{sys.executable} {script} seed={{seed}} boost={{boost}}"
-        metric = "loss"
-        base = {{ boost = 0 }}
-        [[worlds.hypotheses]]
-        name = "boost"
-        change = {{ boost = 1 }}
-        """))
+        """) + command_world(script))
     result = subprocess.run([sys.executable, "-m", "engine.bench", str(bench), "--out",
                              str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
