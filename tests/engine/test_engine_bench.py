@@ -408,3 +408,24 @@ def test_a_world_may_take_its_sections_from_a_study_config(tmp_path):
     assert (cfg.env["n_hypotheses"], cfg.study.budget_trials) == (3, 14)  # the study's own
     assert cfg.decision.threshold == 0.99  # the world's table beats the file's
     assert (cfg.study.seed, cfg.study.name) == (3, "from-file-design-3")  # the bench's
+
+
+def test_every_committed_bench_and_study_config_is_valid_and_matches_its_truth_table(tmp_path):
+    """The experiments/ files as committed: each study config parses, and each bench's every
+    (world, policy) builds a valid study config whose truth table (where it names one) holds its
+    hypotheses with the same changes, measured with the same env."""
+    from engine.config import load_config
+    from engine.truth import truth_table
+
+    folder = REPO / "experiments"
+    benches = [p for p in sorted(folder.glob("*.toml")) if "bench" in tomllib.loads(p.read_text())]
+    for path in sorted(set(folder.glob("*.toml")) - set(benches)):
+        load_config(path)
+    tables = 0
+    for path in benches:
+        data = load_bench(path)
+        for world in data["worlds"]:
+            for policy in data["bench"].get("policies", ["design", "ratchet"]):
+                cfg = study_config(data, world, policy, 0, tmp_path, path)
+                tables += truth_table(world, path, cfg.env, cfg.hypotheses) is not None
+    assert tables >= 4  # bench_gpt_cpu's three policies and the quickstart's two
