@@ -52,7 +52,7 @@ def with_study_config(world: dict, bench_path: Path) -> dict:
                                             "does not exist"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
-    merged = {section: table for section, table in study.items()}
+    merged = dict(study)
     merged["study"] = {key: value for key, value in study.get("study", {}).items()
                        if key not in ("name", "out_dir", "seed")}
     for section, table in world.items():

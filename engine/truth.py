@@ -45,8 +45,8 @@ def truth_table(world: dict, source: Path, env: dict, hypotheses: Iterable) -> d
     env = json.loads(json.dumps(env, default=str))  # as the table stored it
     problems = [f"it was measured with [env] {key} = {table['env'].get(key)!r}, the world "
                 f"{world['name']!r} has {env.get(key)!r}"
-                for key in sorted(set(table["env"]) | set(env) - {"timeout_s"})
-                if key != "timeout_s" and table["env"].get(key) != env.get(key)]
+                for key in sorted((set(table["env"]) | set(env)) - {"timeout_s"})
+                if table["env"].get(key) != env.get(key)]
     if env.get("kind") == "gpt" and not env.get("steps"):
         problems.append(f"world {world['name']!r} is timed: a truth table needs fixed-step runs")
     for h in hypotheses:
