@@ -218,22 +218,28 @@ def softcap(logits: Any, cap: float, tanh: Callable[[Any], Any]) -> Any:
     return cap * tanh(logits / cap) if cap > 0 else logits
 
 
-def newton_schulz(matrix: Any, norm: Callable[[Any], Any], steps: int = NS_STEPS) -> Any:
+def newton_schulz(
+    matrix: Any,
+    norm: Callable[[Any], Any],
+    steps: int = NS_STEPS,
+    transpose: Callable[[Any], Any] = lambda m: m.T,
+) -> Any:
     """Approximately U V^T of matrix = U S V^T, from X = M / (|M|_F + eps):
     X <- aX + (bA + cA^2)X with A = X X^T, on the wide orientation of M.
 
     Singular values end roughly in [0.7, 1.2] (not exactly 1: the iteration trades accuracy for
-    speed). `norm` is the backend's Frobenius norm.
+    speed). `norm` is the backend's Frobenius norm. For a stack of matrices (the last two axes),
+    `norm` keeps the leading axes and `transpose` swaps the last two.
     """
     a, b, c = NS_COEFFICIENTS
     x = matrix / (norm(matrix) + NS_EPS)
-    transposed = x.shape[0] > x.shape[1]
+    transposed = x.shape[-2] > x.shape[-1]
     if transposed:
-        x = x.T
+        x = transpose(x)
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ transpose(x)
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+    return transpose(x) if transposed else x
 
 
 def muon_scale(rows: int, cols: int) -> float:

@@ -268,7 +268,8 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "train-gpt"
 
 
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez of `arrays` at `path`, atomically: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -302,7 +303,7 @@ def prepare(data: str, text_column: str, eval_tokens: int) -> PreparedData:
     train_tokens, train_starts = pack_documents(train_docs)
     check_no_leak(val_tokens, train_tokens)  # before caching: only checked data is cached
     arrays = {"train_tokens": train_tokens, "train_starts": train_starts, "val_tokens": val_tokens}
-    _write_atomically(path, arrays)
+    write_atomically(path, arrays)
     return PreparedData(train_tokens, train_starts, val_tokens, key)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from train.architecture import layer_windows
 from train.config import TrainConfig
+from train.data import cache_dir, write_atomically
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the MLX backend does not need it
     import torch
@@ -38,8 +42,9 @@ def measure_matmul_flops(
     """FLOP/s of repeated square matmuls of `size` on `device`: 2 * size**3 per product, timed."""
     import torch
 
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    generator = torch.Generator(device=device).manual_seed(0)  # leaves the global stream be
+    a, b = (torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+            for _ in range(2))
     for _ in range(3):  # warm-up: thread pools, kernels
         torch.mm(a, b)
     _synchronize(device)
@@ -59,3 +64,20 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
     elif device == "mps":
         torch.mps.synchronize()
+
+
+def cached_peak_flops(identity: str, measure: Callable[[], float]) -> float:
+    """`measure()`, the matmul FLOP/s behind MFU, measured once per machine and `identity` (the
+    backend's device, dtype, threads and library version) and then read from the data cache.
+
+    Measuring costs every run a few tenths of a second; the figure belongs to the hardware, not
+    to the run. The key adds the host name and core count to `identity`.
+    """
+    key = f"{platform.node()}|{os.cpu_count()}|{identity}"
+    path = cache_dir() / f"peak-flops-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return float(cached["flops"])
+    flops = measure()
+    write_atomically(path, {"flops": np.array(flops)})
+    return flops

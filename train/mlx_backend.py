@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from train import architecture as arch
 from train.config import TrainConfig
 from train.data import VOCAB_SIZE
-from train.flops import flops_per_token, mean_attended_context
+from train.flops import cached_peak_flops, flops_per_token, mean_attended_context
 
 # Knobs outside arch.SHARED_KNOBS that this backend implements, or (threads) knowingly ignores:
 # `threads` sets torch's CPU thread count and mlx has no such setting. Any other knob is refused.
@@ -238,9 +238,15 @@ class MLXBackend:
         return 0.0
 
     def peak_flops(self) -> float:
-        """Measured float32 matmul FLOP/s of mlx on its default device (512^3 products, ~0.3 s)."""
+        """float32 matmul FLOP/s of mlx on its default device (512^3 products for ~0.3 s),
+        measured once per machine (train.flops.cached_peak_flops)."""
+        return cached_peak_flops(f"mlx {mx.__version__}|{mx.default_device()}|float32",
+                                 self._measure_matmul_flops)
+
+    @staticmethod
+    def _measure_matmul_flops() -> float:
         size = 512
-        a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
+        a, b = (mx.random.normal((size, size), key=mx.random.key(i)) for i in range(2))
         mx.eval(a @ b)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < 0.3:

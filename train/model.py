@@ -84,7 +84,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(arch.mlp_width(config), config.n_embd, bias=False)
 
     def forward(self, x):
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        # in place: the matmul's output is not saved for its backward, so it may be overwritten
+        return self.c_proj(F.relu(self.c_fc(x), inplace=True).square())
 
 
 class Block(nn.Module):

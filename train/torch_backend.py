@@ -11,7 +11,12 @@ import torch.nn.functional as F
 
 from train.config import ConfigError, TrainConfig
 from train.data import VOCAB_SIZE
-from train.flops import flops_per_token, mean_attended_context, measure_matmul_flops
+from train.flops import (
+    cached_peak_flops,
+    flops_per_token,
+    mean_attended_context,
+    measure_matmul_flops,
+)
 from train.model import GPT
 from train.optim import build_optimizers, set_lr_multiplier
 
@@ -90,6 +95,12 @@ class TorchBackend:
         return torch.cuda.max_memory_allocated() / 2**20 if self.name == "cuda" else 0.0
 
     def peak_flops(self) -> float:
-        """Measured matmul FLOP/s in the training dtype (bf16 on cuda, fp32 elsewhere)."""
+        """Matmul FLOP/s in the training dtype (bf16 on cuda, fp32 elsewhere), measured once per
+        machine (train.flops.cached_peak_flops)."""
         dtype = torch.bfloat16 if self.name == "cuda" else torch.float32
-        return measure_matmul_flops(self.name, dtype, size=4096 if self.name == "cuda" else 512)
+        device = torch.cuda.get_device_name() if self.name == "cuda" else self.name
+        return cached_peak_flops(
+            f"torch {torch.__version__}|{device}|{dtype}|{torch.get_num_threads()} threads",
+            lambda: measure_matmul_flops(
+                self.name, dtype, size=4096 if self.name == "cuda" else 512),
+        )

@@ -71,3 +71,86 @@ def test_every_parameter_has_exactly_one_optimizer():
     muon_params = {id(p) for p in optimizers[0].param_groups[0]["params"]}
     assert muon_params == {id(p) for p in model.matrix_parameters()}
     assert set(model.value_embeds) == {"layer0", "layer2"}  # alternating, ending on the last layer
+
+
+def test_adamw_is_torch_optim_adamw_without_decay():
+    """The written-out AdamW against torch.optim.AdamW (weight decay 0) over steps whose lr
+    changes, on two groups."""
+    from train.optim import AdamW, set_lr_multiplier
+
+    generator = torch.Generator().manual_seed(1)
+    ours = [torch.randn(5, 3, generator=generator), torch.randn(4, generator=generator)]
+    theirs = [p.clone() for p in ours]
+    groups = lambda params: [dict(params=[params[0]], lr=0.3, name="a"),  # noqa: E731
+                             dict(params=[params[1]], lr=0.05, name="b")]
+    optimizer = AdamW(groups(ours), betas=(0.8, 0.95), eps=1e-10)
+    reference = torch.optim.AdamW(groups(theirs), betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0)
+    for g in reference.param_groups:
+        g["base_lr"] = g["lr"]
+    for multiplier in (1.0, 1.0, 0.5, 0.25, 0.1):
+        grads = [torch.randn(p.shape, generator=generator) for p in ours]
+        for params in (ours, theirs):
+            for p, grad in zip(params, grads):
+                p.grad = grad.clone()
+        set_lr_multiplier([optimizer, reference], multiplier)
+        optimizer.step()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _plain_muon_update(grad, buffer, lr, momentum, weight_decay, param):
+    """The docstring's formula for one matrix, with Keller Jordan's quintic iteration written
+    out here, independently of train.architecture."""
+    buffer = momentum * buffer + (1 - momentum) * grad
+    x = (1 - momentum) * grad + momentum * buffer
+    x = x / (x.norm() + 1e-7)
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    for _ in range(5):
+        gram = x @ x.T
+        x = 3.4445 * x + (-4.7750 * gram + 2.0315 * gram @ gram) @ x
+    x = x.T if tall else x
+    scale = max(1.0, param.shape[0] / param.shape[1]) ** 0.5
+    return param * (1 - lr * weight_decay) - lr * scale * x, buffer
+
+
+def test_muon_orthogonalises_each_matrix_of_a_stack_on_its_own():
+    """Matrices of mixed shapes (several sharing one shape, so stacked) over three steps, against
+    the formula applied one matrix at a time."""
+    from train.optim import Muon
+
+    generator = torch.Generator().manual_seed(2)
+    shapes = [(8, 8), (8, 8), (16, 8), (8, 16), (8, 8)]
+    params = [torch.randn(shape, generator=generator) for shape in shapes]
+    expected = [p.clone() for p in params]
+    buffers = [torch.zeros(shape) for shape in shapes]
+    optimizer = Muon(params, lr=0.05, momentum=0.9, weight_decay=0.1, name="matrix")
+    for _ in range(3):
+        grads = [torch.randn(shape, generator=generator) for shape in shapes]
+        for p, grad in zip(params, grads):
+            p.grad = grad.clone()
+        optimizer.step()
+        for i, grad in enumerate(grads):
+            expected[i], buffers[i] = _plain_muon_update(
+                grad, buffers[i], 0.05, 0.9, 0.1, expected[i])
+    for ours, theirs in zip(params, expected):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_imports_neither_dynamo_nor_torch_optim_machinery():
+    """A whole (tiny) run leaves torch._dynamo unimported: its import costs a run about as much
+    as importing torch, and nothing a run does needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from train.__main__ import main; "
+            "main(['--steps', '2', '--n-layer', '1', '--n-embd', '32', '--n-head', '2', "
+            "'--seq-len', '32', '--eval-seq-len', '32', '--eval-tokens', '1024', "
+            "'--backend', 'cpu', '--threads', '1']); "
+            "print('dynamo imported:', 'torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "val_bpb:" in result.stdout
+    assert result.stdout.strip().endswith("dynamo imported: False")
