@@ -100,12 +100,20 @@ class Range:
 @dataclass(frozen=True)
 class OneOf:
     choices: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...] = ()  # (synonym, the choice it stands for)
 
     def __call__(self, value: str) -> bool:
-        return value in self.choices
+        return value in self.choices or value in dict(self.aliases)
+
+    def canonical(self, value: str) -> str:
+        """The choice a value stands for (a synonym becomes its choice)."""
+        return dict(self.aliases).get(value, value)
 
     def describe(self, noun: str) -> str:
-        return "one of " + ", ".join(repr(c) for c in self.choices)
+        text = "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.aliases:
+            text += " (or " + ", ".join(f"{a!r} for {c!r}" for a, c in self.aliases) + ")"
+        return text
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,12 @@ class Field:
 
     def accepts(self, value: Any) -> bool:
         return self.type.accepts(value) and (self.constraint is None or self.constraint(value))
+
+    def convert(self, value: Any) -> Any:
+        """An accepted value as the code reads it: its type's copy, a synonym as its choice."""
+        converted = self.type.convert(value)
+        canonical = getattr(self.constraint, "canonical", None)
+        return canonical(converted) if canonical is not None else converted
 
     def allowed(self) -> str:
         if self.constraint is None:

@@ -71,7 +71,7 @@ def validate_table(
         if field is None or not applies(field):
             problems.append(_unknown_key(where, key, value, fields, env_kind))
         elif field.accepts(value):
-            values[key] = field.type.convert(value)
+            values[key] = field.convert(value)
         else:
             not_a_number = isinstance(value, bool) and field.type in (INT, FLOAT)
             hint = " (true/false is not a number)" if not_a_number else ""

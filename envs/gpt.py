@@ -38,6 +38,9 @@ from train.config import FIELD_TYPES, ConfigError, build_config
 from train.vocabulary import BACKENDS
 
 TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
+# -P: the run's folder is not put first on sys.path, so a user's train.py or train/ beside the
+# config cannot stand in for the engine's trainer (which PYTHONPATH names; Python 3.11+).
+TRAINER_COMMAND = (sys.executable, "-P", "-m", "train")
 _INTEGER_FIELDS = frozenset({"num_steps", "depth", "seed"})
 _TEXT_FIELDS = frozenset({"eval_hash", "backend"})
 
@@ -133,8 +136,8 @@ class GptEnv(Env):
         pinned_eval_hash: str | None = None,
         trainer_command: Sequence[str] | None = None,
     ):
-        """trainer_command replaces `[sys.executable, "-m", "train"]`; it exists for tests that
-        stand in a fake trainer script and is not an [env] key."""
+        """trainer_command replaces TRAINER_COMMAND; it exists for tests that stand in a fake
+        trainer script and is not an [env] key."""
         check_direction(direction)
         if backend not in BACKENDS:
             raise ValueError(f"[env] backend = {backend!r} is not one of {sorted(BACKENDS)}")
@@ -158,7 +161,7 @@ class GptEnv(Env):
         self.direction = direction
         self.base_dir = Path(base_dir).resolve()
         self.pinned_eval_hash = pinned_eval_hash
-        self.trainer_command = list(trainer_command or [sys.executable, "-m", "train"])
+        self.trainer_command = list(trainer_command or TRAINER_COMMAND)
         self.code_hash = train_code_hash()
         self._pin_lock = threading.Lock()  # the parallel runner calls run from several threads
 
@@ -265,12 +268,12 @@ class GptEnv(Env):
     def preflight_problem(self) -> str | None:
         """The trainer's verdict on the study's data (`python -m train.prepare`, which builds
         the cache the runs then share): a missing file, or validation text it trains on."""
-        if self.trainer_command != [sys.executable, "-m", "train"]:
+        if self.trainer_command != list(TRAINER_COMMAND):
             return None  # a stand-in trainer has no prepare step
         with tempfile.TemporaryDirectory(prefix="gpt-env-") as folder:
             config_path = Path(folder) / "config.json"
             config_path.write_text(json.dumps(self.base))
-            result = run_process([sys.executable, "-m", "train.prepare", "--config",
+            result = run_process([*TRAINER_COMMAND[:-1], "train.prepare", "--config",
                                   str(config_path)], cwd=self.base_dir,
                                  timeout_s=self.timeout_s, env=self._child_environment(),
                                  owner=self.owner)

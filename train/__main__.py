@@ -1,5 +1,5 @@
 """python -m train [--config FILE.toml|FILE.json] [--seed N] [--steps N | --time-budget S]
-                   [--backend B] [--knob VALUE ...]
+                   [--backend B] [--knob VALUE ...] [--help]
 
 Prints progress to stderr and ends stdout with the summary block (docs/ARCHITECTURE.md). Exit 0 on
 success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data,
@@ -8,6 +8,7 @@ success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -36,10 +37,21 @@ def make_backend(config: TrainConfig) -> Backend:
     return TorchBackend(config, resolve_device(config.backend))
 
 
+def usage() -> str:
+    """This module's docstring, then every knob with its type and default."""
+    knobs = [f"  --{f.name.replace('_', '-'):<18} {type(f.default).__name__:<6} "
+             f"default {f.default!r}" for f in dataclasses.fields(TrainConfig)]
+    return "\n".join([__doc__.strip(), "", "knobs (also the keys of a config file):", *knobs])
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else argv
+    if any(token in ("-h", "--help") for token in argv):
+        print(usage())
+        return 0
     try:
-        config = parse_args(sys.argv[1:] if argv is None else argv)
+        config = parse_args(argv)
         data = prepare(config.data, config.text_column, config.eval_tokens)
         result = train(config, data, make_backend(config), started)
     except LeakError as error:

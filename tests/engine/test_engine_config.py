@@ -467,7 +467,7 @@ def documented_ok(field, value) -> bool:
         return ((c.lo is None or value > c.lo or (not c.lo_open and value == c.lo))
                 and (c.hi is None or value < c.hi or (not c.hi_open and value == c.hi)))
     if isinstance(c, OneOf):
-        return value in c.choices
+        return value in c.choices or value in dict(c.aliases)
     if isinstance(c, Matches):
         return re.fullmatch(c.pattern, value) is not None
     if isinstance(c, NonEmpty):
@@ -490,7 +490,7 @@ def edges(field) -> list:
         return [*near, *map(float, near), *(b + d for b in near for d in (-1, 1)),
                 *(math.nextafter(b, d) for b in near for d in (-math.inf, math.inf))]
     if isinstance(c, OneOf):
-        return [*c.choices, *(x.upper() for x in c.choices)]
+        return [*c.choices, *(x.upper() for x in c.choices), *dict(c.aliases)]
     return ["", "ok_name-1.2", "a b", "\x00"] if field.type.noun == "string" else [{}, [], 0]
 
 
@@ -540,6 +540,8 @@ def test_garbage_toml_values_are_accepted_only_when_documented_valid(section, ke
     got = validated_value(cfg, section, key)
     if key == "out_dir":
         assert got == Path(written).resolve()
+    elif isinstance(field.constraint, OneOf):  # a synonym is read as the choice it names
+        assert got == dict(field.constraint.aliases).get(written, written)
     else:
         is_number = field.type.noun == "number"  # ints become floats (huge ones round)
         assert (got == (float(written) if is_number else written)
@@ -624,3 +626,21 @@ def test_config_errors_survive_pickling_from_a_worker_process():
 
     error = pickle.loads(pickle.dumps(ConfigError("bench.toml", ["[study] seed: got -1"])))
     assert error.problems == ("[study] seed: got -1",) and "bench.toml" in str(error)
+
+
+@pytest.mark.parametrize("written, read", [("minimize", "lower"), ("maximize", "higher"),
+                                           ("lower", "lower"), ("higher", "higher")])
+def test_optunas_direction_words_are_synonyms_and_hash_as_ours(written, read):
+    doc = valid_doc("synthetic")
+    ours = copy.deepcopy(doc)
+    doc["env"]["direction"], ours["env"]["direction"] = written, read
+    cfg = parse_config(doc)
+    assert cfg.env["direction"] == read
+    assert config_hash(cfg) == config_hash(parse_config(ours))
+
+
+def test_a_wrong_direction_names_the_synonyms():
+    doc = valid_doc("synthetic")
+    doc["env"]["direction"] = "max"
+    with pytest.raises(ConfigError, match="'maximize' for 'higher'"):
+        parse_config(doc)

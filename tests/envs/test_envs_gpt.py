@@ -180,10 +180,18 @@ def tiny_gpt_env(tmp_path: Path) -> GptEnv:
 @pytest.mark.slow
 @needs_trainer
 def test_a_real_tiny_training_run(tmp_path):
+    """From a folder holding a `train` package of the user's own, which `python -m train` run
+    there would pick: the engine's trainer runs, and its data check too."""
+    shadow = tmp_path / "train"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "__main__.py").write_text("print('---\\nval_bpb: 0.5\\nnum_steps: 99')\n")
+    (shadow / "prepare.py").write_text("raise SystemExit('not the engine prepare')\n")
     env = tiny_gpt_env(tmp_path)
+    assert env.preflight_problem() is None
     outcome = env.run(dict(TINY_TRAINER_CONFIG), seed=0)
     assert outcome.status == "ok", outcome.extra
-    assert 0.0 < outcome.metric < 20.0
+    assert 0.0 < outcome.metric < 20.0 and outcome.metric != 0.5
     assert outcome.steps == 3
     assert env.pinned_eval_hash == outcome.extra["eval_hash"]
     assert outcome.extra["backend"] == "cpu" and outcome.extra["seed"] == 0

@@ -104,3 +104,16 @@ def test_mlx_backend_runs_from_the_command_line(run_cli, tiny_flags):
     assert result.returncode == 0, result.stderr
     summary = summary_values(result.stdout)
     assert summary["backend"] == "mlx" and summary["num_steps"] == "5"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_and_every_knob_and_exits_0(run_cli, flag):
+    from dataclasses import fields
+
+    from train.config import TrainConfig
+
+    result = run_cli(["--seed", "3", flag])
+    assert result.returncode == 0 and result.stdout.startswith("python -m train")
+    assert "---" not in result.stdout  # nothing was trained
+    for field in fields(TrainConfig):
+        assert f"--{field.name.replace('_', '-')} " in result.stdout
