@@ -581,3 +581,26 @@ def test_hypotheses_that_set_the_same_key_never_run_together(tmp_path):
     assert not any({"boost", "boost_more"} <= set(r["hypotheses"]) for r in runs)
     for run in runs:
         assert run["config"] == study.config_for(frozenset(run["hypotheses"]))
+
+
+def test_every_run_records_when_it_started_and_finished(tmp_path):
+    """The ledger's times bracket each run: inside the study's wall-clock span, finished minus
+    started equal to the run's measured seconds, finishing in the order they were recorded."""
+    from datetime import datetime
+
+    before = time.time()
+    cfg = load_config(command_config(tmp_path, budget=6, sleep=0.2),
+                      out_dir=str(tmp_path / "out"))
+    Study(cfg).run(write_report=False)
+    after = time.time()
+    runs = sorted(ledger_rows(tmp_path / "out" / "study.db", "runs"), key=lambda r: r["id"])
+    assert len(runs) == 6
+    finished_at = []
+    for run in runs:
+        started = datetime.fromisoformat(run["started"]).timestamp()
+        finished = datetime.fromisoformat(run["finished"]).timestamp()
+        assert before - 1e-3 <= started and finished <= after + 1e-3
+        assert finished - started == pytest.approx(run["seconds"], abs=2e-3)
+        assert run["seconds"] >= 0.2  # the experiment sleeps that long
+        finished_at.append(finished)
+    assert finished_at == sorted(finished_at)
