@@ -37,12 +37,14 @@ def config_commit(config: dict[str, Any]) -> str:
 
 
 def _memory_gb(run: dict[str, Any]) -> float:
-    """Peak memory of a run in GB from extra['memory_gb'] or extra['peak_vram_mb'], else 0.0."""
+    """Peak memory of a run in GB: extra['memory_gb'], else the accelerator's peak_vram_mb where
+    it was tracked (> 0), else the process's peak_rss_mb (a CPU run), else 0.0."""
     extra = run["extra"]
     if "memory_gb" in extra:
         return float(extra["memory_gb"])
-    if "peak_vram_mb" in extra:
-        return float(extra["peak_vram_mb"]) / 1024.0
+    for key in ("peak_vram_mb", "peak_rss_mb"):
+        if float(extra.get(key) or 0.0) > 0:
+            return float(extra[key]) / 1024.0
     return 0.0
 
 

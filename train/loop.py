@@ -4,6 +4,7 @@ evaluation."""
 from __future__ import annotations
 
 import math
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class RunResult:
     training_seconds: float
     total_seconds: float
     peak_vram_mb: float
+    peak_rss_mb: float
     mfu_percent: float
     total_tokens: int
     num_steps: int
@@ -61,6 +63,7 @@ class RunResult:
             ("training_seconds", f"{self.training_seconds:.1f}"),
             ("total_seconds", f"{self.total_seconds:.1f}"),
             ("peak_vram_mb", f"{self.peak_vram_mb:.1f}"),
+            ("peak_rss_mb", f"{self.peak_rss_mb:.1f}"),
             ("mfu_percent", f"{self.mfu_percent:.2f}"),
             ("total_tokens_M", f"{self.total_tokens / 1e6:.3f}"),
             ("num_steps", str(self.num_steps)),
@@ -71,6 +74,13 @@ class RunResult:
             ("seed", str(self.seed)),
         ]
         return "---\n" + "\n".join(f"{key + ':':<18}{value}" for key, value in rows)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (ru_maxrss counts KiB on Linux, bytes on
+    macOS): the run's memory on a CPU, where peak_vram_mb is 0."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _log(message: str) -> None:
@@ -125,6 +135,7 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
         training_seconds=training_seconds,
         total_seconds=time.perf_counter() - started,
         peak_vram_mb=backend.peak_memory_mb(),
+        peak_rss_mb=peak_rss_mb(),
         mfu_percent=100.0 * achieved_flops / peak_flops,
         total_tokens=step * config.tokens_per_step,
         num_steps=step,

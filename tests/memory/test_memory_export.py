@@ -19,11 +19,13 @@ def populate(ledger, rng):
         ledger.plan_step(study, step,
                          action={"kind": "run" if move else "base", "hypothesis": move})
 
-    def runs(step, role, hypotheses, n, status="ok", vram=None, first_slot=0):
+    def runs(step, role, hypotheses, n, status="ok", vram=None, first_slot=0, rss=None):
         config = {name: True for name in hypotheses}
         for slot in range(first_slot, first_slot + n):
             value = float(rng.normal(1.0, 0.05))
             extra = {"peak_vram_mb": vram} if vram else {}
+            if rss:  # a CPU run: the trainer reports vram 0 and the process's peak RSS
+                extra = {"peak_vram_mb": 0.0, "peak_rss_mb": rss}
             ledger.record_run(step=step, slot=slot, study_id=study, role=role,
                               hypotheses=hypotheses, config=config, seed=slot, status=status,
                               metric=value if status == "ok" else None, extra=extra)
@@ -38,7 +40,7 @@ def populate(ledger, rng):
     ledger.record_decision(study, 1, "rope", "undecided", n_runs=2, p_better=0.8)
     rope = runs(2, "candidate", ["rope"], 2, vram=2048.0)
     ledger.record_decision(study, 2, "rope", "keep", n_runs=4, p_better=0.97)
-    gelu = runs(3, "candidate", ["gelu", "rope"], 3)
+    gelu = runs(3, "candidate", ["gelu", "rope"], 3, rss=3072.0)
     ledger.record_decision(study, 3, "gelu", "revert", n_runs=3, p_better=0.01)
     huge = runs(4, "candidate", ["huge", "rope"], 1, status="crash")
     ledger.record_decision(study, 4, "huge", "revert", n_runs=1, reason="crash")
@@ -50,7 +52,7 @@ def populate(ledger, rng):
         ResultRow(config_commit(base), np.mean(metrics["base", ()]), 1.5, "keep", "baseline"),
         ResultRow(config_commit(rope), np.mean(metrics["candidate", ("rope",)]), 2.0, "keep",
                   "rope p_better=0.970 n=4"),
-        ResultRow(config_commit(gelu), np.mean(metrics["candidate", ("gelu", "rope")]), 0.0,
+        ResultRow(config_commit(gelu), np.mean(metrics["candidate", ("gelu", "rope")]), 3.0,
                   "discard", "gelu p_better=0.010 n=3"),
         ResultRow(config_commit(huge), 0.0, 0.0, "crash", "huge"),
         ResultRow(config_commit(pair), np.mean(metrics["candidate", ("a", "b", "rope")]), 0.0,

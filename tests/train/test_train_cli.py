@@ -8,7 +8,8 @@ import pytest
 import torch
 
 SUMMARY_KEYS = [
-    "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent", "total_tokens_M",
+    "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "peak_rss_mb", "mfu_percent",
+    "total_tokens_M",
     "num_steps", "num_params_M", "depth", "eval_hash", "backend", "seed",
 ]
 
@@ -27,7 +28,9 @@ def test_summary_block_is_the_contract_and_same_seed_is_bit_identical(run_cli, t
     summary = summary_values(first.stdout)
     assert list(summary) == SUMMARY_KEYS
     lines = first.stdout.splitlines()
-    assert lines[-13] == "---" and lines[-12].startswith("val_bpb:          ")
+    assert lines[-14] == "---" and lines[-13].startswith("val_bpb:          ")
+    # a CPU run's memory is its peak RSS: at least the torch it imported
+    assert float(summary["peak_vram_mb"]) == 0.0 and float(summary["peak_rss_mb"]) > 100
     assert summary["num_steps"] == "12" and summary["depth"] == "1" and summary["seed"] == "5"
     assert summary["backend"] == "cpu" and len(summary["eval_hash"]) == 12
     assert float(summary["total_tokens_M"]) == pytest.approx(12 * 8 * 64 / 1e6, abs=5e-4)
