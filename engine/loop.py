@@ -81,9 +81,10 @@ class StudyResult:
     runs_used: int
 
 
-def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
+def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False) -> StudyResult:
     """Run (or resume) the study until a budget is spent, the policy stops, or everything is
-    decided; `write_report=False` (the benchmark) skips plots and the PyMC fit.
+    decided; `write_report=False` (the benchmark) skips plots and the PyMC fit. A study finished
+    when opened that made no run since keeps its outputs unless `rewrite`.
 
     The study folder is locked meanwhile (engine.folder). The study is marked finished only
     once its outputs are written: a signal while they are written stops it like one during a
@@ -102,6 +103,14 @@ def run_study(study: Study, *, write_report: bool = True) -> StudyResult:
         try:
             reason = run_commands(study)
             mark(study)  # a folder of an older version gets its marker here
+            unchanged = (study.finished_at_open and study.runs_used == study.runs_at_open
+                         and (study.out_dir / "report.md").is_file())
+            if unchanged and not rewrite:
+                study.progress.say(f"The study was finished and nothing new ran: its outputs in "
+                                   f"{study.out_dir} are as they were (--rewrite writes them "
+                                   "again).", always=True)
+                return StudyResult(study.out_dir, "finished", reason, list(study.kept),
+                                   study.runs_used)
             if write_report:
                 write_study_outputs(study, reason)
         except KeyboardInterrupt:

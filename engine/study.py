@@ -70,6 +70,7 @@ class Study:
         with FolderLock(self.out_dir):  # no other process checks or writes meanwhile
             self.check_folder()
             self.study_id = self._open_study()
+        self.finished_at_open = self.ledger.study(self.study_id)["status"] == "finished"
         self.shared_study_id = None
         if self.shared_memory is not None:  # the long-term memory keeps its own copy of each step
             self.shared_study_id = self.shared_memory.start_study(
@@ -78,17 +79,20 @@ class Study:
         fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions,
                                  cfg.beliefs.seed_effects)
         self.state = replay(self.ledger, self.study_id, fresh, self.rules)
+        self.runs_at_open = self.state.runs_used
         pinned = next((r["eval_hash"] for r in self.ledger.runs(self.study_id)
                        if r["status"] == "ok" and r["eval_hash"]), None)
         if pinned and hasattr(self.env, "pinned_eval_hash"):
             self.env.pinned_eval_hash = pinned
 
-    def run(self, *, write_report: bool = True) -> StudyResult:
+    def run(self, *, write_report: bool = True, rewrite: bool = False) -> StudyResult:
         """Run (or resume) until a budget is spent, the policy stops, or everything is decided.
 
         `write_report=False` (the benchmark) skips plots and the PyMC fit; the ledger is complete.
+        A study that was finished when opened and made no run since keeps the outputs it wrote
+        (no refit, no rewrite) unless `rewrite`.
         """
-        return run_study(self, write_report=write_report)
+        return run_study(self, write_report=write_report, rewrite=rewrite)
 
     # ------------------------------------------------------------------ what the state says
     @property
@@ -228,13 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="the study's TOML config")
     parser.add_argument("--out", help="the study folder (overrides [study] out_dir)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="write a finished study's outputs again (refits PyMC)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, out_dir=args.out)
         hint = f"python -m engine.study {args.config}" + (f" --out {args.out}" if args.out else "")
         study = Study(cfg, progress=Progress(enabled=not args.quiet and sys.stderr.isatty()),
                       resume_hint=hint)
-        result = study.run()
+        result = study.run(rewrite=args.rewrite)
     except (ConfigError, FolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

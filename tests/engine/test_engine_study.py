@@ -161,6 +161,33 @@ def test_synthetic_study_end_to_end_with_pymc(tmp_path):
     runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
     assert len(runs) == result.runs_used
     assert all(r["seed"] is not None and r["config_json"] and r["backend"] for r in runs)
+    # run again, finished: nothing is refitted or rewritten
+    written = output_times(tmp_path / "out")
+    again = Study(cfg).run()
+    assert (again.status, again.runs_used) == ("finished", result.runs_used)
+    assert output_times(tmp_path / "out") == written
+
+
+def output_times(out: Path) -> dict[str, int]:
+    """Modification time (ns) of every output the study wrote: all but its ledger and the
+    folder's marker (study.json, which records the ledger's run count on every open)."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.name.startswith(("study.db", "study.json", "."))}
+
+
+def test_a_finished_study_rewrites_its_outputs_only_when_asked(tmp_path):
+    cfg = load_config(write(tmp_path / "s.toml",
+                            SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet")),
+                      out_dir=str(tmp_path / "out"))
+    Study(cfg).run()
+    written = output_times(tmp_path / "out")
+    assert "report.md" in written and "results.tsv" in written
+    Study(cfg).run()
+    assert output_times(tmp_path / "out") == written
+    rewritten = Study(cfg).run(rewrite=True)
+    assert rewritten.runs_used == 12
+    times = output_times(tmp_path / "out")
+    assert set(times) == set(written) and all(times[k] > written[k] for k in written)
 
 
 INTERACTIONS = """
