@@ -1,4 +1,5 @@
-"""Progress lines for a person watching a study: one line per step, quiet when not a TTY."""
+"""Progress lines for a person watching a study: one plain line per step, on a terminal or in a
+log; the line announcing each step before its runs only on a terminal (`live`)."""
 from __future__ import annotations
 
 import sys
@@ -7,8 +8,8 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, enabled: bool, stream: TextIO | None = None):
-        self.enabled = enabled
+    def __init__(self, enabled: bool, stream: TextIO | None = None, live: bool = False):
+        self.enabled, self.live = enabled, live
         self.stream = stream or sys.stderr
 
     def say(self, message: str, *, always: bool = False) -> None:
@@ -17,7 +18,9 @@ class Progress:
             print(message, file=self.stream, flush=True)
 
     def status(self, message: str) -> None:
-        self.say(f"… {message}")
+        """What is running now: on a terminal only, where nothing else shows the study is busy."""
+        if self.live:
+            self.say(f"… {message}")
 
     def step(self, step: int, plan, runs: Sequence, decision, incumbent, sign: float) -> None:
         """One line per concluded step: what ran, the mean metric of its runs, the verdict and the

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, out_dir=args.out)
         hint = f"python -m engine.study {args.config}" + (f" --out {args.out}" if args.out else "")
-        study = Study(cfg, progress=Progress(enabled=not args.quiet and sys.stderr.isatty()),
+        study = Study(cfg, progress=Progress(enabled=not args.quiet, live=sys.stderr.isatty()),
                       resume_hint=hint)
         result = study.run(rewrite=args.rewrite)
     except (ConfigError, FolderError) as exc:

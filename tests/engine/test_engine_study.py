@@ -631,3 +631,18 @@ def test_every_run_records_when_it_started_and_finished(tmp_path):
         assert run["seconds"] >= 0.2  # the experiment sleeps that long
         finished_at.append(finished)
     assert finished_at == sorted(finished_at)
+
+
+def test_off_a_terminal_the_cli_prints_one_plain_line_per_step(tmp_path):
+    """Piped (as `make study | tee log` would), the CLI still reports: one line per concluded
+    step, none of the terminal-only lines announcing a step before its runs."""
+    config = write(tmp_path / "s.toml",
+                   SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet"))
+    done = subprocess.run([sys.executable, "-m", "engine.study", str(config), "--out",
+                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    step_lines = [line for line in done.stderr.splitlines() if line.startswith("[")]
+    steps = ledger_rows(tmp_path / "out" / "study.db", "steps")
+    assert len(step_lines) == len(steps) > 0
+    assert not any(line.startswith("…") for line in done.stderr.splitlines())
