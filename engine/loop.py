@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from threadpoolctl import threadpool_limits
 
 from engine.config import StudyConfig
 from engine.core import (
@@ -89,7 +92,10 @@ def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False)
     The study folder is locked meanwhile (engine.folder). The study is marked finished only
     once its outputs are written: a signal while they are written stops it like one during a
     step, and the resume writes them again."""
-    with FolderLock(study.out_dir):
+    # The posterior's matrices are small: multi-threaded BLAS makes a 200x200 Cholesky ~100x
+    # slower on a busy 2-core machine (experiments/bench_beliefs.py), so one thread while the
+    # study runs, and the caller's setting back afterwards.
+    with FolderLock(study.out_dir), threadpool_limits(limits=1, user_api="blas"):
         study.check_folder()  # again: another process may have used the folder since it opened
         left = sweep(study.env.owner + ":") if study.env.owner else 0
         if left:  # the runs of a killed process of this study; theirs are run again
@@ -98,8 +104,11 @@ def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False)
         interrupted = Interruption()
         # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
         # and Ctrl-C (or kill -INT) must still stop the study cleanly.
+        # Only the main thread may install handlers; a study run on another thread (a notebook's
+        # worker, a server) is stopped by whoever runs it.
+        on_main_thread = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, interrupted.handle)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+                    for sig in (signal.SIGINT, signal.SIGTERM) if on_main_thread}
         try:
             reason = run_commands(study)
             mark(study)  # a folder of an older version gets its marker here

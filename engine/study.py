@@ -15,8 +15,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
-
 from beliefs import BeliefPrior
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
 from engine.folder import (
@@ -49,9 +47,6 @@ class Study:
 
     def __init__(self, cfg: StudyConfig, *, progress: Progress | None = None,
                  resume_hint: str | None = None):
-        # The posterior's matrices are small: multi-threaded BLAS makes a 200x200 Cholesky ~100x
-        # slower on a busy 2-core machine (experiments/bench_beliefs.py), so use one thread.
-        threadpool_limits(limits=1, user_api="blas")
         self.cfg = cfg
         self.progress = progress or Progress(enabled=False)
         self.resume_hint = (resume_hint or

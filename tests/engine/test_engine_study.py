@@ -646,3 +646,34 @@ def test_off_a_terminal_the_cli_prints_one_plain_line_per_step(tmp_path):
     steps = ledger_rows(tmp_path / "out" / "study.db", "steps")
     assert len(step_lines) == len(steps) > 0
     assert not any(line.startswith("…") for line in done.stderr.splitlines())
+
+
+def test_a_study_leaves_the_process_as_it_found_it_and_runs_off_the_main_thread(tmp_path):
+    """The BLAS thread count and the signal handlers are the caller's again after a study, and
+    a study run on a worker thread (where no handler can be installed) finishes."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    threads_before = blas_threads()
+    cfg = load_config(write(tmp_path / "s.toml",
+                            SYNTHETIC.format(budget=12, fit_pymc="false", policy="ratchet")),
+                      out_dir=str(tmp_path / "out"))
+    results, opened = [], []
+
+    def open_and_run():
+        study = Study(cfg)  # on this thread: its ledger's connection belongs to it
+        opened.append(blas_threads())
+        results.append(study.run(write_report=False))
+
+    worker = threading.Thread(target=open_and_run)
+    worker.start()
+    worker.join(timeout=300)
+    assert opened == [threads_before]  # opening a study changes nothing
+    assert results and results[0].status == "finished" and results[0].runs_used == 12
+    assert blas_threads() == threads_before
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
