@@ -677,3 +677,21 @@ def test_a_study_leaves_the_process_as_it_found_it_and_runs_off_the_main_thread(
     assert results and results[0].status == "finished" and results[0].runs_used == 12
     assert blas_threads() == threads_before
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+
+
+def test_the_engine_console_script_runs_a_study_without_the_venv_active(tmp_path):
+    """`.venv/bin/engine study CONFIG` with a PATH that holds no virtualenv: what
+    `python -m engine.study` needs an activated venv for."""
+    script = Path(sys.executable).parent / "engine"
+    config = write(tmp_path / "s.toml",
+                   SYNTHETIC.format(budget=6, fit_pymc="false", policy="ratchet"))
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([str(script), "study", str(config), "--out", str(tmp_path / "out"),
+                           "--quiet"], cwd=tmp_path, env=bare, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Stopped:" in done.stderr and len(ledger_rows(tmp_path / "out" / "study.db",
+                                                         "runs")) == 6
+    unknown = subprocess.run([str(script), "studdy"], env=bare, capture_output=True, text=True,
+                             timeout=60)
+    assert unknown.returncode == 2 and "usage: engine {study,bench}" in unknown.stderr
