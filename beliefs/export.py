@@ -5,7 +5,9 @@ sigma, incumbent_mean[decision]), observed_data (y[obs]), posterior_predictive (
 The hypothesis dimension is ordered by category and carries a `category_of` coordinate.
 Draws come from a `fit_pymc` result when given, else from the fast path's posterior
 (sigma^2 ~ IG(a, b), theta | sigma^2 ~ N(m, sigma^2 V), scales tau_g at their empirical-Bayes
-values).
+values). Those draws are exact and independent; they are stored as CONJUGATE_CHAINS chains so
+that `az.summary` computes r-hat and ESS (near 1 and near the number of draws), and the
+posterior group's `draws` attribute says "exact" (or "nuts" for a PyMC fit).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 from scipy import linalg
 
 from beliefs.model import Beliefs
+
+CONJUGATE_CHAINS = 2
 
 
 def _fast_path_draws(
@@ -50,12 +54,15 @@ def to_inference_data(
     # sorted is stable: within a category the hypotheses keep their order
     hypotheses = sorted(beliefs.hypotheses, key=lambda h: beliefs.categories.index(h.category))
     names = [h.name for h in hypotheses]
+    draws = "exact" if posterior_draws is None else "nuts"
     if posterior_draws is None:
         if rng is None:
             raise ValueError(
                 "to_inference_data: pass rng (a numpy Generator) to draw from the fast path")
-        theta, sigma_std = _fast_path_draws(beliefs, n_draws, rng)
-        theta, sigma_std = theta[None], sigma_std[None]  # one chain
+        per_chain = -(-n_draws // CONJUGATE_CHAINS)
+        theta, sigma_std = _fast_path_draws(beliefs, per_chain * CONJUGATE_CHAINS, rng)
+        theta = theta.reshape(CONJUGATE_CHAINS, per_chain, -1)
+        sigma_std = sigma_std.reshape(CONJUGATE_CHAINS, per_chain)
         tau = np.array([beliefs.hyperparameters()[g]["tau"] for g in beliefs.categories])
         category_scale = tau[None, None, :] * sigma_std[..., None] * scale
     else:
@@ -89,11 +96,13 @@ def to_inference_data(
                                "observed_data": observed}, coords=coords, dims=dims)
         result["posterior"] = result["posterior"].to_dataset().assign_coords(
             category_of=("hypothesis", [h.category for h in hypotheses]))
+        result["posterior"].attrs["draws"] = draws
         return result
     result = az.from_dict(posterior=posterior, posterior_predictive={"y": predictive},
                           observed_data=observed, coords=coords, dims=dims)
     result.posterior = result.posterior.assign_coords(
         category_of=("hypothesis", [h.category for h in hypotheses]))
+    result.posterior.attrs["draws"] = draws
     return result
 
 

@@ -40,8 +40,8 @@ def test_inference_data_has_the_documented_groups_and_coords(beliefs, tmp_path):
     assert list(post["hypothesis"].values) == ["wider", "rope", "muon_lr_up", "warmdown"]
     assert list(post["category_of"].values) == ["architecture", "architecture", "optimizer",
                                                 "schedule"]
-    assert post["incumbent_mean"].shape == (1, 400, 3)
-    assert idata.posterior_predictive["y"].shape == (1, 400, beliefs.n_observations)
+    assert post["incumbent_mean"].shape == (2, 200, 3)  # exact draws, as two chains
+    assert idata.posterior_predictive["y"].shape == (2, 200, beliefs.n_observations)
     # draws agree with the closed-form summaries (MC error of 400 draws ~ 0.05 sd)
     for e in beliefs.effects():
         draws = post["effect"].sel(hypothesis=e.name).values.ravel()
@@ -50,6 +50,7 @@ def test_inference_data_has_the_documented_groups_and_coords(beliefs, tmp_path):
     assert abs(post["incumbent_mean"].values[..., 2].mean() - mu.mean[0]) < 0.2 * mu.sd()[0]
     path = save_inference_data(idata, tmp_path / "beliefs.nc")
     loaded = az.from_netcdf(path)
+    assert loaded.posterior.attrs["draws"] == "exact"
     np.testing.assert_allclose(loaded.posterior["effect"].values, post["effect"].values)
     np.testing.assert_allclose(loaded.observed_data["y"].values,
                                [o.value for o in beliefs.observations])
@@ -73,3 +74,16 @@ def test_forest_plot_labels_effects_by_category_and_name(beliefs, tmp_path):
 def test_fast_path_draws_need_a_generator(beliefs):
     with pytest.raises(ValueError, match="rng"):
         to_inference_data(beliefs)
+
+
+def test_the_exact_draws_summarise_cleanly(beliefs):
+    """Independent draws split into chains: az.summary gives a finite r-hat near 1 and a bulk
+    ESS near the number of draws (an independent sample's), with no warning."""
+    import warnings
+
+    idata = to_inference_data(beliefs, rng=np.random.default_rng(4), n_draws=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = az.summary(idata, var_names=["effect"])
+    assert np.all(np.abs(summary["r_hat"].to_numpy() - 1.0) < 0.01)
+    assert np.all(summary["ess_bulk"].to_numpy() > 1200)
