@@ -16,10 +16,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "study":
-        from engine.study import main as command
-    else:
-        from engine.bench import main as command
-    return command(argv[1:])
+        from engine.study import main as study
+
+        return study(argv[1:], invoked_as=f"{sys.argv[0]} study")  # its resume hint repeats it
+    from engine.bench import main as bench
+
+    return bench(argv[1:])
 
 
 if __name__ == "__main__":

@@ -206,14 +206,14 @@ def run_step(study: Study, command: Run) -> Iterator[Event]:
                           f"({len(command.runs)} runs)")
     env = study.env
     for plan, outcome in study.runner.run(env, command.runs):
-        # when the run came back, and that less the seconds the env measured it running
-        finished = time.time()
+        extra = dict(outcome.extra)
+        started, finished = extra.pop("started"), extra.pop("finished")  # engine.runner.timed_run
         row = dict(role=plan.role, hypotheses=sorted(plan.applied), config=plan.config,
                    seed=plan.seed, metric=outcome.metric, status=outcome.status,
                    steps=outcome.steps, seconds=outcome.seconds, backend=env.backend,
                    code_hash=env.code_hash, eval_hash=outcome.extra.get("eval_hash", env.eval_hash),
-                   extra=json.loads(json.dumps(outcome.extra, default=str)),
-                   started=finished - (outcome.seconds or 0.0), finished=finished)
+                   extra=json.loads(json.dumps(extra, default=str)),
+                   started=started, finished=finished)
         study.ledger.record_run(study.study_id, command.step, plan.slot, **row)
         yield RunFinished(run_record({**row, "slot": plan.slot}, command.step, study.rules),
                           outcome.seconds)

@@ -6,6 +6,8 @@ once, so a killed study never loses a run that already finished.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import dataclasses
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -27,6 +29,16 @@ class PlannedRun:
     seed: int
 
 
+def timed_run(env: Env, config: dict, seed: int) -> Outcome:
+    """env.run, with the wall-clock times (epoch seconds) it started and finished in the
+    outcome's extra as "started" and "finished": the ledger's times of the run, measured where
+    it ran, whatever the env reports as its seconds (a synthetic env's are simulated)."""
+    started = time.time()
+    outcome = env.run(config, seed)
+    return dataclasses.replace(outcome, extra={**outcome.extra, "started": started,
+                                               "finished": time.time()})
+
+
 class Runner:
     kind: ClassVar[str]
 
@@ -44,7 +56,7 @@ class LocalRunner(Runner):
 
     def run(self, env, plans):
         for plan in plans:
-            yield plan, env.run(plan.config, plan.seed)
+            yield plan, timed_run(env, plan.config, plan.seed)
 
 
 class ParallelRunner(Runner):
@@ -57,7 +69,7 @@ class ParallelRunner(Runner):
 
     def run(self, env, plans):
         pool = futures.ThreadPoolExecutor(max_workers=self.workers)
-        pending = {pool.submit(env.run, plan.config, plan.seed): plan for plan in plans}
+        pending = {pool.submit(timed_run, env, plan.config, plan.seed): plan for plan in plans}
         yielded = set()
         try:
             for future in futures.as_completed(pending):
@@ -92,7 +104,7 @@ class RayRunner(Runner):
             raise RuntimeError("[runner] kind = 'ray' needs Ray: pip install -e '.[ray]'") from exc
         if not ray.is_initialized():
             ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-        remote_run = ray.remote(lambda e, config, seed: e.run(config, seed))
+        remote_run = ray.remote(timed_run)
         pending = {remote_run.remote(env, plan.config, plan.seed): plan for plan in plans}
         try:
             while pending:

@@ -15,6 +15,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from beliefs import BeliefPrior
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
 from engine.folder import (
@@ -73,7 +75,8 @@ class Study:
                 self.env.fingerprint(), cfg.study.seed)
         fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions,
                                  cfg.beliefs.seed_effects)
-        self.state = replay(self.ledger, self.study_id, fresh, self.rules)
+        with threadpool_limits(limits=1, user_api="blas"):  # as run_study does (engine.loop)
+            self.state = replay(self.ledger, self.study_id, fresh, self.rules)
         self.runs_at_open = self.state.runs_used
         pinned = next((r["eval_hash"] for r in self.ledger.runs(self.study_id)
                        if r["status"] == "ok" and r["eval_hash"]), None)
@@ -220,7 +223,8 @@ class Study:
                            seed_sd=self.cfg.beliefs.prior_seed_sd)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, invoked_as: str = "python -m engine.study") -> int:
+    """The CLI; `invoked_as` is the command the resume hint repeats (engine.cli passes its own)."""
     parser = argparse.ArgumentParser(prog="python -m engine.study",
                                      description="Run (or resume) a study described by a TOML "
                                                  "config.")
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, out_dir=args.out)
-        hint = f"python -m engine.study {args.config}" + (f" --out {args.out}" if args.out else "")
+        hint = f"{invoked_as} {args.config}" + (f" --out {args.out}" if args.out else "")
         study = Study(cfg, progress=Progress(enabled=not args.quiet, live=sys.stderr.isatty()),
                       resume_hint=hint)
         result = study.run(rewrite=args.rewrite)

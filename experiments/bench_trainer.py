@@ -4,7 +4,8 @@ memory, and the noise the engine sees through.
 Command (about 4 minutes on 2 cores with the defaults; other processes on the machine inflate
 the spread, which is why the speed is a ratio measured in one process):
 
-    .venv/bin/python experiments/bench_trainer.py [--rounds 6] [--fixed-runs 3] [--budget 8]
+    .venv/bin/python experiments/bench_trainer.py [--rounds 6] [--steps-per-round 10]
+                                                  [--fixed-runs 3] [--budget 8]
                                                   [--seeds 0] [--repeats 0] [--noise-budget 30]
 
 (append `| tee /tmp/bench_trainer.txt` to keep a copy of the output).
@@ -235,8 +236,9 @@ def run_trainer(arguments: list[str]) -> dict[str, float]:
     stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"trainer exited {status}: {stdout[-500:]}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"trainer exited {code}: {stdout[-500:]}")
     values = {"wall_seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024}  # KiB on Linux
     for line in stdout.split("\n---\n")[-1].strip().splitlines():
         key, _, value = line.partition(":")

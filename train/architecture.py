@@ -16,11 +16,11 @@ for each parameter's initial values). A change to one module then leaves every o
 initial values and the batches as they were for that seed: runs of two configs on one seed share
 their luck (common random numbers), which pairing by seed needs.
 
-Not shared: the tensor code of the forward pass and the optimiser update arithmetic (torch uses
-in-place `lerp_` and `torch.optim.AdamW`; MLX writes the same formulas out), and the generators
-behind the streams (torch's and MLX's draw different numbers from one stream seed, so one seed
-gives different weights on torch and on MLX). A backend that lacks a knob refuses it with
-`refuse_unimplemented`.
+Not shared: the tensor code of the forward pass and the optimiser update arithmetic (torch's
+written out in place in train/optim.py; MLX writes the same formulas out functionally), and the
+generators behind the streams (torch's and MLX's draw different numbers from one stream seed,
+so one seed gives different weights on torch and on MLX). A backend that lacks a knob refuses it
+with `refuse_unimplemented`.
 """
 
 from __future__ import annotations

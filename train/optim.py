@@ -83,9 +83,10 @@ class Muon:
 class AdamW:
     """Adam with bias correction, no weight decay (the groups it updates take none).
 
-    Update per step t: m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g^2;
-    p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),
-    the arithmetic of `torch.optim.AdamW`'s single-tensor update in the same order.
+    Update at a parameter's t-th step with a gradient: m <- b1*m + (1-b1)*g;
+    v <- b2*v + (1-b2)*g^2; p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),
+    the arithmetic of `torch.optim.AdamW`'s single-tensor update in the same order (t counted
+    per parameter, as torch does, so a step without its gradient does not count).
 
     Args:
         groups: dicts with `params`, `lr` and `name`.
@@ -96,27 +97,24 @@ class AdamW:
     def __init__(self, groups: list[dict], betas: tuple[float, float], eps: float):
         self.param_groups = [_group(g["params"], g["lr"], g["name"]) for g in groups]
         self.betas, self.eps = betas, eps
-        self.state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.steps = 0
+        self.state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     @torch.no_grad()
     def step(self) -> None:
-        self.steps += 1
         beta1, beta2 = self.betas
-        bias_correction1 = 1 - beta1**self.steps
-        bias_correction2_sqrt = (1 - beta2**self.steps) ** 0.5
         for group in self.param_groups:
-            step_size = group["lr"] / bias_correction1
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p not in self.state:
-                    self.state[p] = (torch.zeros_like(p), torch.zeros_like(p))
-                first, second = self.state[p]
+                first, second, steps = self.state.get(
+                    p, (torch.zeros_like(p), torch.zeros_like(p), 0))
+                steps += 1
+                self.state[p] = (first, second, steps)
                 first.lerp_(p.grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                bias_correction2_sqrt = (1 - beta2**steps) ** 0.5
                 denominator = (second.sqrt() / bias_correction2_sqrt).add_(self.eps)
-                p.addcdiv_(first, denominator, value=-step_size)
+                p.addcdiv_(first, denominator, value=-group["lr"] / (1 - beta1**steps))
 
 
 Optimizer = Muon | AdamW

@@ -75,7 +75,7 @@ def test_every_parameter_has_exactly_one_optimizer():
 
 def test_adamw_is_torch_optim_adamw_without_decay():
     """The written-out AdamW against torch.optim.AdamW (weight decay 0) over steps whose lr
-    changes, on two groups."""
+    changes, on two groups, one of which has no gradient on some steps."""
     from train.optim import AdamW, set_lr_multiplier
 
     generator = torch.Generator().manual_seed(1)
@@ -87,11 +87,13 @@ def test_adamw_is_torch_optim_adamw_without_decay():
     reference = torch.optim.AdamW(groups(theirs), betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0)
     for g in reference.param_groups:
         g["base_lr"] = g["lr"]
-    for multiplier in (1.0, 1.0, 0.5, 0.25, 0.1):
+    for step, multiplier in enumerate((1.0, 1.0, 0.5, 0.25, 0.1)):
         grads = [torch.randn(p.shape, generator=generator) for p in ours]
         for params in (ours, theirs):
             for p, grad in zip(params, grads):
                 p.grad = grad.clone()
+            if step in (1, 2):  # the second parameter sits out two steps: its count is its own
+                params[1].grad = None
         set_lr_multiplier([optimizer, reference], multiplier)
         optimizer.step()
         reference.step()
@@ -138,7 +140,7 @@ def test_muon_orthogonalises_each_matrix_of_a_stack_on_its_own():
         assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_a_run_imports_neither_dynamo_nor_torch_optim_machinery():
+def test_a_run_never_imports_torch_dynamo():
     """A whole (tiny) run leaves torch._dynamo unimported: its import costs a run about as much
     as importing torch, and nothing a run does needs it."""
     import subprocess
@@ -154,3 +156,19 @@ def test_a_run_imports_neither_dynamo_nor_torch_optim_machinery():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "val_bpb:" in result.stdout
     assert result.stdout.strip().endswith("dynamo imported: False")
+
+
+def test_the_peak_flops_are_measured_once_per_identity(tmp_path, monkeypatch):
+    from train.flops import cached_peak_flops
+
+    monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path))
+    calls = []
+
+    def measure(value):
+        calls.append(value)
+        return value
+
+    assert cached_peak_flops("cpu|float32|2 threads", lambda: measure(3.0e10)) == 3.0e10
+    assert cached_peak_flops("cpu|float32|2 threads", lambda: measure(9.9e10)) == 3.0e10
+    assert cached_peak_flops("cpu|float32|1 threads", lambda: measure(1.5e10)) == 1.5e10
+    assert calls == [3.0e10, 1.5e10]
