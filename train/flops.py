@@ -76,11 +76,14 @@ def cached_peak_flops(identity: str, measure: Callable[[], float]) -> float:
     key = f"{platform.node()}|{os.cpu_count()}|{identity}"
     path = cache_dir() / f"peak-flops-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
-        with np.load(path) as cached:
-            return float(cached["flops"])
+        return _cached_flops(path)
     flops = measure()
     if path.is_file():  # runs that started together measured at once, each slowing the others
-        with np.load(path) as cached:
-            flops = max(flops, float(cached["flops"]))
+        flops = max(flops, _cached_flops(path))
     write_atomically(path, {"flops": np.array(flops)})
     return flops
+
+
+def _cached_flops(path) -> float:
+    with np.load(path) as cached:
+        return float(cached["flops"])
