@@ -38,7 +38,7 @@ from engine.core import (
 from engine.folder import FolderLock, Marker, write_marker
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer
-from engine.runner import Runner
+from engine.runner import PlannedRun, Runner
 from engine.state import StudyRules, StudyState, run_record
 from engine.summary import StudySummary
 from envs import Env, Outcome
@@ -63,6 +63,8 @@ class Study(Protocol):
     progress: Progress
     out_dir: Path
     resume_hint: str
+    finished_at_open: bool
+    runs_at_open: int
 
     @property
     def kept(self) -> list[str]: ...
@@ -84,44 +86,26 @@ class StudyResult:
     runs_used: int
 
 
-def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False) -> StudyResult:
+def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False,
+              handle_signals: bool = False) -> StudyResult:
     """Run (or resume) the study until a budget is spent, the policy stops, or everything is
     decided; `write_report=False` (the benchmark) skips plots and the PyMC fit. A study finished
     when opened that made no run since keeps its outputs unless `rewrite`.
 
     The study folder is locked meanwhile (engine.folder). The study is marked finished only
-    once its outputs are written: a signal while they are written stops it like one during a
-    step, and the resume writes them again."""
-    # The posterior's matrices are small: multi-threaded BLAS makes a 200x200 Cholesky ~100x
-    # slower on a busy 2-core machine (experiments/bench_beliefs.py), so one thread while the
-    # study runs, and the caller's setting back afterwards.
-    with FolderLock(study.out_dir), threadpool_limits(limits=1, user_api="blas"):
-        study.check_folder()  # again: another process may have used the folder since it opened
-        left = sweep(study.env.owner + ":") if study.env.owner else 0
-        if left:  # the runs of a killed process of this study; theirs are run again
-            study.progress.say(f"killed {left} process(es) left running by an earlier, killed "
-                               "process of this study", always=True)
+    once its outputs are written: an interruption while they are written stops it like one
+    during a step, and the resume writes them again. Ctrl-C (KeyboardInterrupt) stops it
+    cleanly; `handle_signals` (the command line's) makes SIGTERM do so too, for the run only."""
+    if not study.env.makes_runs:
+        raise RuntimeError(f"{study.cfg.env['kind']} env {study.cfg.study.name!r} has no "
+                           "objective to call: give one, or make its runs elsewhere and tell "
+                           "them (Study.ask and Study.tell)")
+    with FolderLock(study.out_dir), one_blas_thread():
+        open_session(study)
         interrupted = Interruption()
-        # SIGINT too: a process started in the background by a script inherits SIGINT ignored,
-        # and Ctrl-C (or kill -INT) must still stop the study cleanly.
-        # Only the main thread may install handlers; a study run on another thread (a notebook's
-        # worker, a server) is stopped by whoever runs it.
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        previous = {sig: signal.signal(sig, interrupted.handle)
-                    for sig in (signal.SIGINT, signal.SIGTERM) if on_main_thread}
+        previous = interrupted.install() if handle_signals else {}
         try:
-            reason = run_commands(study)
-            mark(study)  # a folder of an older version gets its marker here
-            unchanged = (study.finished_at_open and study.runs_used == study.runs_at_open
-                         and (study.out_dir / "report.md").is_file())
-            if unchanged and not rewrite:
-                study.progress.say(f"The study was finished and nothing new ran: its outputs in "
-                                   f"{study.out_dir} are as they were (--rewrite writes them "
-                                   "again).", always=True)
-                return StudyResult(study.out_dir, "finished", reason, list(study.kept),
-                                   study.runs_used)
-            if write_report:
-                write_study_outputs(study, reason)
+            return finish(study, run_commands(study), write_report=write_report, rewrite=rewrite)
         except KeyboardInterrupt:
             return stopped(study)
         except Exception:
@@ -133,6 +117,39 @@ def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def one_blas_thread():
+    """One BLAS thread for the scope, and the caller's setting back after it: the posterior's
+    matrices are small, and multi-threaded BLAS makes a 200x200 Cholesky far slower on a busy
+    2-core machine (experiments/bench_beliefs.py)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def open_session(study: Study) -> None:
+    """What a session does first once it holds the folder's lock: check the folder again
+    (another process may have used it since the study opened), and kill the runs a killed
+    process of this study left running (theirs are run again)."""
+    study.check_folder()
+    left = sweep(study.env.owner + ":") if study.env.owner else 0
+    if left:
+        study.progress.say(f"killed {left} process(es) left running by an earlier, killed "
+                           "process of this study", always=True)
+
+
+def finish(study: Study, reason: str, *, write_report: bool, rewrite: bool) -> StudyResult:
+    """The core said stop: write the outputs (unless the study was finished when opened, ran
+    nothing since and `rewrite` is false), then mark the study finished."""
+    mark(study)  # a folder of an older version gets its marker here
+    unchanged = (study.finished_at_open and study.runs_used == study.runs_at_open
+                 and (study.out_dir / "report.md").is_file())
+    if unchanged and not rewrite:
+        study.progress.say(f"The study was finished and nothing new ran: its outputs in "
+                           f"{study.out_dir} are as they were (--rewrite writes them "
+                           "again).", always=True)
+    else:
+        if write_report:
+            write_study_outputs(study, reason)
         study.ledger.finish_study(study.study_id, "finished", reason)
     return StudyResult(study.out_dir, "finished", reason, list(study.kept), study.runs_used)
 
@@ -169,6 +186,14 @@ class Interruption:
         self.signal = signum
         raise KeyboardInterrupt
 
+    def install(self) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM, on the main thread only (where Python allows it); the
+        handlers replaced, to put back. SIGINT too: a process started in the background by a
+        script inherits SIGINT ignored, and Ctrl-C (or kill -INT) must still stop the study."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
 
 def execute(study: Study, command: Command) -> Iterator[Event]:
     """Carry out one command; yield the events it gives rise to."""
@@ -204,23 +229,30 @@ def run_step(study: Study, command: Run) -> Iterator[Event]:
     started = time.monotonic()
     study.progress.status(f"step {command.step}: {command.plan.describe()} "
                           f"({len(command.runs)} runs)")
-    env = study.env
-    for plan, outcome in study.runner.run(env, command.runs):
-        extra = dict(outcome.extra)
-        started, finished = extra.pop("started"), extra.pop("finished")  # engine.runner.timed_run
-        row = dict(role=plan.role, hypotheses=sorted(plan.applied), config=plan.config,
-                   seed=plan.seed, metric=outcome.metric, status=outcome.status,
-                   steps=outcome.steps, seconds=outcome.seconds, backend=env.backend,
-                   code_hash=env.code_hash, eval_hash=outcome.extra.get("eval_hash", env.eval_hash),
-                   extra=json.loads(json.dumps(extra, default=str)),
-                   started=started, finished=finished)
-        study.ledger.record_run(study.study_id, command.step, plan.slot, **row)
-        yield RunFinished(run_record({**row, "slot": plan.slot}, command.step, study.rules),
-                          outcome.seconds)
-        if outcome.status != "ok":
-            study.progress.say(f"  run {plan.role} seed {plan.seed}: {failure(outcome)}",
-                               always=True)
+    for plan, outcome in study.runner.run(study.env, command.runs):
+        yield record_outcome(study, plan, outcome)
     yield StepFinished(command.step, time.monotonic() - started)
+
+
+def record_outcome(study: Study, plan: PlannedRun, outcome: Outcome) -> RunFinished:
+    """Write a finished run to the ledger (its outcome's extra holds the epoch times it started
+    and finished, as engine.runner.timed_run puts them), report a failure, and say it
+    finished."""
+    env = study.env
+    extra = dict(outcome.extra)
+    started, finished = extra.pop("started"), extra.pop("finished")
+    row = dict(role=plan.role, hypotheses=sorted(plan.applied), config=plan.config,
+               seed=plan.seed, metric=outcome.metric, status=outcome.status,
+               steps=outcome.steps, seconds=outcome.seconds, backend=env.backend,
+               code_hash=env.code_hash, eval_hash=outcome.extra.get("eval_hash", env.eval_hash),
+               extra=json.loads(json.dumps(extra, default=str)),
+               started=started, finished=finished)
+    study.ledger.record_run(study.study_id, plan.step, plan.slot, **row)
+    if outcome.status != "ok":
+        study.progress.say(f"  run {plan.role} seed {plan.seed}: {failure(outcome)}",
+                           always=True)
+    return RunFinished(run_record({**row, "slot": plan.slot}, plan.step, study.rules),
+                       outcome.seconds)
 
 
 def failure(outcome: Outcome) -> str:

@@ -111,3 +111,31 @@ class StepDecision:
                    verdict=record["verdict"],
                    p_better=record["p_better"], lo=record["lo"], hi=record["hi"],
                    n_runs=int(record["n_runs"]), reason=record["reason"])
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One run as the ledger holds it, for a reader of the study (engine.study.Study.records):
+    where it sits (step, slot), what it ran (role, hypotheses applied, config, seed) and what it
+    gave, in the metric's own units (None unless status is "ok"). Times are ISO-8601 UTC text, as
+the ledger stores them."""
+
+    step: int
+    slot: int
+    role: str
+    hypotheses: tuple[str, ...]
+    config: Mapping[str, Any]
+    seed: int
+    status: str
+    metric: float | None
+    seconds: float | None
+    started: str | None
+    finished: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StudyRun:
+        """From a ledger run row (memory.Ledger.runs)."""
+        return cls(step=int(row["step"]), slot=int(row["slot"]), role=row["role"],
+                   hypotheses=tuple(row["hypotheses"]), config=dict(row["config"]),
+                   seed=int(row["seed"]), status=row["status"], metric=row["metric"],
+                   seconds=row["seconds"], started=row["started"], finished=row["finished"])

@@ -119,12 +119,13 @@ class OneOf:
 @dataclass(frozen=True)
 class Matches:
     pattern: str
+    meaning: str = ""  # what a match looks like, in words, for the messages
 
     def __call__(self, value: str) -> bool:
         return re.fullmatch(self.pattern, value) is not None
 
     def describe(self, noun: str) -> str:
-        return f"{_article(noun)} matching {self.pattern}"
+        return f"{_article(noun)} {self.meaning or f'matching {self.pattern}'}"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from engine.schema import (
     Derived,
     Field,
     Knobs,
+    Matches,
     NonEmpty,
     OneOf,
     PathText,
@@ -40,10 +41,14 @@ from policies.ratchet import RATCHET_SEEDS
 from policies.types import KEEP_SPENDING, KeepRule
 from train.vocabulary import BACKENDS, DIRECTIONS
 
-ENV_KINDS = ("gpt", "synthetic", "command")
+ENV_KINDS = ("gpt", "synthetic", "command", "python")
 POLICY_KINDS = ("design", "voi", "efe", "learntropy", "thompson", "ucb", "greedy", "random",
                 "ratchet")
-GPT, SYNTHETIC, COMMAND = ("gpt",), ("synthetic",), ("command",)
+GPT, SYNTHETIC, COMMAND, PYTHON = ("gpt",), ("synthetic",), ("command",), ("python",)
+
+
+# "package.module:name" or "path/to/file.py:name", or empty
+FUNCTION_TARGET = r"((\w+(\.\w+)*|[^:]+\.py):[A-Za-z_]\w*)?"
 
 
 def policy_default(name: str) -> Any:
@@ -84,8 +89,11 @@ class StudySection:
 
 ENV_FIELDS: dict[str, Field] = {
     "kind": Field(STR, REQUIRED, OneOf(ENV_KINDS), "what is being optimised"),
-    "timeout_s": Field(FLOAT, 600.0, Range(0, lo_open=True), "per-run timeout in seconds"),
-    "metric": Field(STR, ByKind({"gpt": "val_bpb", "synthetic": "loss"}), NonEmpty(),
+    # A python objective runs in this process, where nothing can time it out.
+    "timeout_s": Field(FLOAT, 600.0, Range(0, lo_open=True), "per-run timeout in seconds",
+                       GPT + SYNTHETIC + COMMAND),
+    "metric": Field(STR, ByKind({"gpt": "val_bpb", "synthetic": "loss", "python": "value"}),
+                    NonEmpty(),
                     "name of the metric a run reports"),
     "direction": Field(STR, "lower",
                        OneOf(DIRECTIONS, (("minimize", "lower"), ("maximize", "higher"))),
@@ -96,8 +104,9 @@ ENV_FIELDS: dict[str, Field] = {
     "steps": Field(INT, 0, Range(0),
                    "> 0 selects fixed-step mode (then `time_budget` is ignored)", GPT),
     "base": Field(TABLE, {}, Knobs(non_empty=False),
-                  "base config: trainer knobs (gpt) or values for `{param}` placeholders (command)",
-                  GPT + COMMAND),
+                  "base config: trainer knobs (gpt), values for `{param}` placeholders (command) "
+                  "or the objective's knobs and their defaults (python)",
+                  GPT + COMMAND + PYTHON),
     "world_seed": Field(INT, 0, Range(0),
                         "draws the world (effects), separate from run seeds", SYNTHETIC),
     "n_hypotheses": Field(INT, 20, Range(2, 2000), "hypotheses the world defines", SYNTHETIC),
@@ -140,6 +149,10 @@ ENV_FIELDS: dict[str, Field] = {
                            COMMAND),
     "cwd": Field(STR, "", PathText(allow_empty=True), "optional working directory for the command",
                  COMMAND),
+    "function": Field(STR, "", Matches(FUNCTION_TARGET, "such as 'module:name' or 'file.py:name'"),
+                      "the objective(config, seed) -> metric to call: 'package.module:name' or "
+                      "'file.py:name' (relative to the config); empty when the Python API gives "
+                      "the callable or the runs are told (ask/tell)", PYTHON),
 }
 
 

@@ -2,6 +2,9 @@
 
     python -m engine.study CONFIG.toml [--out DIR] [--quiet]
 
+From Python, `engine.create_study` (engine.api) builds one from arguments; `Study.run`,
+`Study.ask` and `Study.tell` drive it and `Study.records` reads it.
+
 The ledger (SQLite) is the state. Opening a study builds its parts from the config (env, policy,
 runner, proposer, memories) and replays the ledger into a `StudyState` (engine.state); running
 it hands the loop (engine.loop) the core's commands (engine.core). Re-running the same command
@@ -18,6 +21,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior
+from engine.asktell import AskedRun, AskTell
 from engine.config import ConfigError, StudyConfig, config_hash, load_config
 from engine.folder import (
     FolderError,
@@ -31,7 +35,7 @@ from engine.insights import source_name
 from engine.loop import StudyResult, run_study
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, Hypothesis, LLMProposer
-from engine.records import StepDecision
+from engine.records import StepDecision, StudyRun
 from engine.runner import make_runner
 from engine.state import StudyRules, StudyState, config_for, replay, view
 from engine.summary import StudySummary, summarise
@@ -41,15 +45,25 @@ from memory import Ledger, StudyMismatchError, priors_from_insights
 from policies import StudyView, make_policy
 from policies.types import ClosedTrial
 
-__all__ = ["Study", "StudyResult", "main"]
+__all__ = ["AskedRun", "Study", "StudyResult", "StudyRun", "main"]
 
 
 class Study:
-    """One study's parts and its current state (replayed from the ledger when opened)."""
+    """One study's parts and its current state (replayed from the ledger when opened).
 
-    def __init__(self, cfg: StudyConfig, *, progress: Progress | None = None,
+    Args:
+        cfg: the validated config (engine.config.load_config or parse_config).
+        objective: for a python env, the callable `objective(config, seed) -> metric` that
+            makes a run; none for a study whose runs are told (`ask` and `tell`).
+        progress: what to tell the person watching (nothing by default).
+        resume_hint: the command that resumes the study, for the interruption message.
+    """
+
+    def __init__(self, cfg: StudyConfig, *, objective=None, progress: Progress | None = None,
                  resume_hint: str | None = None):
         self.cfg = cfg
+        self._objective = objective
+        self._driver: AskTell | None = None
         self.progress = progress or Progress(enabled=False)
         self.resume_hint = (resume_hint or
                             f"python -m engine.study {cfg.source_path} --out {cfg.study.out_dir}")
@@ -83,14 +97,68 @@ class Study:
         if pinned and hasattr(self.env, "pinned_eval_hash"):
             self.env.pinned_eval_hash = pinned
 
-    def run(self, *, write_report: bool = True, rewrite: bool = False) -> StudyResult:
+    def run(self, *, write_report: bool = True, rewrite: bool = False,
+            handle_signals: bool = False) -> StudyResult:
         """Run (or resume) until a budget is spent, the policy stops, or everything is decided.
 
         `write_report=False` (the benchmark) skips plots and the PyMC fit; the ledger is complete.
         A study that was finished when opened and made no run since keeps the outputs it wrote
-        (no refit, no rewrite) unless `rewrite`.
+        (no refit, no rewrite) unless `rewrite`. `handle_signals` (the command line's): SIGTERM
+        stops the study cleanly too, as Ctrl-C always does.
         """
-        return run_study(self, write_report=write_report, rewrite=rewrite)
+        self.close()  # a study part-driven by ask/tell hands the folder to the loop
+        return run_study(self, write_report=write_report, rewrite=rewrite,
+                         handle_signals=handle_signals)
+
+    # ----------------------------------------------------------------------- ask and tell
+    def ask(self) -> AskedRun | None:
+        """The next run to make elsewhere, or None: when the study has stopped (`stop_reason`
+        says why) or when every run of the step in flight is asked and not all are told. The
+        study's folder is locked from the first ask until it stops or `close`."""
+        return self._ask_tell().ask()
+
+    def tell(self, run: AskedRun, metric: float | None = None, *, status: str | None = None,
+             seconds: float | None = None) -> None:
+        """Record an asked run's `metric`, or a failed run's `status` (crash, nan, timeout,
+        refused) with no metric; the next step is planned once its step's runs are all told."""
+        self._ask_tell().tell(run, metric, status=status, seconds=seconds)
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the study stopped (ask/tell), or None while it goes on."""
+        result = self._driver.result if self._driver is not None else None
+        return None if result is None else result.stop_reason
+
+    def close(self) -> None:
+        """Release the folder's lock held by ask/tell; untold runs are asked for again later."""
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ask_tell(self) -> AskTell:
+        if self._driver is None:
+            self._driver = AskTell(self)
+        return self._driver
+
+    # ------------------------------------------------------------------------ the records
+    def records(self) -> list[StudyRun]:
+        """Every run in the ledger, by step and slot, as frozen records."""
+        return [StudyRun.from_row(row) for row in self.ledger.runs(self.study_id)]
+
+    def to_dataframe(self):
+        """The runs as a pandas DataFrame, one row per run (needs pandas)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("Study.to_dataframe needs pandas (pip install pandas); "
+                              "Study.records() gives the same runs without it") from None
+        return pandas.DataFrame([dataclasses.asdict(run) for run in self.records()])
 
     # ------------------------------------------------------------------ what the state says
     @property
@@ -146,7 +214,8 @@ class Study:
         even when quiet."""
         source = str(self.cfg.source_path)
         try:
-            env = make_env(self.cfg.env, base_dir=self.cfg.source_path.parent)
+            env = make_env(self.cfg.env, base_dir=self.cfg.source_path.parent,
+                           objective=self._objective)
         except ValueError as exc:
             raise ConfigError(source, [str(exc)]) from None
         problems = change_problems(self.cfg.hypotheses, env.change_problem)
@@ -239,7 +308,11 @@ def main(argv: list[str] | None = None, invoked_as: str = "python -m engine.stud
         hint = f"{invoked_as} {args.config}" + (f" --out {args.out}" if args.out else "")
         study = Study(cfg, progress=Progress(enabled=not args.quiet, live=sys.stderr.isatty()),
                       resume_hint=hint)
-        result = study.run(rewrite=args.rewrite)
+        if not study.env.makes_runs:
+            raise ConfigError(str(cfg.source_path), [
+                "[env] kind = 'python' needs function = 'module:name' (or 'file.py:name') to "
+                "run from the command line"])
+        result = study.run(rewrite=args.rewrite, handle_signals=True)
     except (ConfigError, FolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -151,7 +151,7 @@ def cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> lis
             reason = _template_problem(env.get(key, ""), known)
             if reason:
                 problems.append(f"[env] {key}: got {got(env[key])}, which {reason}")
-    if kind in ("gpt", "command") and not hypotheses_given:
+    if kind in ("gpt", "command", "python") and not hypotheses_given:
         problems.append("[[hypotheses]]: none given; "
                         "expected at least one [[hypotheses]] block "
                         "(only kind = 'synthetic' may omit them)")

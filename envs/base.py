@@ -95,6 +95,9 @@ class Env:
     # Tags the env's child processes (envs.process), so that those a killed study left behind
     # can be found and killed when it resumes; the study sets it to its folder's.
     owner: str = ""
+    # False for an env whose runs are made elsewhere and told to the study (a python env with
+    # no objective, driven by ask/tell): the loop must not ask it to run.
+    makes_runs: bool = True
 
     def run(self, config: dict, seed: int) -> Outcome:
         raise NotImplementedError
@@ -145,12 +148,13 @@ def register_env(env_class: type[Env]) -> type[Env]:
     return env_class
 
 
-def make_env(section: Mapping[str, Any], *, base_dir: Path) -> Env:
+def make_env(section: Mapping[str, Any], *, base_dir: Path, objective: Any = None) -> Env:
     """Build the env described by a validated [env] table.
 
     Relative paths in the table resolve against base_dir (the config file's folder). Keys that
     belong to another env kind are ignored (engine/config.py rejects them for the user); keys no
-    kind knows are an error.
+    kind knows are an error. `objective`, a Python callable, goes to a kind that takes one (the
+    python env) and is refused by the others.
     """
     kind = section.get("kind")
     if kind not in ENVS:
@@ -161,6 +165,12 @@ def make_env(section: Mapping[str, Any], *, base_dir: Path) -> Env:
         raise ValueError(f"[env] has unknown keys {unknown}; known keys are {sorted(known)}")
     env_class = ENVS[kind]
     kwargs = {key: value for key, value in section.items() if key in env_class.section_keys}
-    if "base_dir" in inspect.signature(env_class).parameters:
+    parameters = inspect.signature(env_class).parameters
+    if "base_dir" in parameters:
         kwargs["base_dir"] = Path(base_dir)
+    if objective is not None:
+        if "objective" not in parameters:
+            raise ValueError(f"[env] kind = {kind!r} runs no Python objective; use kind = "
+                             "'python' to optimise a callable")
+        kwargs["objective"] = objective
     return env_class(**kwargs)

@@ -88,6 +88,7 @@ def valid_doc(kind: str = "synthetic") -> dict:
         "gpt": {"kind": "gpt"},
         "command": {"kind": "command", "command": "python bench.py --seed {seed}",
                     "metric": "loss"},
+        "python": {"kind": "python"},
     }[kind]
     doc = {"env": dict(env)}
     if kind != "synthetic":

@@ -117,7 +117,7 @@ def test_a_signal_while_the_outputs_are_written_stops_and_the_resume_writes_them
         return real_forest(*args, **kwargs)
 
     monkeypatch.setattr(engine.report, "plot_forest", forest_then_sigterm)
-    result = Study(cfg).run()
+    result = Study(cfg).run(handle_signals=True)  # as the CLI runs it
     assert result.status == "stopped" and status(out / "study.db") == "stopped"
     assert not (out / "report.md").exists()
     monkeypatch.setattr(engine.report, "plot_forest", real_forest)

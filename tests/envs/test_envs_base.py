@@ -8,8 +8,8 @@ import pytest
 from envs import ENVS, Outcome, make_env
 
 
-def test_registry_holds_the_three_kinds_and_their_keys_are_constructor_arguments():
-    assert sorted(ENVS) == ["command", "gpt", "synthetic"]
+def test_registry_holds_the_four_kinds_and_their_keys_are_constructor_arguments():
+    assert sorted(ENVS) == ["command", "gpt", "python", "synthetic"]
     for env_class in ENVS.values():
         parameters = inspect.signature(env_class).parameters
         assert env_class.section_keys <= set(parameters), env_class.kind
