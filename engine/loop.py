@@ -38,6 +38,7 @@ from engine.core import (
 from engine.folder import FolderLock, Marker, write_marker
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer
+from engine.quiet import quiet_libraries
 from engine.runner import PlannedRun, Runner
 from engine.state import StudyRules, StudyState, run_record
 from engine.summary import StudySummary
@@ -105,7 +106,12 @@ def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False,
         interrupted = Interruption()
         previous = interrupted.install() if handle_signals else {}
         try:
-            return finish(study, run_commands(study), write_report=write_report, rewrite=rewrite)
+            with study.progress.session(budget_runs=study.cfg.study.budget_trials,
+                                        runs_used=study.runs_used,
+                                        budget_seconds=study.cfg.study.budget_seconds,
+                                        elapsed=study.state.elapsed):
+                reason = run_commands(study)
+            return finish(study, reason, write_report=write_report, rewrite=rewrite)
         except KeyboardInterrupt:
             return stopped(study)
         except Exception:
@@ -227,10 +233,13 @@ def propose(study: Study, step: int) -> tuple[Any, ...]:
 def run_step(study: Study, command: Run) -> Iterator[Event]:
     """Make the step's runs, writing each to the ledger as it finishes."""
     started = time.monotonic()
-    study.progress.status(f"step {command.step}: {command.plan.describe()} "
-                          f"({len(command.runs)} runs)")
+    hypothesis = command.plan.hypothesis
+    closed = study.state.closed.get(hypothesis) if hypothesis else None
+    study.progress.begin_step(command.step, command.plan, len(command.runs),
+                              reopened=closed is not None and closed.verdict == "revert")
     for plan, outcome in study.runner.run(study.env, command.runs):
         yield record_outcome(study, plan, outcome)
+        study.progress.run_finished()
     yield StepFinished(command.step, time.monotonic() - started)
 
 
@@ -323,7 +332,8 @@ def write_study_outputs(study: Study, reason: str) -> None:
     from engine.report import write_outputs
     from engine.summary import own_evidence
 
-    study.ledger.export_results_tsv(study.study_id, study.out_dir / "results.tsv")
+    study.ledger.export_results_tsv(study.study_id, study.out_dir / "results.tsv",
+                                    study.cfg.env["metric"])
     summary = study.summary()
     insights = derive_insights(own_evidence(summary, study.state, study.rules))
     source = source_name(study.cfg.study.name, study.out_dir)
@@ -331,8 +341,9 @@ def write_study_outputs(study: Study, reason: str) -> None:
         with memory.transaction():
             for insight in insights:
                 memory.upsert_insight(**insight, source=source)
-    write_outputs(summary, study.state.beliefs, insights, reason, fit=study.cfg.beliefs,
-                  progress=study.progress)
+    with quiet_libraries(study.progress.verbose):
+        write_outputs(summary, study.state.beliefs, insights, reason, fit=study.cfg.beliefs,
+                      progress=study.progress)
     if summary.undecided:
         listed = ", ".join(f"{u.move} (P(better) {u.p_better:.2f}, {u.runs} runs)"
                            for u in summary.undecided[:3])

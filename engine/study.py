@@ -1,6 +1,6 @@
 """A study: a thin handle on its ledger, and the command that runs one.
 
-    python -m engine.study CONFIG.toml [--out DIR] [--quiet]
+    python -m engine.study CONFIG.toml [--out DIR] [--quiet | --verbose] [--rewrite]
 
 From Python, `engine.create_study` (engine.api) builds one from arguments; `Study.run`,
 `Study.ask` and `Study.tell` drive it and `Study.records` reads it.
@@ -300,13 +300,17 @@ def main(argv: list[str] | None = None, invoked_as: str = "python -m engine.stud
     parser.add_argument("config", help="the study's TOML config")
     parser.add_argument("--out", help="the study folder (overrides [study] out_dir)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the numerical libraries' own messages too (PyTensor, PyMC)")
     parser.add_argument("--rewrite", action="store_true",
                         help="write a finished study's outputs again (refits PyMC)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, out_dir=args.out)
         hint = f"{invoked_as} {args.config}" + (f" --out {args.out}" if args.out else "")
-        study = Study(cfg, progress=Progress(enabled=not args.quiet, live=sys.stderr.isatty()),
+        progress = Progress(enabled=not args.quiet, live=sys.stderr.isatty(),
+                            verbose=args.verbose)
+        study = Study(cfg, progress=progress,
                       resume_hint=hint)
         if not study.env.makes_runs:
             raise ConfigError(str(cfg.source_path), [

@@ -2,7 +2,8 @@
 
 Columns, tab-separated: commit, val_bpb (6 decimals), memory_gb (1 decimal), status
 (keep | discard | crash), description. One row for the base config, then one per candidate
-evaluation, in decision order.
+evaluation, in decision order. The second column is named after the study's metric where it is
+not val_bpb (a command env's "loss", say); autoresearch's readers see val_bpb.
 """
 
 from __future__ import annotations
@@ -102,9 +103,16 @@ def results_rows(
     return rows
 
 
-def format_results_tsv(rows: Sequence[ResultRow]) -> str:
-    """Header plus one tab-separated line per row; tabs/newlines in descriptions become spaces."""
-    lines = ["\t".join(RESULTS_COLUMNS)]
+def results_header(metric: str = "val_bpb") -> tuple[str, ...]:
+    """The columns, the second named after the metric (white space in its name made "_")."""
+    return (RESULTS_COLUMNS[0], "_".join(metric.split()) or RESULTS_COLUMNS[1],
+            *RESULTS_COLUMNS[2:])
+
+
+def format_results_tsv(rows: Sequence[ResultRow], metric: str = "val_bpb") -> str:
+    """Header (the metric's column named after it) plus one tab-separated line per row;
+    tabs/newlines in descriptions become spaces."""
+    lines = ["\t".join(results_header(metric))]
     for row in rows:
         description = " ".join(row.description.split())
         lines.append(
@@ -114,10 +122,13 @@ def format_results_tsv(rows: Sequence[ResultRow]) -> str:
 
 
 def parse_results_tsv(text: str) -> list[ResultRow]:
-    """Read results.tsv text back into rows; a wrong header or a bad line is an error naming it."""
+    """Read results.tsv text back into rows (its metric column named anything); a wrong header
+    or a bad line is an error naming it."""
     lines = text.splitlines()
-    if not lines or tuple(lines[0].split("\t")) != RESULTS_COLUMNS:
-        raise ValueError(f"results.tsv header must be {RESULTS_COLUMNS}, got {lines[:1]!r}")
+    header = tuple(lines[0].split("\t")) if lines else ()
+    if len(header) != len(RESULTS_COLUMNS) or header != results_header(header[1] or "-"):
+        raise ValueError(f"results.tsv header must be {RESULTS_COLUMNS} (the second column may "
+                         f"name the metric), got {lines[:1]!r}")
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
@@ -130,10 +141,11 @@ def parse_results_tsv(text: str) -> list[ResultRow]:
     return rows
 
 
-def write_results_tsv(rows: Sequence[ResultRow], path: str | Path) -> None:
+def write_results_tsv(rows: Sequence[ResultRow], path: str | Path,
+                      metric: str = "val_bpb") -> None:
     """Write the rows to `path` (replacing it) through a temporary file, so readers never see
     half."""
     target = Path(path)
     partial = target.with_name(target.name + ".partial")
-    partial.write_text(format_results_tsv(rows), encoding="utf-8")
+    partial.write_text(format_results_tsv(rows, metric), encoding="utf-8")
     partial.replace(target)

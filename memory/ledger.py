@@ -422,10 +422,12 @@ class Ledger:
         """The results.tsv rows derived from this study's runs and decisions."""
         return results_rows(self.runs(study_id), self.decisions(study_id), self.plans(study_id))
 
-    def export_results_tsv(self, study_id: int, path: str | Path) -> list[ResultRow]:
-        """Write results.tsv (autoresearch's columns) for the study and return its rows."""
+    def export_results_tsv(self, study_id: int, path: str | Path,
+                           metric: str = "val_bpb") -> list[ResultRow]:
+        """Write results.tsv (autoresearch's columns, the metric's named after it) for the
+        study and return its rows."""
         rows = self.results_rows(study_id)
-        write_results_tsv(rows, path)
+        write_results_tsv(rows, path, metric)
         return rows
 
     # -- episodic memory -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import engine.loop
 from beliefs import Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
-from engine.config import load_config
+from engine.config import load_config, parse_config
 from engine.panel import panel_seed
 from engine.study import Study
 from policies.types import move_members
@@ -132,7 +132,11 @@ def check_outputs_agree(out: Path) -> None:
     assert incumbent["kept"] == kept
     assert incumbent["interval"][0] <= incumbent["mean"] <= incumbent["interval"][1]
     with open(out / "results.tsv", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
+        reader = csv.DictReader(handle, delimiter="\t")
+        rows = list(reader)
+    config = json.loads(ledger_rows(out / "study.db", "studies")[0]["config_json"])["config"]
+    metric = parse_config(config).env["metric"]
+    assert reader.fieldnames[1] == metric  # the metric's column is named after it
     final = [d for d in decisions if d["verdict"] != "undecided"]
     assert rows[0]["description"].startswith("baseline")
     assert [r["status"] for r in rows[1:] if "(undecided)" not in r["description"]] == [

@@ -106,9 +106,21 @@ def test_format_and_parse_round_trip_any_rows(rows):
         assert got.memory_gb == pytest.approx(want.memory_gb, abs=0.05)
 
 
+@pytest.mark.parametrize("metric, column", [("val_bpb", "val_bpb"), ("loss", "loss"),
+                                            ("top 1 error", "top_1_error")])
+def test_the_metric_column_is_named_after_the_metric_and_reads_back(metric, column):
+    rows = [ResultRow("abcdef0", 0.25, 0.0, "keep", "baseline")]
+    text = format_results_tsv(rows, metric)
+    assert text.splitlines()[0].split("\t") == ["commit", column, "memory_gb", "status",
+                                                "description"]
+    assert parse_results_tsv(text) == rows
+
+
 def test_parse_refuses_a_bad_file():
     with pytest.raises(ValueError, match="header"):
         parse_results_tsv("commit,val_bpb\n")
+    with pytest.raises(ValueError, match="header"):
+        parse_results_tsv("commit\t\tmemory_gb\tstatus\tdescription\n")
     with pytest.raises(ValueError, match="line 2"):
         parse_results_tsv("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
                           "abc\t1.0\t0.0\tmaybe\tx\n")
