@@ -1,12 +1,12 @@
-"""The `engine` console script: `engine study CONFIG ...` and `engine bench BENCH ...`, the same
-commands as `python -m engine.study` and `python -m engine.bench`, runnable without activating
-the virtualenv (`.venv/bin/engine`)."""
+"""The `engine` console script: `engine study CONFIG ...`, `engine show STUDY_DIR ...` and
+`engine bench BENCH ...`, the same commands as `python -m engine.study`, `engine.show` and
+`engine.bench`, runnable without activating the virtualenv (`.venv/bin/engine`)."""
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("study", "bench")
+COMMANDS = ("study", "show", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.study import main as study
 
         return study(argv[1:], invoked_as=f"{sys.argv[0]} study")  # its resume hint repeats it
+    if argv[0] == "show":
+        from engine.show import main as show
+
+        return show(argv[1:])
     from engine.bench import main as bench
 
     return bench(argv[1:])

@@ -1,0 +1,146 @@
+"""Look at a study without running anything: its decisions, incumbent, runs and budget.
+
+    python -m engine.show STUDY_DIR [--json] [--compare OTHER_DIR]
+    engine show STUDY_DIR ...
+
+It reads the folder's ledger read-only (a running study may be shown; nothing is refitted or
+written). Each hypothesis shows its latest decision: verdict, P(better) and the 90% interval of
+its effect on the metric, and the candidate runs it has had; `--compare` puts two studies side
+by side, e.g. an engine study and a ratchet study on the same env.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.config import ConfigError, parse_config
+
+
+def read_study(folder: str | Path) -> dict[str, Any]:
+    """The study in `folder` as plain data (what --json prints). ValueError when the folder
+    holds no study ledger."""
+    path = Path(folder) / "study.db"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no study.db, so no study to show")
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        study = connection.execute("SELECT * FROM studies ORDER BY id LIMIT 1").fetchone()
+        if study is None:
+            raise ValueError(f"{path}: the ledger holds no study yet")
+        runs = connection.execute("SELECT role, hypotheses_json, status, seconds FROM runs "
+                                  "WHERE study_id = ? ORDER BY step, slot",
+                                  (study["id"],)).fetchall()
+        decisions = connection.execute("SELECT step, hypothesis, verdict, p_better, lo, hi, "
+                                       "n_runs FROM decisions WHERE study_id = ? ORDER BY step",
+                                       (study["id"],)).fetchall()
+        last_step = connection.execute("SELECT incumbent_json FROM steps WHERE study_id = ? "
+                                       "ORDER BY step DESC LIMIT 1", (study["id"],)).fetchone()
+    finally:
+        connection.close()
+    try:
+        cfg = parse_config(json.loads(study["config_json"])["config"], source=str(path))
+    except ConfigError as exc:
+        raise ValueError(f"{path}: its config no longer validates: {exc}") from None
+    runs_of: dict[str, dict[str, int]] = {h.name: {"ok": 0, "failed": 0} for h in cfg.hypotheses}
+    for run in runs:
+        if run["role"] != "candidate":
+            continue
+        for name in json.loads(run["hypotheses_json"]):
+            counts = runs_of.setdefault(name, {"ok": 0, "failed": 0})
+            counts["ok" if run["status"] == "ok" else "failed"] += 1
+    latest = {d["hypothesis"]: dict(d) for d in decisions}  # in step order: the last one wins
+    incumbent = json.loads(last_step["incumbent_json"]) if last_step else None
+    return {
+        "name": study["name"], "folder": str(Path(folder).resolve()),
+        "status": study["status"], "stop_reason": study["stop_reason"],
+        "env": cfg.env["kind"], "metric": cfg.env["metric"], "direction": cfg.env["direction"],
+        "policy": cfg.policy.kind,
+        "budget": {"runs_used": len(runs), "budget_trials": cfg.study.budget_trials,
+                   "failed_runs": sum(r["status"] != "ok" for r in runs),
+                   "seconds": sum(r["seconds"] or 0.0 for r in runs)},
+        "incumbent": incumbent,
+        "hypotheses": [{"name": name, "runs": counts["ok"] + counts["failed"],
+                        "failed_runs": counts["failed"],
+                        **{k: latest.get(name, {}).get(k) for k in
+                           ("verdict", "p_better", "lo", "hi", "step")}}
+                       for name, counts in runs_of.items()]
+        + [{"name": move, "runs": d["n_runs"], "failed_runs": None,
+            **{k: d[k] for k in ("verdict", "p_better", "lo", "hi", "step")}}
+           for move, d in latest.items() if move not in runs_of],  # pair moves
+    }
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render(shown: dict[str, Any]) -> str:
+    """The study as text, at most 80 columns wide but for long names."""
+    budget, incumbent = shown["budget"], shown["incumbent"]
+    lines = [f"{shown['name']} ({shown['policy']} on a {shown['env']} env, {shown['metric']} "
+             f"{shown['direction']} is better): {shown['status']}"
+             + (f", {shown['stop_reason']}" if shown["stop_reason"] else ""),
+             f"budget: {budget['runs_used']} of {budget['budget_trials']} runs "
+             f"({budget['failed_runs']} failed), {budget['seconds']:.0f} s of runs"]
+    if incumbent:
+        lo, hi = incumbent["interval"]
+        lines.append(f"incumbent: {', '.join(incumbent['kept']) or 'the base config'}; "
+                     f"{shown['metric']} {incumbent['mean']:.4f} [{lo:.4f}, {hi:.4f}]")
+    lines += ["", f"{'hypothesis':<24} {'runs':>4}  {'verdict':<9} {'P(better)':>9}  "
+                  "90% interval of the effect"]
+    for h in shown["hypotheses"]:
+        interval = ("" if h["lo"] is None else f"[{number(h['lo'], 4)}, {number(h['hi'], 4)}]")
+        verdict = h["verdict"] or ("untried" if not h["runs"] else "—")
+        lines.append(f"{h['name'][:24]:<24} {h['runs']:>4}  {verdict:<9} "
+                     f"{number(h['p_better']):>9}  {interval}")
+    return "\n".join(lines)
+
+
+def render_comparison(left: dict[str, Any], right: dict[str, Any]) -> str:
+    """Two studies side by side: budget, kept changes, and each hypothesis's verdict."""
+    def kept(shown):
+        return ", ".join(shown["incumbent"]["kept"]) if shown["incumbent"] else "—"
+
+    def verdicts(shown):
+        return {h["name"]: f"{h['verdict'] or '—'} ({h['runs']})" for h in shown["hypotheses"]}
+
+    a, b = verdicts(left), verdicts(right)
+    width = 26
+    lines = [f"{'':<24} {left['name'][:width]:<{width}} {right['name'][:width]:<{width}}",
+             f"{'policy':<24} {left['policy']:<{width}} {right['policy']:<{width}}",
+             f"{'runs used':<24} {left['budget']['runs_used']:<{width}} "
+             f"{right['budget']['runs_used']:<{width}}",
+             f"{'kept':<24} {kept(left)[:width]:<{width}} {kept(right)[:width]:<{width}}",
+             "", "verdict (candidate runs):"]
+    for name in dict.fromkeys([*a, *b]):
+        lines.append(f"{name[:24]:<24} {a.get(name, '—'):<{width}} {b.get(name, '—'):<{width}}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.show", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("folder", help="the study folder (holding study.db)")
+    parser.add_argument("--json", action="store_true", help="print the study as JSON")
+    parser.add_argument("--compare", metavar="OTHER", help="a second study folder to compare")
+    args = parser.parse_args(argv)
+    try:
+        shown = read_study(args.folder)
+        other = read_study(args.compare) if args.compare else None
+    except (ValueError, sqlite3.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(shown if other is None else {"studies": [shown, other]}, indent=2))
+    else:
+        print(render(shown) if other is None else render_comparison(shown, other))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
