@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 
 #: The version this code writes and reads.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1_STATEMENTS = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -142,6 +142,24 @@ _V3_STATEMENTS = (
 )
 
 
+_V4_STATEMENTS = (
+    # Each run beside the plan of its step: the move it tested (a hypothesis, a pair move
+    # "a + b", or NULL for base and design steps) and the plan's kind, for plain queries such
+    # as `SELECT move, role, avg(metric) FROM run_moves GROUP BY move, role`.
+    """CREATE VIEW run_moves AS
+    SELECT r.study_id, r.step, r.slot, r.role, r.seed, r.status, r.metric, r.seconds,
+           r.started, r.finished, json_extract(p.action_json, '$.kind') AS plan_kind,
+           json_extract(p.action_json, '$.hypothesis') AS move,
+           r.hypotheses_json AS applied_json, r.config_json
+    FROM runs r LEFT JOIN plans p ON p.study_id = r.study_id AND p.step = r.step""",
+    # One row per run and hypothesis it applied: every run that bears on a hypothesis.
+    """CREATE VIEW hypothesis_runs AS
+    SELECT r.study_id, r.step, r.slot, r.role, r.seed, r.status, r.metric,
+           applied.value AS hypothesis
+    FROM runs r, json_each(r.hypotheses_json) AS applied""",
+)
+
+
 def _run(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
     for statement in statements:
         conn.execute(statement)
@@ -164,11 +182,18 @@ def migrate_v2_to_v3(conn: sqlite3.Connection) -> None:
     _run(conn, _V3_STATEMENTS)
 
 
+def migrate_v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Version 4: the views run_moves (a run beside its step's move) and hypothesis_runs (a
+    run per hypothesis it applied)."""
+    _run(conn, _V4_STATEMENTS)
+
+
 #: MIGRATIONS[v] takes a database at version v to version v + 1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: build_schema_v1,
     1: migrate_v1_to_v2,
     2: migrate_v2_to_v3,
+    3: migrate_v3_to_v4,
 }
 
 

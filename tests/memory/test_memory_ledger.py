@@ -29,7 +29,7 @@ def run_fields(**overrides):
 
 
 def test_fresh_database_is_wal_at_current_version(ledger):
-    assert ledger.schema_version == 3
+    assert ledger.schema_version == 4
     journal = sqlite3.connect(ledger.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
 

@@ -1,5 +1,6 @@
 """Schema versions: a real v1 database migrates forward after a backup; newer ones are refused."""
 
+import json
 import re
 import sqlite3
 
@@ -38,7 +39,7 @@ def test_v1_database_migrates_after_writing_a_backup(tmp_path):
     make_v1_database(path)
     assert "episodes" not in tables(path)
     with Ledger(path) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 3
+        assert ledger.schema_version == SCHEMA_VERSION == 4
         (run,) = ledger.runs(1)
         assert (run["metric"], run["seed"], run["eval_hash"], run["extra"]) == (1.5, 11, None, {})
         assert ledger.decisions(1)[0]["hypothesis"] == "rope"
@@ -82,7 +83,7 @@ def test_v2_insights_get_an_empty_source_and_sources_then_coexist(tmp_path):
     path = tmp_path / "memory.db"
     make_v2_database(path)
     with Ledger(path) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 3
+        assert ledger.schema_version == SCHEMA_VERSION == 4
         (old,) = ledger.insights()
         assert (old.source, old.evidence, old.active, old.presentations) == ("", 15, True, (0.0,))
         new = ledger.upsert_insight(env_fingerprint="env", kind="effect", subject="rope",
@@ -108,7 +109,7 @@ def test_newer_database_is_refused_naming_both_versions(tmp_path):
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(SchemaTooNewError, match=r"version 7.*at most version 3"):
+    with pytest.raises(SchemaTooNewError, match=rf"version 7.*at most version {SCHEMA_VERSION}"):
         Ledger(path)
 
 
@@ -142,3 +143,48 @@ def test_the_check_constraints_spell_the_shared_vocabulary(tmp_path):
     assert check_values(path, "runs", "role") == ROLES
     assert check_values(path, "runs", "status") == RUN_STATUSES
     assert check_values(path, "decisions", "verdict") == VERDICTS
+
+
+def test_the_views_join_each_run_to_its_move_and_to_each_hypothesis_it_applied(tmp_path):
+    """Checked against the runs and plans tables read back and joined here in Python."""
+    path = tmp_path / "study.db"
+    with Ledger(path) as ledger:
+        study = ledger.start_study("s", {}, "env", 0)
+        ledger.plan_step(study, 0, action={"kind": "base", "hypothesis": None, "n_runs": 1})
+        ledger.plan_step(study, 1, action={"kind": "run", "hypothesis": "a + b", "n_runs": 1})
+        for step, slot, role, applied, metric in [(0, 0, "base", [], 1.0),
+                                                  (1, 0, "candidate", ["a", "b"], 0.8),
+                                                  (1, 1, "incumbent", [], 1.1)]:
+            ledger.record_run(study, step, slot, role=role, hypotheses=applied, config={},
+                              seed=slot, metric=metric, status="ok")
+    conn = sqlite3.connect(path)
+    try:
+        plans = {step: json.loads(action) for step, action in
+                 conn.execute("SELECT step, action_json FROM plans")}
+        runs = conn.execute("SELECT step, slot, role, hypotheses_json, metric FROM runs "
+                            "ORDER BY step, slot").fetchall()
+        assert conn.execute("SELECT step, slot, role, plan_kind, move, metric FROM run_moves "
+                            "ORDER BY step, slot").fetchall() == [
+            (step, slot, role, plans[step]["kind"], plans[step]["hypothesis"], metric)
+            for step, slot, role, _, metric in runs]
+        assert sorted(conn.execute("SELECT step, slot, hypothesis FROM hypothesis_runs")) == \
+            sorted((step, slot, name) for step, slot, _, applied, _ in runs
+                   for name in json.loads(applied))
+    finally:
+        conn.close()
+
+
+def test_a_v3_ledger_gains_the_views(tmp_path):
+    path = tmp_path / "study.db"
+    Ledger(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP VIEW run_moves")
+    conn.execute("DROP VIEW hypothesis_runs")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+    conn = sqlite3.connect(path)
+    views = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    conn.close()
+    assert views == {"run_moves", "hypothesis_runs"}
