@@ -724,4 +724,18 @@ def test_the_engine_console_script_runs_a_study_without_the_venv_active(tmp_path
                                                          "runs")) == 6
     unknown = subprocess.run([str(script), "studdy"], env=bare, capture_output=True, text=True,
                              timeout=60)
-    assert unknown.returncode == 2 and "usage: engine {study,bench}" in unknown.stderr
+    assert unknown.returncode == 2 and "usage: engine {study,show,bench}" in unknown.stderr
+
+
+def test_the_command_demo_runs_as_shipped(tmp_path):
+    """experiments/demo_command: its script and config work together (a shorter budget here),
+    every run reports its loss, and the change that hurts is never kept."""
+    demo = REPO / "experiments" / "demo_command"
+    text = (demo / "study.toml").read_text().replace("budget_trials = 40", "budget_trials = 14")
+    config = write(tmp_path / "demo.toml", text.replace('cwd = "."', f'cwd = "{demo}"'))
+    study = Study(load_config(config, out_dir=str(tmp_path / "out")))
+    result = study.run(write_report=False)
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    assert result.runs_used == len(runs) == 14
+    assert all(r["status"] == "ok" for r in runs)
+    assert "more_dropout" not in result.kept
