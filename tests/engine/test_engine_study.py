@@ -739,3 +739,26 @@ def test_the_command_demo_runs_as_shipped(tmp_path):
     assert result.runs_used == len(runs) == 14
     assert all(r["status"] == "ok" for r in runs)
     assert "more_dropout" not in result.kept
+
+
+def test_the_synthetic_demo_prints_what_each_policy_kept_as_its_own_study_does(tmp_path, capsys):
+    """experiments/demo_synthetic.py: its design row is what the config run as a study keeps,
+    and every kept change is printed with the world's true effect."""
+    import importlib.util
+
+    from envs.synthetic import SyntheticEnv
+
+    spec = importlib.util.spec_from_file_location("demo_synthetic",
+                                                  REPO / "experiments" / "demo_synthetic.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.main(["--seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    study = Study(load_config(demo.CONFIG, out_dir=str(tmp_path / "own")))
+    study.run(write_report=False)
+    effects = study.env.true_effects()
+    assert isinstance(study.env, SyntheticEnv)
+    row = next(line for line in printed.splitlines() if line.startswith("design "))
+    assert row.split("  ")[-1].strip() == (", ".join(f"{n} ({effects[n]:+.3f})"
+                                                     for n in study.kept) or "nothing")
+    assert "ratchet" in printed and "Over worlds 1..1" in printed
