@@ -37,7 +37,7 @@ def create_study(objective=None, *, hypotheses, base=None, direction: str = "low
         name: the study's name.
         out_dir: the study folder (default studies/NAME, relative to the current directory).
         **sections: any other config section as a dict, e.g. study={"budget_trials": 60},
-            policy={"kind": "voi"}, decision={"keep_threshold": 0.9}.
+            policy={"kind": "voi"}, decision={"threshold": 0.9}.
 
     Returns:
         The Study (nothing has run yet). ConfigError lists every bad argument.

@@ -25,7 +25,7 @@ from envs.python import metric_of
 class AskedRun:
     """A run the study asks for: make `config` at `seed` and tell the study what it gave.
 
-    `step` and `slot` place it in the ledger; `role` is what it is for (baseline, candidate,
+    `step` and `slot` place it in the ledger; `role` is what it is for (base, candidate or
     incumbent); `hypotheses` are the changes applied to the base config to make `config`."""
 
     step: int
