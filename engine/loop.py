@@ -121,6 +121,7 @@ def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False,
                 raise
             return stopped(study)
         finally:
+            study.runner.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -260,6 +261,9 @@ def record_outcome(study: Study, plan: PlannedRun, outcome: Outcome) -> RunFinis
     if outcome.status != "ok":
         study.progress.say(f"  run {plan.role} seed {plan.seed}: {failure(outcome)}",
                            always=True)
+    elif extra.get("lost"):
+        study.progress.say(f"  run {plan.role} seed {plan.seed}: made again after its worker "
+                           f"failed ({extra['lost'][-1]})", always=True)
     return RunFinished(run_record({**row, "slot": plan.slot}, plan.step, study.rules),
                        outcome.seconds)
 

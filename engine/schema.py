@@ -129,6 +129,21 @@ class Matches:
 
 
 @dataclass(frozen=True)
+class EachMatches:
+    """A list whose items each match `pattern`, none twice."""
+
+    pattern: str
+    meaning: str
+
+    def __call__(self, value: list[str]) -> bool:
+        return (len(set(value)) == len(value)
+                and all(re.fullmatch(self.pattern, item) for item in value))
+
+    def describe(self, noun: str) -> str:
+        return f"a list of {self.meaning}, none twice"
+
+
+@dataclass(frozen=True)
 class NonEmpty:
     def __call__(self, value: Any) -> bool:
         return len(value) > 0

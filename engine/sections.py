@@ -25,6 +25,7 @@ from engine.schema import (
     TABLE,
     ByKind,
     Derived,
+    EachMatches,
     Field,
     Knobs,
     Matches,
@@ -253,10 +254,25 @@ class ProposerSection:
     mock_response: str = setting("", None, "litellm's offline mock response (tests)")
 
 
+DEVICE_PATTERN = r"cpu|cuda:[0-9]+"
+
+
 @dataclass(frozen=True)
 class RunnerSection:
     kind: str = setting("local", OneOf(("local", "parallel", "ray")), "how runs are executed")
-    workers: int = setting(2, Range(1), "parallel workers")
+    workers: int = setting(2, Range(1), "parallel workers (ray: the local instance's CPUs)")
+    address: str = setting(
+        "", None, "ray: the cluster to connect to (\"auto\" or a URL); \"\" = RAY_ADDRESS "
+        "when set, else a local instance started for the study")
+    cpus_per_run: float = setting(1.0, Range(0), "ray: CPUs each run reserves")
+    gpus_per_run: float = setting(0.0, Range(0), "ray: GPUs each run reserves")
+    devices: list[str] = setting(
+        [], EachMatches(DEVICE_PATTERN, '"cpu" or "cuda:N" slots'),
+        "parallel: one slot per entry, one run on each at a time (a run on \"cuda:N\" sees "
+        "only GPU N, through CUDA_VISIBLE_DEVICES); [] = `workers` slots, no device set")
+    lost_retries: int = setting(
+        2, Range(0), "times a run whose worker died (not the run itself) is made again before "
+        "it is recorded as a crash")
 
 
 # The sections built as dataclasses ([[hypotheses]]: an array of tables, each one Hypothesis).

@@ -75,7 +75,7 @@ class Study:
         params = {k: v for k, v in dataclasses.asdict(cfg.policy).items() if k != "kind"}
         policy = make_policy(cfg.policy.kind, keep_rule=cfg.decision.keep_rule(), **params)
         self.rules = StudyRules.from_config(cfg, policy)
-        self.runner = make_runner(cfg.runner.kind, cfg.runner.workers)
+        self.runner = make_runner(cfg.runner)
         self.shared_memory = Ledger(Path(cfg.memory.path)) if cfg.memory.path else None
         self.proposer = self._make_proposer()
         with FolderLock(self.out_dir):  # no other process checks or writes meanwhile

@@ -140,6 +140,10 @@ def cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> lis
     if proposer.get("kind") == "llm" and proposer.get("model") == "":
         problems.append("[proposer] model: got '', "
                         "expected a litellm model string (required when kind = 'llm')")
+    runner = tables.get("runner", {})
+    if runner.get("devices") and runner.get("kind", "local") != "parallel":
+        problems.append(f"[runner] devices: got {runner['devices']!r}, "
+                        "expected [] unless kind = 'parallel'")
     kind = env.get("kind")
     if kind == "gpt" and env.get("steps") == 0 and env.get("time_budget") == 0:
         problems.append("[env] time_budget: got 0.0, "

@@ -16,6 +16,7 @@ was itself SIGKILLed; an owner should therefore not contain ":" (or be a prefix 
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import subprocess
@@ -124,6 +125,12 @@ def _read_into(pipe: IO[str], chunks: list[str]) -> threading.Thread:
     return thread
 
 
+# Environment variables for the processes started in this context (thread): the parallel
+# runner sets a run's device here (CUDA_VISIBLE_DEVICES) without the env knowing of devices.
+RUN_ENVIRONMENT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "RUN_ENVIRONMENT", default={})
+
+
 def run_process(
     argv: Sequence[str],
     *,
@@ -144,7 +151,8 @@ def run_process(
             process = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env={**(os.environ if env is None else env), TAG_VARIABLE: tag},
+                env={**(os.environ if env is None else env), **RUN_ENVIRONMENT.get(),
+                     TAG_VARIABLE: tag},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -32,7 +32,7 @@ from engine.config import (
     load_config,
     parse_config,
 )
-from engine.schema import REQUIRED, ByKind, Knobs, fields_of, setting
+from engine.schema import REQUIRED, ByKind, EachMatches, Knobs, fields_of, setting
 
 FULL_TOML = """
 [study]
@@ -473,6 +473,9 @@ def documented_ok(field, value) -> bool:
         return re.fullmatch(c.pattern, value) is not None
     if isinstance(c, NonEmpty):
         return len(value) > 0
+    if isinstance(c, EachMatches):  # device slots: "cpu" or "cuda:<digits>", none twice
+        return (len(set(value)) == len(value)
+                and all(x == "cpu" or re.fullmatch(r"cuda:\d+", x, re.ASCII) for x in value))
     if isinstance(c, Knobs):  # flat: knob -> finite number, bool or short printable text
         return ((len(value) > 0 or not c.non_empty) and "seed" not in value
                 and all((type(v) is str and len(v) <= 1000 and v.isprintable())
@@ -492,6 +495,8 @@ def edges(field) -> list:
                 *(math.nextafter(b, d) for b in near for d in (-math.inf, math.inf))]
     if isinstance(c, OneOf):
         return [*c.choices, *(x.upper() for x in c.choices), *dict(c.aliases)]
+    if isinstance(c, EachMatches):
+        return [[], ["cpu"], ["cuda:0", "cuda:1"], ["cuda:0", "cuda:0"], ["cuda:x"], ["gpu"]]
     return ["", "ok_name-1.2", "a b", "\x00"] if field.type.noun == "string" else [{}, [], 0]
 
 
@@ -518,7 +523,8 @@ def validated_value(cfg, section: str, key: str):
 # Keys whose valid values can still be refused by a cross-field rule (each rule has its own test).
 CROSS_FIELD_KEYS = {("env", "kind"), ("env", "time_budget"), ("env", "command"),
                     ("env", "truth_command"), ("decision", "min_replicates"),
-                    ("decision", "max_replicates"), ("proposer", "kind")}
+                    ("decision", "max_replicates"), ("proposer", "kind"),
+                    ("runner", "devices")}
 
 
 @pytest.mark.parametrize("section, key", ALL_KEYS, ids=[f"{s}.{k}" for s, k in ALL_KEYS])

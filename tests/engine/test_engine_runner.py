@@ -2,18 +2,21 @@
 others; a SIGKILLed study's orphaned run is killed when it resumes, and nothing runs twice."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
+from engine.config import ConfigError, load_config
 from engine.study import Study
 from tests.processes import is_running
 
@@ -142,3 +145,116 @@ def test_the_run_a_sigkilled_study_left_running_is_killed_on_resume(tmp_path, ca
             os.kill(orphan, signal.SIGKILL)
     final = runs(out)
     assert len(final) == len(set((step, slot) for step, slot, _ in final))
+
+
+# Each run writes the CUDA_VISIBLE_DEVICES it saw to a file named by its seed and x, which
+# identify it: a configuration runs at a seed once.
+DEVICE_EXPERIMENT = """
+import os, random, sys, time
+from pathlib import Path
+seed, x = int(sys.argv[1]), int(sys.argv[2])
+(Path(__file__).parent / "seen" / f"{seed}-{x}").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+time.sleep(0.2)
+print("loss:", 5.0 - x + random.Random(seed).gauss(0, 0.3))
+"""
+
+
+def test_parallel_runs_each_see_only_their_device_and_never_share_it(tmp_path):
+    script = tmp_path / "experiment.py"
+    script.write_text(DEVICE_EXPERIMENT)
+    (tmp_path / "seen").mkdir()
+    text = textwrap.dedent(CONFIG.format(python=sys.executable, script=script,
+                                         runner="parallel"))
+    text = text.replace("workers = 3", 'devices = ["cuda:0", "cuda:1"]')
+    (tmp_path / "study.toml").write_text(text)
+    study = Study(load_config(tmp_path / "study.toml", out_dir=str(tmp_path / "out")))
+    assert study.runner.workers == 2
+    assert study.run(write_report=False).status == "finished"
+    with sqlite3.connect(tmp_path / "out" / "study.db") as conn:
+        rows = conn.execute("select seed, config_json, extra_json, started, finished "
+                            "from runs").fetchall()
+    assert len(rows) == study.runs_used >= 6
+    by_device: dict[str, list[tuple[float, float]]] = {}
+    for seed, config, extra, started, finished in rows:
+        device = json.loads(extra)["device"]
+        seen = (tmp_path / "seen" / f"{seed}-{json.loads(config)['x']}").read_text()
+        assert seen == device.removeprefix("cuda:")
+        by_device.setdefault(device, []).append((started, finished))
+    assert set(by_device) == {"cuda:0", "cuda:1"}
+    for spans in by_device.values():  # one run at a time on each device
+        spans.sort()
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+
+
+SYNTHETIC = """
+[study]
+name = "lost"
+seed = 2
+budget_trials = 12
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "synthetic"
+n_hypotheses = 3
+world_seed = 1
+
+[beliefs]
+fit_pymc = false
+
+[runner]
+kind = "{runner}"
+"""
+
+
+def synthetic_study(tmp_path: Path, runner: str) -> Study:
+    path = tmp_path / f"{runner}.toml"
+    path.write_text(textwrap.dedent(SYNTHETIC.format(runner=runner)))
+    return Study(load_config(path, out_dir=str(tmp_path / runner)))
+
+
+def test_a_run_whose_worker_raises_is_made_again_and_the_study_is_unchanged(tmp_path, capsys):
+    """The env raising (not returning a failed outcome) is a lost run, as a dead worker is: made
+    again, so the ledger is that of a study where nothing failed, bar the record of the loss."""
+    broken = synthetic_study(tmp_path, "parallel")
+    honest_run, calls, lock = broken.env.run, [], threading.Lock()
+
+    def fails_on_the_fourth_call(config, seed):
+        with lock:
+            calls.append(seed)
+            if len(calls) == 4:
+                raise OSError("fork failed")
+        return honest_run(config, seed)
+
+    broken.env.run = fails_on_the_fourth_call
+    assert broken.run(write_report=False).status == "finished"
+    clean = synthetic_study(tmp_path, "local")
+    assert clean.run(write_report=False).status == "finished"
+
+    def ledger_of(name):
+        with sqlite3.connect(tmp_path / name / "study.db") as conn:
+            return conn.execute("select step, slot, role, seed, metric, status, extra_json "
+                                "from runs order by step, slot").fetchall()
+
+    ours, theirs = ledger_of("parallel"), ledger_of("local")
+    assert [row[:6] for row in ours] == [row[:6] for row in theirs]
+    lost = [json.loads(row[6]).get("lost") for row in ours]
+    assert [entry for entry in lost if entry] == [["OSError: fork failed"]]
+    assert len(calls) == len(ours) + 1
+    assert "made again after its worker failed (OSError: fork failed)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("runner, problem", [
+    ('kind = "local"\ndevices = ["cuda:0"]', "expected [] unless kind = 'parallel'"),
+    ('kind = "parallel"\ndevices = ["gpu0"]', '"cpu" or "cuda:N" slots, none twice'),
+    ('kind = "parallel"\ndevices = ["cuda:0", "cuda:0"]', "none twice"),
+    ('kind = "ray"\ncpus_per_run = -1', "cpus_per_run"),
+])
+def test_bad_runner_settings_are_refused_up_front(tmp_path, runner, problem):
+    text = textwrap.dedent(SYNTHETIC.format(runner="local")).replace('kind = "local"', runner)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(path, out_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
