@@ -159,6 +159,17 @@ def stop_pool(pool: futures.ThreadPoolExecutor) -> None:
     pool.shutdown(wait=True)
 
 
+def ray_run(env: Env, config: dict, seed: int) -> Outcome:
+    """timed_run inside a Ray task, with the node it ran on and the GPUs Ray gave it in its
+    extra ("node", "gpus"): with mixed hardware, where each run was made."""
+    import ray
+
+    outcome = timed_run(env, config, seed)
+    where = {"node": ray.get_runtime_context().get_node_id(),
+             "gpus": [str(gpu) for gpu in ray.get_gpu_ids()]}
+    return dataclasses.replace(outcome, extra={**outcome.extra, **where})
+
+
 class RayRunner(Runner):
     """Runs as Ray tasks, each reserving `cpus_per_run` CPUs and `gpus_per_run` GPUs.
 
@@ -166,7 +177,7 @@ class RayRunner(Runner):
     with neither it starts a local instance of `workers` CPUs, which `close` shuts down. Ray
     refuses a CPU count from a client that joins a cluster, so none is passed then. A task whose
     worker or node dies is a lost run (Runner), made again by this runner, not by Ray, so that
-    each run is recorded once."""
+    each run is recorded once. Each run's extra names its node and GPUs (`ray_run`)."""
 
     kind = "ray"
 
@@ -192,7 +203,7 @@ class RayRunner(Runner):
 
     def run(self, env, plans):
         ray = self.connect()
-        remote_run = ray.remote(timed_run).options(
+        remote_run = ray.remote(ray_run).options(
             num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
         submit = lambda plan: remote_run.remote(env, plan.config, plan.seed)  # noqa: E731
         pending = {submit(plan): (plan, [], time.time()) for plan in plans}

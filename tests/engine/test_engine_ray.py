@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -129,6 +130,12 @@ def test_a_study_on_a_local_ray_instance_matches_the_same_study_run_locally(tmp_
     assert ledger_runs(tmp_path / "on_ray") == ledger_runs(tmp_path / "local")
     assert len(ledger_runs(tmp_path / "on_ray")) == 14
     assert decisions(tmp_path / "on_ray") == decisions(tmp_path / "local")
+    with sqlite3.connect(tmp_path / "on_ray" / "study.db") as conn:
+        extras = [json.loads(e) for (e,) in conn.execute("select extra_json from runs")]
+    nodes = {e["node"] for e in extras}
+    assert len(nodes) == 1  # the one node's id (hex), on every run
+    assert re.fullmatch(r"[0-9a-f]{16,}", nodes.pop())
+    assert all(e["gpus"] == [] for e in extras)  # gpus_per_run = 0: Ray gave none
 
 
 def test_a_ray_worker_killed_mid_run_is_survived_and_its_run_made_again(tmp_path, capsys):

@@ -258,3 +258,72 @@ def test_bad_runner_settings_are_refused_up_front(tmp_path, runner, problem):
     with pytest.raises(ConfigError, match=re.escape(problem)):
         load_config(path, out_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+# Each run sleeps, as a training run takes its time; its metric is still the seed's and x's.
+SLEEPING_EXPERIMENT = """
+import random, sys, time
+seed, x, y = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+time.sleep(0.4)
+print("loss:", 5.0 - x - 0.5 * y + random.Random(seed).gauss(0, 0.3))
+"""
+
+DESIGN_CONFIG = """
+[study]
+name = "speed"
+seed = 4
+budget_trials = 20
+base_runs = 4
+
+[env]
+kind = "command"
+command = "{python} {script} {{seed}} {{x}} {{y}}"
+metric = "loss"
+timeout_s = 60
+base = {{ x = 0, y = 0 }}
+
+[[hypotheses]]
+name = "x"
+change = {{ x = 1 }}
+
+[[hypotheses]]
+name = "y"
+change = {{ y = 1 }}
+
+[beliefs]
+fit_pymc = false
+
+[policy]
+kind = "design"
+block_runs = 8
+
+[runner]
+kind = "{runner}"
+workers = {workers}
+"""
+
+
+def test_parallel_slots_shorten_a_study_of_sleeping_runs_and_record_each_run_once(tmp_path):
+    """The same study on 1, 2 and 4 slots, side by side: the same ledger, in a fraction of the
+    time. Parallelism is within a step (a design block's 8 runs; a base or confirmation step's
+    2 or 3), so steps of few runs bound the gain."""
+    script = tmp_path / "experiment.py"
+    script.write_text(SLEEPING_EXPERIMENT)
+    seconds, ledgers = {}, {}
+    for runner, workers in (("local", 1), ("parallel", 2), ("parallel", 4)):
+        name = f"{runner}{workers}"
+        path = tmp_path / f"{name}.toml"
+        path.write_text(textwrap.dedent(DESIGN_CONFIG.format(
+            python=sys.executable, script=script, runner=runner, workers=workers)))
+        study = Study(load_config(path, out_dir=str(tmp_path / name)))
+        started = time.monotonic()
+        assert study.run(write_report=False).status == "finished"
+        seconds[workers] = time.monotonic() - started
+        with sqlite3.connect(tmp_path / name / "study.db") as conn:
+            ledgers[workers] = conn.execute("select step, slot, role, hypotheses_json, seed, "
+                                            "metric from runs order by step, slot").fetchall()
+    assert len(ledgers[1]) >= 12 and len({(r[0], r[1]) for r in ledgers[1]}) == len(ledgers[1])
+    assert ledgers[2] == ledgers[1] and ledgers[4] == ledgers[1]
+    print(f"wall seconds by slots: {seconds}")
+    assert seconds[2] <= 0.6 * seconds[1], seconds
+    assert seconds[4] <= 0.4 * seconds[1], seconds
