@@ -16,33 +16,10 @@ import pytest
 
 from engine.config import load_config
 from engine.study import Study
+from tests.engine.test_engine_runner import CONFIG, SYNTHETIC
 
 ray = pytest.importorskip("ray")
 
-SYNTHETIC = """
-[study]
-name = "ray"
-seed = 5
-budget_trials = 14
-replicates_per_step = 2
-incumbent_runs_per_step = 1
-base_runs = 2
-
-[env]
-kind = "synthetic"
-n_hypotheses = 3
-effect_size = 1.0
-noise_sd = 0.5
-world_seed = 2
-
-[beliefs]
-fit_pymc = false
-
-[runner]
-kind = "{runner}"
-workers = 2
-{extra}
-"""
 
 # The first run of the candidate (x = 1) kills the Ray worker that started it: a worker that
 # dies mid-run. Every run also records that it started.
@@ -61,37 +38,17 @@ if x == 1 and not marker.exists():
 print("loss:", 5.0 - x + random.Random(seed).gauss(0, 0.3))
 """
 
-COMMAND = """
-[study]
-name = "ray-kill"
-seed = 3
-budget_trials = 6
-base_runs = 2
-replicates_per_step = 2
-incumbent_runs_per_step = 1
 
-[env]
-kind = "command"
-command = "{python} {script} {{seed}} {{x}}"
-metric = "loss"
-timeout_s = 60
-base = {{ x = 0 }}
+def synthetic(runner: str, extra: str = "") -> str:
+    """The runner tests' synthetic study, on `runner`, with `extra` [runner] lines."""
+    return textwrap.dedent(SYNTHETIC.format(runner=runner)) + extra + "\n"
 
-[[hypotheses]]
-name = "better"
-change = {{ x = 1 }}
 
-[beliefs]
-fit_pymc = false
-
-[policy]
-kind = "voi"
-
-[runner]
-kind = "ray"
-workers = 2
-lost_retries = 1
-"""
+def killing(script: Path) -> str:
+    """The runner tests' command study on Ray, its run script `script`, each loss made again
+    once."""
+    text = textwrap.dedent(CONFIG.format(python=sys.executable, script=script, runner="ray"))
+    return text.replace("workers = 3", "workers = 2\nlost_retries = 1")
 
 
 @pytest.fixture(autouse=True)
@@ -122,13 +79,13 @@ def decisions(out: Path) -> list[tuple]:
 
 
 def test_a_study_on_a_local_ray_instance_matches_the_same_study_run_locally(tmp_path):
-    on_ray = study_of(tmp_path, "on_ray", SYNTHETIC.format(runner="ray", extra=""))
+    on_ray = study_of(tmp_path, "on_ray", synthetic("ray"))
     assert on_ray.run(write_report=False).status == "finished"
     assert not ray.is_initialized()  # the instance the runner started is shut down with it
-    local = study_of(tmp_path, "local", SYNTHETIC.format(runner="local", extra=""))
+    local = study_of(tmp_path, "local", synthetic("local"))
     assert local.run(write_report=False).status == "finished"
     assert ledger_runs(tmp_path / "on_ray") == ledger_runs(tmp_path / "local")
-    assert len(ledger_runs(tmp_path / "on_ray")) == 14
+    assert len(ledger_runs(tmp_path / "on_ray")) == on_ray.runs_used >= 8
     assert decisions(tmp_path / "on_ray") == decisions(tmp_path / "local")
     with sqlite3.connect(tmp_path / "on_ray" / "study.db") as conn:
         extras = [json.loads(e) for (e,) in conn.execute("select extra_json from runs")]
@@ -141,11 +98,11 @@ def test_a_study_on_a_local_ray_instance_matches_the_same_study_run_locally(tmp_
 def test_a_ray_worker_killed_mid_run_is_survived_and_its_run_made_again(tmp_path, capsys):
     script = tmp_path / "experiment.py"
     script.write_text(EXPERIMENT)
-    study = study_of(tmp_path, "kill", COMMAND.format(python=sys.executable, script=script))
+    study = study_of(tmp_path, "kill", killing(script))
     assert study.run(write_report=False).status == "finished"
     assert (tmp_path / "killed").exists()
     runs = ledger_runs(tmp_path / "kill")
-    assert len(runs) == 6 and len({(r[0], r[1]) for r in runs}) == 6
+    assert len(runs) == study.runs_used >= 6 and len({(r[0], r[1]) for r in runs}) == len(runs)
     assert all(status == "ok" for *_, status in runs)
     with sqlite3.connect(tmp_path / "kill" / "study.db") as conn:
         extras = [json.loads(e) for (e,) in conn.execute("select extra_json from runs")]
@@ -162,7 +119,7 @@ def test_a_run_lost_more_often_than_lost_retries_is_recorded_as_a_crash(tmp_path
     script = tmp_path / "experiment.py"
     # every candidate run kills its worker: lost, made again once, lost again, then a crash
     script.write_text(EXPERIMENT.replace("and not marker.exists()", ""))
-    study = study_of(tmp_path, "lost", COMMAND.format(python=sys.executable, script=script))
+    study = study_of(tmp_path, "lost", killing(script))
     assert study.run(write_report=False).status == "finished"
     with sqlite3.connect(tmp_path / "lost" / "study.db") as conn:
         rows = conn.execute("select role, status, extra_json from runs").fetchall()
@@ -194,7 +151,7 @@ def test_the_runner_joins_a_cluster_that_is_already_running(tmp_path):
                 ("by_address", f'address = "127.0.0.1:{port}"', {}),
                 ("by_variable", "cpus_per_run = 0.5", {"RAY_ADDRESS": f"127.0.0.1:{port}"})):
             config = tmp_path / f"{name}.toml"
-            config.write_text(textwrap.dedent(SYNTHETIC.format(runner="ray", extra=extra)))
+            config.write_text(synthetic("ray", extra))
             done = subprocess.run(
                 [sys.executable, "-m", "engine.study", str(config), "--out",
                  str(tmp_path / name), "--quiet"],
@@ -204,7 +161,7 @@ def test_the_runner_joins_a_cluster_that_is_already_running(tmp_path):
             assert "Connected to Ray cluster" in done.stderr
             assert "Started a local Ray instance" not in done.stderr
             joined[name] = ledger_runs(tmp_path / name)
-        assert len(joined["by_address"]) == 14
+        assert len(joined["by_address"]) >= 8
         assert joined["by_address"] == joined["by_variable"]
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=120)
