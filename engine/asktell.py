@@ -16,6 +16,7 @@ from engine.loop import (
     open_session,
     record_outcome,
 )
+from engine.runner import with_extra
 from envs import Outcome
 from envs.base import STATUSES
 from envs.python import metric_of
@@ -94,8 +95,7 @@ class AskTell:
             raise ValueError(f"run {run.step}:{run.slot} is not the run that was asked for")
         asked, now = self._asked[run.slot], time.time()
         outcome = told_outcome(metric, status, now - asked if seconds is None else seconds)
-        outcome = Outcome(outcome.metric, outcome.status, outcome.seconds, None,
-                          {**outcome.extra, "started": asked, "finished": now})
+        outcome = with_extra(outcome, started=asked, finished=now)
         with one_blas_thread():
             self._feed(record_outcome(self.study, plan, outcome))
             self._told.add(run.slot)

@@ -31,14 +31,18 @@ class PlannedRun:
     seed: int
 
 
+def with_extra(outcome: Outcome, **items) -> Outcome:
+    """The outcome with `items` added to its extra (the ledger's free-form record of a run)."""
+    return dataclasses.replace(outcome, extra={**outcome.extra, **items})
+
+
 def timed_run(env: Env, config: dict, seed: int) -> Outcome:
     """env.run, with the wall-clock times (epoch seconds) it started and finished in the
     outcome's extra as "started" and "finished": the ledger's times of the run, measured where
     it ran, whatever the env reports as its seconds (a synthetic env's are simulated)."""
     started = time.time()
     outcome = env.run(config, seed)
-    return dataclasses.replace(outcome, extra={**outcome.extra, "started": started,
-                                               "finished": time.time()})
+    return with_extra(outcome, started=started, finished=time.time())
 
 
 class Runner:
@@ -71,9 +75,7 @@ class Runner:
 
 def with_losses(outcome: Outcome, losses: list[str]) -> Outcome:
     """The outcome of a run made again after its worker failed, with the failures in its extra."""
-    if not losses:
-        return outcome
-    return dataclasses.replace(outcome, extra={**outcome.extra, "lost": list(losses)})
+    return with_extra(outcome, lost=list(losses)) if losses else outcome
 
 
 def guarded_run(runner: Runner, env: Env, plan: PlannedRun) -> Outcome:
@@ -125,7 +127,7 @@ class ParallelRunner(Runner):
         finally:
             RUN_ENVIRONMENT.reset(token)
             free.put(device)
-        return dataclasses.replace(outcome, extra={**outcome.extra, "device": device})
+        return with_extra(outcome, device=device)
 
     def run(self, env, plans):
         pool = futures.ThreadPoolExecutor(max_workers=self.workers)
@@ -165,9 +167,8 @@ def ray_run(env: Env, config: dict, seed: int) -> Outcome:
     import ray
 
     outcome = timed_run(env, config, seed)
-    where = {"node": ray.get_runtime_context().get_node_id(),
-             "gpus": [str(gpu) for gpu in ray.get_gpu_ids()]}
-    return dataclasses.replace(outcome, extra={**outcome.extra, **where})
+    return with_extra(outcome, node=ray.get_runtime_context().get_node_id(),
+                      gpus=[str(gpu) for gpu in ray.get_gpu_ids()])
 
 
 class RayRunner(Runner):
