@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from engine.core import Event, Run, StepFinished, Stop, advance, start
+from engine.core import Event, Run, Stop, advance, start
 from engine.folder import FolderLock
 from engine.loop import (
     Study,
     StudyResult,
     execute,
     finish,
-    one_blas_thread,
     open_session,
     record_outcome,
 )
-from engine.runner import with_extra
+from engine.runner import PlannedRun, with_extra
+from engine.scope import one_blas_thread
 from envs import Outcome
 from envs.base import STATUSES
 from envs.python import metric_of
@@ -41,8 +41,8 @@ class AskTell:
     """A study driven one run at a time by a caller who makes the runs (Optuna's ask and tell):
     the same core commands as `run_study`, with the Run commands handed out instead of made.
 
-    Every run of the step in flight may be asked before any is told, so they can run at once;
-    the next step is planned once all of them are told. The folder's lock is held from
+    Every run of the steps in flight may be asked before any is told, so they can run at once;
+    the next step is planned once all of the oldest step's are told. The folder's lock is held from
     construction until the study stops or `close`; a told run is in the ledger at once, so a
     process killed between ask and tell loses only the untold runs, which a new AskTell asks
     for again."""
@@ -51,10 +51,10 @@ class AskTell:
         self.study, self.write_report = study, write_report
         self.result: StudyResult | None = None
         self._lock: FolderLock | None = FolderLock(study.out_dir).__enter__()
-        self._step: Run | None = None
-        self._asked: dict[int, float] = {}  # slot -> epoch seconds when it was asked
-        self._told: set[int] = set()
-        self._step_started = 0.0
+        self._waiting: dict[tuple[int, int], PlannedRun] = {}  # (step, slot) -> run not told
+        self._asked: dict[tuple[int, int], float] = {}  # -> epoch seconds when it was asked
+        self._told: set[tuple[int, int]] = set()
+        self._session = time.monotonic()
         try:
             with one_blas_thread():
                 open_session(study)
@@ -66,13 +66,14 @@ class AskTell:
 
     def ask(self) -> AskedRun | None:
         """The next run to make, or None: when the study has stopped (`result` says why), or
-        when every run of the step in flight is asked and some are not yet told."""
+        when every run of the steps in flight is asked and some are not yet told."""
         if self.result is not None:
             return None
-        plan = next((r for r in self._step.runs if r.slot not in self._asked), None)
+        plan = next((r for key, r in sorted(self._waiting.items()) if key not in self._asked),
+                    None)
         if plan is None:
             return None
-        self._asked[plan.slot] = time.time()
+        self._asked[(plan.step, plan.slot)] = time.time()
         return AskedRun(plan.step, plan.slot, plan.role, tuple(sorted(plan.applied)),
                         dict(plan.config), plan.seed)
 
@@ -82,26 +83,25 @@ class AskTell:
         (crash, nan, timeout, refused) and no metric. A NaN, an infinity or a value past the
         metric limit is recorded as a "nan" run. `seconds` defaults to the time since it was
         asked. ValueError for a run that is not waiting to be told, or a bad outcome."""
-        step = self._step
-        if self.result is not None or step is None or run.step != step.step:
+        key = (run.step, run.slot)
+        if self.result is not None or run.step not in self.study.state.unconcluded:
             raise ValueError(f"run {run.step}:{run.slot} is not one this study is waiting for "
                              "(its step is over, or the study has stopped)")
-        if run.slot not in self._asked:
-            raise ValueError(f"run {run.step}:{run.slot} was never asked for")
-        if run.slot in self._told:
+        if key in self._told:
             raise ValueError(f"run {run.step}:{run.slot} was told already")
-        plan = next(r for r in step.runs if r.slot == run.slot)
+        if key not in self._asked:
+            raise ValueError(f"run {run.step}:{run.slot} was never asked for")
+        plan = self._waiting[key]
         if (run.seed, run.role) != (plan.seed, plan.role):
             raise ValueError(f"run {run.step}:{run.slot} is not the run that was asked for")
-        asked, now = self._asked[run.slot], time.time()
+        asked, now = self._asked[key], time.time()
         outcome = told_outcome(metric, status, now - asked if seconds is None else seconds)
         outcome = with_extra(outcome, started=asked, finished=now)
         with one_blas_thread():
-            self._feed(record_outcome(self.study, plan, outcome))
-            self._told.add(run.slot)
-            if len(self._told) == len(step.runs):
-                self._end_step()
-                self._drive()
+            del self._waiting[key], self._asked[key]
+            self._told.add(key)
+            self._feed(record_outcome(self.study, plan, outcome, time.monotonic() - self._session))
+            self._drive()
 
     def close(self) -> None:
         """Release the folder (the runs asked and not told are asked for again next time)."""
@@ -110,25 +110,19 @@ class AskTell:
             self._lock = None
 
     def _drive(self) -> None:
-        """Carry out the core's commands up to the next step's runs, or the stop."""
-        while self._step is None and self.result is None:
+        """Carry out the core's commands until it waits for runs to be told, or stops."""
+        while self._queue and self.result is None:
             command = self._queue.pop(0)
             if isinstance(command, Stop):
                 self.result = finish(self.study, command.reason, write_report=self.write_report,
                                      rewrite=False)
                 self.close()
             elif isinstance(command, Run):
-                self._step, self._asked, self._told = command, {}, set()
-                self._step_started = time.monotonic()
-                if not command.runs:  # resumed after its last run was told: conclude it
-                    self._end_step()
+                self._waiting |= {(r.step, r.slot): r for r in command.runs}
             else:
-                for event in execute(self.study, command):
+                event = execute(self.study, command)
+                if event is not None:
                     self._feed(event)
-
-    def _end_step(self) -> None:
-        step, self._step = self._step, None
-        self._feed(StepFinished(step.step, time.monotonic() - self._step_started))
 
     def _feed(self, event: Event) -> None:
         self.study.state, more = advance(self.study.state, self.study.rules, event)

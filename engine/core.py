@@ -1,17 +1,20 @@
 """The study as a state machine: `advance(state, rules, event) -> (state, commands)`.
 
-Events say what happened: a run finished, a step's runs are all in, the proposer answered.
-Commands say what to do next: ask the proposer, record a plan, make these runs, record a
-conclusion, stop. `start` gives the first commands for a state fresh from the ledger, so a new
-study and a resumed one take the same path. Nothing here does I/O or reads a clock: the loop
-(engine.loop) executes the commands, writes the ledger and turns what happens into events.
+Events say what happened: a run finished, the proposer answered. Commands say what to do next:
+ask the proposer, record a plan, start these runs, record a conclusion, stop. `start` gives the
+first commands for a state fresh from the ledger, so a new study and a resumed one take the same
+path. Nothing here does I/O or reads a clock: the loop (engine.loop) executes the commands,
+writes the ledger and turns what happens into events, with the session's clock on each run.
 
-Runs of a step may finish in any order: a step is concluded from its runs in plan order.
+Several steps may be in flight (`StudyRules.workers` > 1). They conclude in step order, and
+steps are planned only in the round after a conclusion, while fewer than `runs_ahead` runs are
+planned and unconcluded: so every plan and decision is a function of the runs' outcomes alone,
+never of which run finished first, on any runner, however its runs are timed or resumed.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
@@ -20,16 +23,20 @@ from beliefs import Beliefs, Observation
 from beliefs.model import INTERACTIONS
 from engine.proposer import Hypothesis
 from engine.records import StepDecision, StepPlan
-from engine.runner import PlannedRun
-from engine.state import (
-    StudyRules,
-    StudyState,
+from engine.rules import (
+    conflicting_pairs,
     design_room,
     fit_to_budget,
     paired_runs,
     planned_runs,
     stop_reason,
     view,
+    with_slots,
+)
+from engine.runner import PlannedRun
+from engine.state import (
+    StudyRules,
+    StudyState,
     with_decision,
     with_plan,
     with_proposals,
@@ -48,12 +55,7 @@ INTERVAL_LEVEL = 0.9
 class RunFinished:
     run: RunRecord
     seconds: float | None  # wall time of the run, when the env measured it
-
-
-@dataclass(frozen=True)
-class StepFinished:
-    step: int
-    seconds: float  # wall time of this session's part of the step
+    clock: float = 0.0  # seconds since this session began, when the run was recorded
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Proposed:
     hypotheses: tuple[Hypothesis, ...]  # accepted by the proposer's checks; may be empty
 
 
-Event = Union[RunFinished, StepFinished, Proposed]
+Event = Union[RunFinished, Proposed]
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -79,7 +81,7 @@ class RecordPlan:
 
 @dataclass(frozen=True)
 class Run:
-    """Make these runs of the step, then report a StepFinished."""
+    """Start these runs of the step; each reports a RunFinished when it is recorded."""
 
     step: int
     plan: StepPlan
@@ -103,7 +105,9 @@ class IncumbentSummary:
 class Conclude:
     """Record the step's appraisal (nats), decision and incumbent together; `episode` is the
     memory's record of the decision, `runs` the step's runs (for the progress line). A step with
-    no runs (a stop after proposals) `records_plan` in the same transaction."""
+    no runs (a stop after proposals) `records_plan` in the same transaction. `later_runs` are
+    the runs of later steps recorded already: the episode's experiment time leaves them out, so
+    that it does not depend on when they finished."""
 
     step: int
     plan: StepPlan
@@ -113,6 +117,7 @@ class Conclude:
     episode: dict[str, Any] | None
     runs: tuple[RunRecord, ...]
     records_plan: bool = False
+    later_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,40 +130,91 @@ Command = Union[Propose, RecordPlan, Run, Conclude, Stop]
 
 # ------------------------------------------------------------------------------ the machine
 def start(state: StudyState, rules: StudyRules) -> tuple[StudyState, list[Command]]:
-    """The first commands for a state replayed from the ledger: finish the unconcluded step's
-    missing runs, or else plan the baseline, or else go on (or stop)."""
-    if state.pending is not None:
-        step = state.pending
+    """The first commands for a state replayed from the ledger: make the missing runs of the
+    steps in flight, then go on where the study was (a planning round that a kill cut short is
+    finished first, as it would have been), concluding what has all its runs (or stop)."""
+    commands: list[Command] = []
+    for step in state.unconcluded:
         done = {r.slot for r in state.runs if r.step == step}
         missing = tuple(r for r in planned_runs(state, rules, step) if r.slot not in done)
-        return state, [Run(step, state.plans[step], missing)]
-    return next_commands(state, rules)
+        if missing:
+            commands.append(Run(step, state.plans[step], missing))
+    state, more = go_on(state, rules, 0.0)
+    return state, commands + more
 
 
 def advance(state: StudyState, rules: StudyRules, event: Event) -> tuple[StudyState, list[Command]]:
     if isinstance(event, RunFinished):
-        return with_run(state, event.run, event.seconds), []
-    if isinstance(event, StepFinished):
-        return conclude(state, rules, event.step, event.seconds)
+        return settle(with_run(state, event.run, event.seconds), rules, event.clock)
     if isinstance(event, Proposed):
         return choose(with_proposals(state, event.hypotheses), rules, event.step, event.hypotheses)
     raise TypeError(f"not a study event: {event!r}")
 
 
+def settle(state: StudyState, rules: StudyRules,
+           clock: float) -> tuple[StudyState, list[Command]]:
+    """Conclude the oldest step in flight once its runs are all in, and start the planning
+    round that follows; conclude the next only once that round is over (`go_on`), however many
+    steps had all their runs in at once. So each round of plans follows one conclusion, and a
+    run that concludes nothing plans nothing: when runs finish never decides what is planned."""
+    commands: list[Command] = []
+    while True:
+        flying = state.unconcluded
+        if not flying or len(state.runs_of(flying[0])) < len(planned_runs(state, rules,
+                                                                          flying[0])):
+            return state, commands
+        state, conclusion = conclude(state, rules, flying[0], clock)
+        state, more = next_commands(state, rules)
+        commands += [conclusion, *more]
+        if more:  # the round goes on through the proposer, and its plans go_on
+            return state, commands
+
+
+def go_on(state: StudyState, rules: StudyRules,
+          clock: float) -> tuple[StudyState, list[Command]]:
+    """Plan on while there is room; once the round is over, settle what is complete."""
+    state, more = next_commands(state, rules)
+    return (state, more) if more else settle(state, rules, clock)
+
+
+def room_ahead(state: StudyState, rules: StudyRules) -> bool:
+    """Whether another step may be planned while others are in flight: fewer than runs_ahead
+    runs planned and unconcluded, and none of them a baseline or incumbent re-run, which every
+    later choice must see."""
+    flying = state.unconcluded
+    if not flying:
+        return True
+    if any(state.plans[s].kind in ("base", "rerun_incumbent") for s in flying):
+        return False
+    planned = sum(len(planned_runs(state, rules, s)) for s in flying)
+    return planned < rules.runs_ahead
+
+
 def next_commands(state: StudyState, rules: StudyRules) -> tuple[StudyState, list[Command]]:
-    """After a concluded step: the baseline first, then a proposal round unless a budget is
-    spent or nothing is open."""
+    """The baseline first; then, while there is room ahead, a proposal round unless a budget is
+    spent or nothing is open. A study stops only with nothing in flight."""
     if state.next_step == 0:
         plan = StepPlan("base", None, rules.study.base_runs, "baseline runs of the base config")
         return plan_step(state, rules, 0, plan)
+    if not room_ahead(state, rules):
+        return state, []
     reason = stop_reason(state, rules)
-    return state, [Stop(reason)] if reason else [Propose(state.next_step)]
+    if reason:
+        return state, [] if state.unconcluded else [Stop(reason)]
+    return state, [Propose(state.next_step)]
 
 
 def plan_step(state: StudyState, rules: StudyRules, step: int,
               plan: StepPlan) -> tuple[StudyState, list[Command]]:
-    state = with_plan(state, step, plan)
-    return state, [RecordPlan(step, plan), Run(step, plan, tuple(planned_runs(state, rules, step)))]
+    """Record the plan with its runs fixed, start them, and plan on while there is room."""
+    after = len(state.concluded)
+    state = with_slots(with_plan(state, step, replace(plan, after=after)), rules, step)
+    plan = state.plans[step]
+    commands: list[Command] = [RecordPlan(step, plan)]
+    if plan.runs:
+        commands.append(Run(step, plan, tuple(planned_runs(state, rules, step))))
+    state, more = go_on(state, rules, state.clock)
+    return state, commands + more
 
 
 def choose(state: StudyState, rules: StudyRules, step: int,
@@ -168,9 +224,16 @@ def choose(state: StudyState, rules: StudyRules, step: int,
     rng = np.random.default_rng([rules.study.seed, step])
     action = rules.policy.select(view(state, rules), state.beliefs, rng)
     if action.kind == "stop":
+        plan = StepPlan("stop", None, 0, action.reason, proposed=proposed,
+                        after=len(state.concluded))
+        if state.unconcluded:  # nothing to add while steps are in flight: wait for the next
+            # conclusion; new proposals are recorded in a step of no runs, concluded in its turn
+            recorded = [RecordPlan(step, plan)] if proposed else []
+            state, more = settle(with_plan(state, step, plan) if proposed else state, rules,
+                                 state.clock)  # the round is over
+            return state, recorded + more
         if not proposed:
             return state, [Stop(action.reason)]
-        plan = StepPlan("stop", None, 0, action.reason, proposed=proposed)
         state = with_step_done(with_plan(state, step, plan), step, 0.0)
         conclusion = Conclude(step, plan, None, {"terms": {}}, incumbent_summary(state, rules),
                               None, (), records_plan=True)
@@ -182,7 +245,7 @@ def choose(state: StudyState, rules: StudyRules, step: int,
     else:
         n_runs = fit_to_budget(state, rules, action.n_runs)
     if action.kind == "run":
-        left = rules.study.budget_trials - state.runs_used - n_runs
+        left = rules.study.budget_trials - state.runs_committed - n_runs
         incumbent_runs = min(left, paired_runs(state, rules, action.hypothesis, n_runs))
     plan = StepPlan(action.kind, action.hypothesis, n_runs, action.reason,
                     {k: float(v) for k, v in action.terms.items()}, proposed, incumbent_runs,
@@ -191,8 +254,10 @@ def choose(state: StudyState, rules: StudyRules, step: int,
 
 
 def conclude(state: StudyState, rules: StudyRules, step: int,
-             seconds: float) -> tuple[StudyState, list[Command]]:
-    """Update the beliefs with the step's runs, appraise, decide, then say what comes next."""
+             clock: float) -> tuple[StudyState, Conclude]:
+    """Update the beliefs with the step's runs, appraise and decide. Its seconds are the
+    session's since the last conclusion: summed, the study's wall time."""
+    seconds = max(0.0, clock - state.clock)
     planned = {r.slot for r in planned_runs(state, rules, step)}
     runs = state.runs_of(step)
     if {r.slot for r in runs} != planned:
@@ -206,22 +271,23 @@ def conclude(state: StudyState, rules: StudyRules, step: int,
     decision = decide(state, rules, step, plan, runs)
     if decision is not None:
         state = with_decision(state, decision)
-    state = with_step_done(state, step, seconds)
+    state = replace(with_step_done(state, step, seconds), clock=max(clock, state.clock))
     episode = None if decision is None else episode_of(state, rules, decision, appraisal, runs)
-    conclusion = Conclude(step, plan, decision, appraisal, incumbent_summary(state, rules),
-                          episode, tuple(runs))
-    state, commands = next_commands(state, rules)
-    return state, [conclusion, *commands]
+    later = sum(r.step > step for r in state.runs)
+    return state, Conclude(step, plan, decision, appraisal, incumbent_summary(state, rules),
+                           episode, tuple(runs), later_runs=later)
 
 
 # ----------------------------------------------------------------------- a step's conclusion
 def decide(state: StudyState, rules: StudyRules, step: int, plan: StepPlan,
            runs: Sequence[RunRecord]) -> StepDecision | None:
     """The verdict on a trial step's move (None for other steps), in the metric's units. A trial
-    whose every candidate run crashed is reverted unjudged: the posterior learned nothing."""
-    if plan.kind != "run":
+    whose every candidate run crashed is reverted unjudged: the posterior learned nothing. A
+    trial planned on an incumbent that a keep has since made part of the move, or that the move
+    conflicts with, has nothing left to decide: its runs stay data about their configurations."""
+    if plan.kind != "run" or superseded(state, plan.hypothesis):
         return None
-    move, current = plan.hypothesis, view(state, rules)
+    move, current = plan.hypothesis, view(state, rules, concluding=step)
     candidate_runs = [r for r in runs if r.role == "candidate"]
     if candidate_runs and all(r.value is None for r in candidate_runs):
         return StepDecision(step, move, "revert", None, None, None,
@@ -233,6 +299,16 @@ def decide(state: StudyState, rules: StudyRules, step: int, plan: StepPlan,
     if lo is not None and lo > hi:
         lo, hi = hi, lo
     return StepDecision(step, move, d.verdict, d.p_better, lo, hi, d.n_runs, d.reason)
+
+
+def superseded(state: StudyState, move: str) -> bool:
+    """Whether the incumbent now holds one of the move's hypotheses, or one that conflicts with
+    them (a step planned before a keep that concluded first)."""
+    members = move_members(move)
+    if members & state.incumbent:
+        return True
+    conflicts = conflicting_pairs(state)
+    return any(frozenset((a, b)) in conflicts for a in members for b in state.incumbent)
 
 
 def incumbent_summary(state: StudyState, rules: StudyRules) -> IncumbentSummary:

@@ -5,20 +5,17 @@ shared memory, the clock, signals, progress lines and the final outputs. The dec
 they are `engine.core.advance`'s. A step's plan is written before its runs start, each run is
 written the moment it finishes, and a step's appraisal, decision and episode are written in one
 transaction at its end; so a study killed at any instant loses no finished run and, resumed,
-runs nothing twice.
+runs nothing twice. The runner makes the runs of every step in flight at once, up to its
+workers; the loop waits for the next finished run only when the core has nothing else to do.
 """
 from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-from threadpoolctl import threadpool_limits
 
 from engine.config import StudyConfig
 from engine.core import (
@@ -30,7 +27,6 @@ from engine.core import (
     RecordPlan,
     Run,
     RunFinished,
-    StepFinished,
     Stop,
     advance,
     start,
@@ -39,8 +35,10 @@ from engine.folder import FolderLock, Marker, write_marker
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer
 from engine.quiet import quiet_libraries
+from engine.rules import run_record
 from engine.runner import PlannedRun, Runner
-from engine.state import StudyRules, StudyState, run_record
+from engine.scope import Interruption, one_blas_thread
+from engine.state import StudyRules, StudyState
 from engine.summary import StudySummary
 from envs import Env, Outcome
 from envs.process import sweep
@@ -126,13 +124,6 @@ def run_study(study: Study, *, write_report: bool = True, rewrite: bool = False,
                 signal.signal(sig, handler)
 
 
-def one_blas_thread():
-    """One BLAS thread for the scope, and the caller's setting back after it: the posterior's
-    matrices are small, and multi-threaded BLAS makes a 200x200 Cholesky far slower on a busy
-    2-core machine (experiments/bench_beliefs.py)."""
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def open_session(study: Study) -> None:
     """What a session does first once it holds the folder's lock: check the folder again
     (another process may have used it since the study opened), and kill the runs a killed
@@ -162,16 +153,31 @@ def finish(study: Study, reason: str, *, write_report: bool, rewrite: bool) -> S
 
 
 def run_commands(study: Study) -> str:
-    """Execute the core's commands, feeding back their events, until it says stop; the reason."""
+    """Execute the core's commands, feeding back their events, until it says stop; the reason.
+    With no command left, the next run to finish is the next event. Interrupted, the runs that
+    had finished are recorded before the interruption goes on up."""
+    session = time.monotonic()
     study.state, queue = start(study.state, study.rules)
-    while queue:
-        command = queue.pop(0)
-        if isinstance(command, Stop):
-            return command.reason
-        for event in execute(study, command):
-            study.state, more = advance(study.state, study.rules, event)
-            queue = more + queue  # what an event leads to comes before what was queued
-    raise RuntimeError("the study core ran out of commands without a stop")
+    try:
+        while True:
+            if queue:
+                command = queue.pop(0)
+                if isinstance(command, Stop):
+                    return command.reason
+                event = execute(study, command)
+            elif study.runner.busy:
+                plan, outcome = study.runner.next_finished()
+                event = record_outcome(study, plan, outcome, time.monotonic() - session)
+                study.progress.run_finished()
+            else:
+                raise RuntimeError("the study core ran out of commands without a stop")
+            if event is not None:
+                study.state, more = advance(study.state, study.rules, event)
+                queue = more + queue  # what an event leads to comes before what was queued
+    except KeyboardInterrupt:
+        for plan, outcome in study.runner.stop():
+            record_outcome(study, plan, outcome)
+        raise
 
 
 def stopped(study: Study) -> StudyResult:
@@ -182,38 +188,19 @@ def stopped(study: Study) -> StudyResult:
     return StudyResult(study.out_dir, "stopped", "interrupted", list(study.kept), study.runs_used)
 
 
-class Interruption:
-    """The signal handler: remembers the signal and raises KeyboardInterrupt where the
-    program is, so the loop unwinds to a clean stop."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def handle(self, signum, frame):
-        self.signal = signum
-        raise KeyboardInterrupt
-
-    def install(self) -> dict[int, Any]:
-        """Handle SIGINT and SIGTERM, on the main thread only (where Python allows it); the
-        handlers replaced, to put back. SIGINT too: a process started in the background by a
-        script inherits SIGINT ignored, and Ctrl-C (or kill -INT) must still stop the study."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def execute(study: Study, command: Command) -> Iterator[Event]:
-    """Carry out one command; yield the events it gives rise to."""
+def execute(study: Study, command: Command) -> Event | None:
+    """Carry out one command; the event it gives rise to (the proposer's answer), if any."""
     if isinstance(command, Propose):
-        yield Proposed(command.step, propose(study, command.step))
-    elif isinstance(command, RecordPlan):
+        return Proposed(command.step, propose(study, command.step))
+    if isinstance(command, RecordPlan):
         study.ledger.plan_step(study.study_id, command.step, action=command.plan.to_json())
     elif isinstance(command, Run):
-        yield from run_step(study, command)
+        start_runs(study, command)
     elif isinstance(command, Conclude):
         record_conclusion(study, command)
     else:
         raise TypeError(f"not a study command: {command!r}")
+    return None
 
 
 def propose(study: Study, step: int) -> tuple[Any, ...]:
@@ -231,23 +218,20 @@ def propose(study: Study, step: int) -> tuple[Any, ...]:
     return tuple(proposal.accepted)
 
 
-def run_step(study: Study, command: Run) -> Iterator[Event]:
-    """Make the step's runs, writing each to the ledger as it finishes."""
-    started = time.monotonic()
+def start_runs(study: Study, command: Run) -> None:
+    """Hand the step's runs to the runner; each is written to the ledger as it finishes."""
     hypothesis = command.plan.hypothesis
     closed = study.state.closed.get(hypothesis) if hypothesis else None
     study.progress.begin_step(command.step, command.plan, len(command.runs),
                               reopened=closed is not None and closed.verdict == "revert")
-    for plan, outcome in study.runner.run(study.env, command.runs):
-        yield record_outcome(study, plan, outcome)
-        study.progress.run_finished()
-    yield StepFinished(command.step, time.monotonic() - started)
+    study.runner.submit(study.env, command.runs)
 
 
-def record_outcome(study: Study, plan: PlannedRun, outcome: Outcome) -> RunFinished:
+def record_outcome(study: Study, plan: PlannedRun, outcome: Outcome,
+                   clock: float = 0.0) -> RunFinished:
     """Write a finished run to the ledger (its outcome's extra holds the epoch times it started
     and finished, as engine.runner.timed_run puts them), report a failure, and say it
-    finished."""
+    finished, at `clock` seconds into the session."""
     env = study.env
     extra = dict(outcome.extra)
     started, finished = extra.pop("started"), extra.pop("finished")
@@ -265,7 +249,7 @@ def record_outcome(study: Study, plan: PlannedRun, outcome: Outcome) -> RunFinis
         study.progress.say(f"  run {plan.role} seed {plan.seed}: made again after its worker "
                            f"failed ({extra['lost'][-1]})", always=True)
     return RunFinished(run_record({**row, "slot": plan.slot}, plan.step, study.rules),
-                       outcome.seconds)
+                       outcome.seconds, clock)
 
 
 def failure(outcome: Outcome) -> str:
@@ -291,7 +275,8 @@ def record_conclusion(study: Study, command: Conclude) -> None:
         if command.decision is not None:
             ledger.record_decision(study_id, step, command.decision.hypothesis,
                                    **command.decision.to_json())
-            ledger.record_episode(study_id=study_id, **episode)
+            ledger.record_episode(study_id=study_id, **episode,
+                                  t_now=ledger.experiment_time() - command.later_runs)
         ledger.record_step(study_id, step, action=command.plan.to_json(),
                            appraisal=command.appraisal, incumbent=command.incumbent.to_json())
     mark(study)

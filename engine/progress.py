@@ -69,7 +69,7 @@ class Progress:
         self._started = time.monotonic()
         self._seconds_left_at_start: float | None = None
         self._activity = ""
-        self._step_runs = (0, 0)  # (done, planned) of the step in flight
+        self._step_runs = (0, 0)  # (done, planned) of the steps in flight
         self._incumbent = ""
         self._reopened: set[int] = set()
 
@@ -95,6 +95,8 @@ class Progress:
         """One line per concluded step: what ran, the mean metric of its runs, the verdict and
         (off a terminal) the incumbent; an engine.records StepPlan and StepDecision, an
         engine.core IncumbentSummary. On a terminal the incumbent is the panel's."""
+        done, planned = self._step_runs
+        self._step_runs = (max(0, done - len(runs)), max(0, planned - len(runs)))
         if not self.enabled:
             return
         values = [sign * r.value for r in runs if r.value is not None]
@@ -150,11 +152,12 @@ class Progress:
         before and gets a new trial."""
         if reopened:
             self._reopened.add(step)
-        self._step_runs = (0, n_runs)
+        done, planned = self._step_runs
+        self._step_runs = (done, planned + n_runs)
         self.status(f"step {step}{f' ({REOPENED})' if reopened else ''}: {plan.describe()}")
 
     def run_finished(self) -> None:
-        """One run of the step in flight is done (recorded)."""
+        """One run of the steps in flight is done (recorded)."""
         self._used += 1
         self._session_runs += 1
         done, planned = self._step_runs

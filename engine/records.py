@@ -11,10 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.proposer import Hypothesis
-from train.vocabulary import Verdict
+from train.vocabulary import Role, Verdict
 
 PlanKind = Literal["base", "run", "design", "rerun_incumbent", "stop"]
 PLAN_KINDS: tuple[str, ...] = ("base", "run", "design", "rerun_incumbent", "stop")
+
+
+@dataclass(frozen=True)
+class PlannedSlot:
+    """One run of a step as planned: its role, the hypotheses it applies, and its seed."""
+
+    role: Role
+    hypotheses: tuple[str, ...]
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,13 @@ class StepPlan:
     incumbent_runs of the incumbent on the same seeds), "design" (one run of incumbent + c for
     each subset c in `configs`, a screening block), "rerun_incumbent", or "stop" (no runs: it
     only records the proposals made before the policy stopped). `terms` are the numbers behind
-    the policy's choice (nats); `proposed` the hypotheses the proposer added first."""
+    the policy's choice (nats); `proposed` the hypotheses the proposer added first.
+
+    `runs` fixes each run's role, hypotheses and seed when the step is planned, so that a step
+    planned while others are in flight runs exactly that, whatever is decided meanwhile; `after`
+    is how many steps were concluded when it was planned, the order a replay folds it in. Both
+    are empty in a plan written before they existed (its runs are then derived from the state,
+    and it followed every earlier step's conclusion)."""
 
     kind: PlanKind
     hypothesis: str | None
@@ -35,6 +50,8 @@ class StepPlan:
     proposed: tuple[Hypothesis, ...] = ()
     incumbent_runs: int = 0
     configs: tuple[tuple[str, ...], ...] = ()  # a design's subsets (sorted names), one per run
+    runs: tuple[PlannedSlot, ...] = ()
+    after: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PLAN_KINDS:
@@ -68,6 +85,11 @@ class StepPlan:
             record["incumbent_runs"] = self.incumbent_runs
         if self.kind == "design":
             record["configs"] = [list(config) for config in self.configs]
+        if self.runs:
+            record["runs"] = [{"role": r.role, "hypotheses": list(r.hypotheses), "seed": r.seed}
+                              for r in self.runs]
+        if self.after is not None:
+            record["after"] = self.after
         return record
 
     @classmethod
@@ -77,7 +99,10 @@ class StepPlan:
                    terms=dict(record.get("terms", {})),
                    proposed=tuple(Hypothesis(**item) for item in record.get("proposed", [])),
                    incumbent_runs=int(record.get("incumbent_runs", 0)),
-                   configs=tuple(tuple(config) for config in record.get("configs", [])))
+                   configs=tuple(tuple(config) for config in record.get("configs", [])),
+                   runs=tuple(PlannedSlot(r["role"], tuple(r["hypotheses"]), int(r["seed"]))
+                              for r in record.get("runs", [])),
+                   after=record.get("after"))
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,18 @@
-"""Runners execute a batch of planned runs and yield each outcome as soon as it is ready.
+"""Runners make planned runs and hand back each outcome as soon as it is ready.
 
-Yielding per run (not per batch) lets the study record every finished run in the ledger at
-once, so a killed study never loses a run that already finished.
+The study submits runs whenever it plans them, from any number of steps, and takes each
+finished one as it comes (`next_finished`), so it records every finished run in the ledger at
+once and a killed study never loses a run that already finished. The local and parallel
+runners are here; Ray's is engine.ray_runner, the simulated clock's engine.simulated, and
+engine.runners names them all.
 """
 from __future__ import annotations
 
 import concurrent.futures as futures
 import dataclasses
-import os
 import queue
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,7 +48,8 @@ def timed_run(env: Env, config: dict, seed: int) -> Outcome:
 
 
 class Runner:
-    """Makes planned runs and yields each (plan, outcome) as it finishes.
+    """Makes submitted runs, up to `workers` at once, and hands back each (plan, outcome) as it
+    finishes.
 
     A run whose worker fails (the worker process dies, or the env raises instead of returning an
     outcome) is lost, not a result: it is made again, up to `lost_retries` times, and then
@@ -58,11 +61,27 @@ class Runner:
     def __init__(self, workers: int = 1, *, lost_retries: int = 2):
         self.workers, self.lost_retries = workers, lost_retries
 
-    def run(self, env: Env, plans: Sequence[PlannedRun]) -> Iterator[tuple[PlannedRun, Outcome]]:
+    def submit(self, env: Env, plans: Sequence[PlannedRun]) -> None:
+        """Start these runs, or queue them behind the runs in flight."""
         raise NotImplementedError
 
+    @property
+    def busy(self) -> int:
+        """The runs submitted and not handed back yet."""
+        raise NotImplementedError
+
+    def next_finished(self) -> tuple[PlannedRun, Outcome]:
+        """Wait for a run to finish and hand it back (with several, the first by step, slot)."""
+        raise NotImplementedError
+
+    def stop(self) -> list[tuple[PlannedRun, Outcome]]:
+        """Cancel the queued runs and kill those in flight (a resume makes them again); the
+        runs that had finished and were not handed back yet, to record."""
+        return []
+
     def close(self) -> None:
-        """Release what the runner started (nothing, unless it started a Ray instance)."""
+        """Stop, and release what the runner started (a pool of threads, a Ray instance)."""
+        self.stop()
 
     def lost(self, losses: list[str], started: float) -> Outcome | None:
         """None while a lost run may be made again; then the crash that records every loss."""
@@ -93,13 +112,29 @@ def guarded_run(runner: Runner, env: Env, plan: PlannedRun) -> Outcome:
 
 
 class LocalRunner(Runner):
-    """One run after another in this process (the env may still start a subprocess)."""
+    """One run after another in this process (the env may still start a subprocess), made when
+    the study asks for the next finished run."""
 
     kind = "local"
 
-    def run(self, env, plans):
-        for plan in plans:
-            yield plan, guarded_run(self, env, plan)
+    def __init__(self, workers: int = 1, *, lost_retries: int = 2):
+        super().__init__(1, lost_retries=lost_retries)
+        self.queued: list[tuple[Env, PlannedRun]] = []
+
+    def submit(self, env, plans):
+        self.queued += [(env, plan) for plan in plans]
+
+    @property
+    def busy(self):
+        return len(self.queued)
+
+    def next_finished(self):
+        env, plan = self.queued.pop(0)
+        return plan, guarded_run(self, env, plan)
+
+    def stop(self):
+        self.queued = []
+        return []
 
 
 class ParallelRunner(Runner):
@@ -107,9 +142,8 @@ class ParallelRunner(Runner):
 
     With `devices` there is one slot per device, and a run holds one while it runs: a process it
     starts on "cuda:N" sees only GPU N (CUDA_VISIBLE_DEVICES=N), on "cpu" no GPU, and the run's
-    extra records its device. Interrupted (a signal raises KeyboardInterrupt in the main
-    thread), it yields the runs that had finished, so they are recorded, and kills those in
-    flight, which a resume runs again."""
+    extra records its device. Stopped, it hands back the runs that had finished, so they are
+    recorded, and kills those in flight, which a resume runs again."""
 
     kind = "parallel"
 
@@ -117,8 +151,12 @@ class ParallelRunner(Runner):
                  devices: Sequence[str] = ()):
         super().__init__(len(devices) or workers, lost_retries=lost_retries)
         self.devices = tuple(devices)
+        self.pool: futures.ThreadPoolExecutor | None = None
+        self.free: queue.Queue = queue.Queue()
+        self.pending: dict[futures.Future, PlannedRun] = {}
 
-    def run_on_a_device(self, env: Env, plan: PlannedRun, free: queue.Queue) -> Outcome:
+    def run_on_a_device(self, env: Env, plan: PlannedRun) -> Outcome:
+        free = self.free
         device = free.get()
         visible = "" if device == "cpu" else device.removeprefix("cuda:")
         token = RUN_ENVIRONMENT.set({"CUDA_VISIBLE_DEVICES": visible})
@@ -129,118 +167,34 @@ class ParallelRunner(Runner):
             free.put(device)
         return with_extra(outcome, device=device)
 
-    def run(self, env, plans):
-        pool = futures.ThreadPoolExecutor(max_workers=self.workers)
-        if self.devices:
-            free: queue.Queue = queue.Queue()
+    def submit(self, env, plans):
+        if self.pool is None:
+            self.pool = futures.ThreadPoolExecutor(max_workers=self.workers)
             for device in self.devices:
-                free.put(device)
-            pending = {pool.submit(self.run_on_a_device, env, plan, free): plan
-                       for plan in plans}
-        else:
-            pending = {pool.submit(guarded_run, self, env, plan): plan for plan in plans}
-        yielded = set()
-        try:
-            for future in futures.as_completed(pending):
-                yielded.add(future)
-                yield pending[future], future.result()
-        except KeyboardInterrupt:
-            finished = [f for f in pending if f.done() and f not in yielded and not f.exception()]
-            stop_pool(pool)
-            for future in finished:
-                yield pending[future], future.result()
-            raise
-        finally:
-            stop_pool(pool)
+                self.free.put(device)
+        for plan in plans:
+            future = (self.pool.submit(self.run_on_a_device, env, plan) if self.devices
+                      else self.pool.submit(guarded_run, self, env, plan))
+            self.pending[future] = plan
 
+    @property
+    def busy(self):
+        return len(self.pending)
 
-def stop_pool(pool: futures.ThreadPoolExecutor) -> None:
-    """Cancel the runs not started, kill those in flight, and wait for the threads."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    kill_running()
-    pool.shutdown(wait=True)
+    def next_finished(self):
+        futures.wait(self.pending, return_when=futures.FIRST_COMPLETED)
+        future = min((f for f in self.pending if f.done()),
+                     key=lambda f: (self.pending[f].step, self.pending[f].slot))
+        return self.pending.pop(future), future.result()
 
-
-def ray_run(env: Env, config: dict, seed: int) -> Outcome:
-    """timed_run inside a Ray task, with the node it ran on and the GPUs Ray gave it in its
-    extra ("node", "gpus"): with mixed hardware, where each run was made."""
-    import ray
-
-    outcome = timed_run(env, config, seed)
-    return with_extra(outcome, node=ray.get_runtime_context().get_node_id(),
-                      gpus=[str(gpu) for gpu in ray.get_gpu_ids()])
-
-
-class RayRunner(Runner):
-    """Runs as Ray tasks, each reserving `cpus_per_run` CPUs and `gpus_per_run` GPUs.
-
-    It joins the cluster at `address` ("auto" or a URL), or at RAY_ADDRESS when that is set;
-    with neither it starts a local instance of `workers` CPUs, which `close` shuts down. Ray
-    refuses a CPU count from a client that joins a cluster, so none is passed then. A task whose
-    worker or node dies is a lost run (Runner), made again by this runner, not by Ray, so that
-    each run is recorded once. Each run's extra names its node and GPUs (`ray_run`)."""
-
-    kind = "ray"
-
-    def __init__(self, workers: int = 1, *, lost_retries: int = 2, address: str = "",
-                 cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
-        super().__init__(workers, lost_retries=lost_retries)
-        self.address, self.cpus_per_run, self.gpus_per_run = address, cpus_per_run, gpus_per_run
-        self.started_instance = False
-
-    def connect(self):
-        try:
-            import ray
-        except ImportError as exc:  # the extra is optional; say how to get it
-            raise RuntimeError("[runner] kind = 'ray' needs Ray: pip install -e '.[ray]'") from exc
-        if not ray.is_initialized():
-            address = self.address or os.environ.get("RAY_ADDRESS", "")
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-                self.started_instance = True
-        return ray
-
-    def run(self, env, plans):
-        ray = self.connect()
-        remote_run = ray.remote(ray_run).options(
-            num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
-        submit = lambda plan: remote_run.remote(env, plan.config, plan.seed)  # noqa: E731
-        pending = {submit(plan): (plan, [], time.time()) for plan in plans}
-        try:
-            while pending:
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
-                plan, losses, started = pending.pop(ref)
-                try:
-                    outcome = with_losses(ray.get(ref), losses)
-                except ray.exceptions.RayError as error:
-                    losses.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
-                    outcome = self.lost(losses, started)
-                    if outcome is None:
-                        pending[submit(plan)] = (plan, losses, started)
-                        continue
-                yield plan, outcome
-        finally:  # interrupted: no task keeps running (their children are swept on resume)
-            for ref in pending:
-                ray.cancel(ref, force=True)
-
-    def close(self) -> None:
-        if self.started_instance:
-            import ray
-            ray.shutdown()
-            self.started_instance = False
-
-
-RUNNERS: dict[str, type[Runner]] = {r.kind: r for r in (LocalRunner, ParallelRunner, RayRunner)}
-
-
-def make_runner(section) -> Runner:
-    """The runner a [runner] section (engine.sections.RunnerSection) describes."""
-    options: dict = {"lost_retries": section.lost_retries}
-    if section.kind == "parallel":
-        options["devices"] = tuple(section.devices)
-    if section.kind == "ray":
-        options |= {"address": section.address, "cpus_per_run": section.cpus_per_run,
-                    "gpus_per_run": section.gpus_per_run}
-    return RUNNERS[section.kind](section.workers, **options)
+    def stop(self):
+        """Interrupted (a signal raises KeyboardInterrupt in the main thread): the runs that had
+        finished are handed back to be recorded; the rest are cancelled or killed."""
+        finished = [(plan, f.result()) for f, plan in self.pending.items()
+                    if f.done() and not f.cancelled() and f.exception() is None]
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            kill_running()
+            self.pool.shutdown(wait=True)
+        self.pool, self.free, self.pending = None, queue.Queue(), {}
+        return finished

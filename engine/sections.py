@@ -259,8 +259,11 @@ DEVICE_PATTERN = r"cpu|cuda:[0-9]+"
 
 @dataclass(frozen=True)
 class RunnerSection:
-    kind: str = setting("local", OneOf(("local", "parallel", "ray")), "how runs are executed")
-    workers: int = setting(2, Range(1), "parallel workers (ray: the local instance's CPUs)")
+    kind: str = setting("local", OneOf(("local", "parallel", "ray", "simulated")),
+                        "how runs are executed (simulated: on a simulated clock, no run waits; "
+                        "for fleet previews with a synthetic env)")
+    workers: int = setting(2, Range(1), "runs made at once, and kept in flight across steps "
+                           "(local: 1; ray: also the local instance's CPUs)")
     address: str = setting(
         "", None, "ray: the cluster to connect to (\"auto\" or a URL); \"\" = RAY_ADDRESS "
         "when set, else a local instance started for the study")
@@ -273,6 +276,9 @@ class RunnerSection:
     lost_retries: int = setting(
         2, Range(0), "times a run whose worker died (not the run itself) is made again before "
         "it is recorded as a crash")
+    spread: float = setting(
+        0.0, Range(0), "simulated: sd of the log of a run's time around the seconds its env "
+        "reports (a log-normal spread of run times)")
 
 
 # The sections built as dataclasses ([[hypotheses]]: an array of tables, each one Hypothesis).

@@ -36,8 +36,9 @@ from engine.loop import StudyResult, run_study
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, Hypothesis, LLMProposer
 from engine.records import StepDecision, StudyRun
-from engine.runner import make_runner
-from engine.state import StudyRules, StudyState, config_for, replay, view
+from engine.rules import config_for, replay, view
+from engine.runners import make_runner
+from engine.state import StudyRules, StudyState
 from engine.summary import StudySummary, summarise
 from engine.validate import change_problems
 from envs import Env, make_env

@@ -11,7 +11,8 @@ from typing import Any
 from beliefs import Beliefs
 from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
-from engine.state import StudyRules, StudyState, candidate_runs, config_for
+from engine.rules import candidate_runs, config_for
+from engine.state import StudyRules, StudyState
 from policies import decide
 from policies.keep import probability_better_than
 from policies.types import move_members

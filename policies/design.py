@@ -35,6 +35,11 @@ Crashes: a failed run informs no effect (it has no value), so no change is blame
 change whose every run failed (at least two, while runs without it succeeded) is left out of later
 blocks and of S, and named in the step's reason; a set whose confirmation runs all failed (or
 that has had `max_replicates` of them) is not confirmed again, but shrunk.
+
+Runs in flight (with several workers, `StudyView.pending`): a block is scored by the information
+it adds to them, 0.5 log det over the pending runs and the block less that over the pending runs
+alone (the chain rule), so two blocks in flight complement each other instead of repeating one
+another; a set whose confirmation is in flight is screened further, not confirmed twice.
 """
 
 from __future__ import annotations
@@ -180,6 +185,7 @@ class DesignPolicy(Policy):
         # not confirmed again: its last-added changes are dropped until what is left may be.
         while screened and not self.confirmable(view, screened):
             screened = screened[:-1]
+        in_flight = bool(screened) and joint_move(screened) in view.in_flight
         confirm_runs = max((n + m for n, m in view.step_runs.values()), default=2)
         left = view.runs_left if view.runs_left is not None else self.block_runs + confirm_runs
         note = f"; left out, every run failed: {', '.join(suspects)}" if suspects else ""
@@ -188,7 +194,7 @@ class DesignPolicy(Policy):
             joint = probability_better_than(beliefs, view.config_of(move), view.incumbent,
                                             rule.epsilon)[0]
             claimed = float(np.mean([1.0 - p_within(tuple(screened), h) for h in screened]))
-            if joint >= rule.threshold or left <= confirm_runs:
+            if not in_flight and (joint >= rule.threshold or left <= confirm_runs):
                 return Action("run", move, rule.min_replicates,
                               f"design: confirm {len(screened)} screened changes together "
                               f"(P(better) {joint:.3f}){note}",
@@ -202,10 +208,14 @@ class DesignPolicy(Policy):
         runs = max(1, min(self.block_runs, room))
         rank = {name: i for i, name in enumerate(changes)}
         best, best_information = [], -np.inf
+        pending = [r.config for r in view.pending]
+        known = beliefs.batch_info_gain(pending) if pending else 0.0
         for _ in range(CANDIDATE_BLOCKS):
             block = [without_conflicts(subset, view.conflicts, rank)
                      for subset in balanced_block(changes, runs, self.max_changes_per_run, rng)]
-            information = beliefs.batch_info_gain([view.incumbent | c for c in block])
+            # what the block adds to the runs in flight (the chain rule of the log det)
+            information = beliefs.batch_info_gain(
+                [*pending, *(view.incumbent | c for c in block)]) - known
             if information > best_information:
                 best, best_information = block, information
         return Action("design", None, runs,

@@ -101,6 +101,10 @@ class StudyView:
     step_runs: dict[str, tuple[int, int]] = field(default_factory=dict)
     # pairs of hypotheses that set a common key: never applied together
     conflicts: frozenset[frozenset[str]] = frozenset()
+    # the moves of trial steps still in flight (not offered again), and the runs planned in
+    # the steps in flight and not settled yet (value None): what a batch choice conditions on
+    in_flight: frozenset[str] = frozenset()
+    pending: list[RunRecord] = field(default_factory=list)
 
     def config_of(self, move: str) -> frozenset[str]:
         """The configuration a move tries: the incumbent with the move's hypotheses applied."""

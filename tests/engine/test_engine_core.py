@@ -18,7 +18,6 @@ from engine.core import (
     RecordPlan,
     Run,
     RunFinished,
-    StepFinished,
     Stop,
     advance,
     start,
@@ -26,15 +25,17 @@ from engine.core import (
 from engine.panel import panel_seed
 from engine.proposer import Hypothesis
 from engine.records import StepDecision, StepPlan
-from engine.state import (
-    StudyRules,
-    StudyState,
+from engine.rules import (
     fit_to_budget,
     open_moves,
     paired_runs,
     planned_runs,
     stop_reason,
     view,
+)
+from engine.state import (
+    StudyRules,
+    StudyState,
     with_decision,
     with_plan,
     with_run,
@@ -73,16 +74,20 @@ def outcome(config: frozenset[str], seed: int) -> float:
 
 
 def finish(state, rules, command: Run, order=None, crash: set[int] = frozenset()):
-    """Feed a Run command's runs back as events (in `order` of slots), then the step's end."""
+    """Feed a Run command's runs back as events (in `order` of slots), a second of the session
+    apart: the last one concludes the step."""
     runs = list(command.runs)
-    for index in order if order is not None else range(len(runs)):
+    order = list(order if order is not None else range(len(runs)))
+    commands: list = []
+    began = state.clock
+    for count, index in enumerate(order, start=1):
+        assert commands == []  # nothing happens before the step's last run is in
         p = runs[index]
         value = None if p.slot in crash else outcome(p.applied, p.seed)
         record = RunRecord(p.applied, value, "crash" if value is None else "ok", p.seed,
                            p.step, p.role, p.slot)
-        state, commands = advance(state, rules, RunFinished(record, 1.0))
-        assert commands == []
-    return advance(state, rules, StepFinished(command.step, float(len(runs))))
+        state, commands = advance(state, rules, RunFinished(record, 1.0, began + count))
+    return state, commands
 
 
 def after_baseline(rules):
@@ -184,9 +189,8 @@ def test_a_step_is_not_concluded_before_all_its_runs_are_in():
     state, commands = start(fresh(), rules)
     first = commands[1].runs[0]
     record = RunRecord(first.applied, 1.0, "ok", first.seed, 0, first.role, first.slot)
-    state, _ = advance(state, rules, RunFinished(record, 1.0))
-    with pytest.raises(ValueError, match="has runs"):
-        advance(state, rules, StepFinished(0, 1.0))
+    state, commands = advance(state, rules, RunFinished(record, 1.0))
+    assert commands == [] and state.concluded == frozenset()
     with pytest.raises(ValueError, match="recorded already"):
         advance(state, rules, RunFinished(record, 1.0))
 

@@ -48,12 +48,11 @@ class StopsAfter(LocalRunner):
         super().__init__()
         self.limit, self.done = limit, 0
 
-    def run(self, env, plans):
-        for item in super().run(env, plans):
-            if self.done == self.limit:
-                raise KeyboardInterrupt
-            self.done += 1
-            yield item
+    def next_finished(self):
+        if self.done == self.limit:
+            raise KeyboardInterrupt
+        self.done += 1
+        return super().next_finished()
 
 
 def open_study(tmp_path: Path, folder: str) -> Study:

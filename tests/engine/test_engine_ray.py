@@ -78,11 +78,12 @@ def decisions(out: Path) -> list[tuple]:
                             "order by step").fetchall()
 
 
-def test_a_study_on_a_local_ray_instance_matches_the_same_study_run_locally(tmp_path):
+def test_a_study_on_a_local_ray_instance_matches_the_same_study_on_simulated_workers(tmp_path):
+    """Two workers each: the same steps in flight, so the same ledger, however Ray times them."""
     on_ray = study_of(tmp_path, "on_ray", synthetic("ray"))
     assert on_ray.run(write_report=False).status == "finished"
     assert not ray.is_initialized()  # the instance the runner started is shut down with it
-    local = study_of(tmp_path, "local", synthetic("local"))
+    local = study_of(tmp_path, "local", synthetic("simulated"))
     assert local.run(write_report=False).status == "finished"
     assert ledger_runs(tmp_path / "on_ray") == ledger_runs(tmp_path / "local")
     assert len(ledger_runs(tmp_path / "on_ray")) == on_ray.runs_used >= 8

@@ -208,10 +208,11 @@ kind = "{runner}"
 """
 
 
-def synthetic_study(tmp_path: Path, runner: str) -> Study:
-    path = tmp_path / f"{runner}.toml"
+def synthetic_study(tmp_path: Path, runner: str, name: str = "") -> Study:
+    name = name or runner
+    path = tmp_path / f"{name}.toml"
     path.write_text(textwrap.dedent(SYNTHETIC.format(runner=runner)))
-    return Study(load_config(path, out_dir=str(tmp_path / runner)))
+    return Study(load_config(path, out_dir=str(tmp_path / name)))
 
 
 def test_a_run_whose_worker_raises_is_made_again_and_the_study_is_unchanged(tmp_path, capsys):
@@ -229,7 +230,7 @@ def test_a_run_whose_worker_raises_is_made_again_and_the_study_is_unchanged(tmp_
 
     broken.env.run = fails_on_the_fourth_call
     assert broken.run(write_report=False).status == "finished"
-    clean = synthetic_study(tmp_path, "local")
+    clean = synthetic_study(tmp_path, "parallel", "clean")
     assert clean.run(write_report=False).status == "finished"
 
     def ledger_of(name):
@@ -237,7 +238,7 @@ def test_a_run_whose_worker_raises_is_made_again_and_the_study_is_unchanged(tmp_
             return conn.execute("select step, slot, role, seed, metric, status, extra_json "
                                 "from runs order by step, slot").fetchall()
 
-    ours, theirs = ledger_of("parallel"), ledger_of("local")
+    ours, theirs = ledger_of("parallel"), ledger_of("clean")
     assert [row[:6] for row in ours] == [row[:6] for row in theirs]
     lost = [json.loads(row[6]).get("lost") for row in ours]
     assert [entry for entry in lost if entry] == [["OSError: fork failed"]]
@@ -304,12 +305,14 @@ workers = {workers}
 
 
 def test_parallel_slots_shorten_a_study_of_sleeping_runs_and_record_each_run_once(tmp_path):
-    """The same study on 1, 2 and 4 slots, side by side: the same ledger, in a fraction of the
-    time. Parallelism is within a step (a design block's 8 runs; a base or confirmation step's
-    2 or 3), so steps of few runs bound the gain."""
+    """The same study on 1, 2 and 4 slots, side by side, each run once, in a fraction of the
+    wall time per run: the runs of a design block at once, and the steps planned while others
+    are in flight (engine.core), so that a short confirmation step overlaps a block. With
+    steps in flight the plans differ by worker count (so may the number of runs a study needs
+    before it has decided everything): the time is compared per run made."""
     script = tmp_path / "experiment.py"
     script.write_text(SLEEPING_EXPERIMENT)
-    seconds, ledgers = {}, {}
+    seconds, ledgers, used = {}, {}, {}
     for runner, workers in (("local", 1), ("parallel", 2), ("parallel", 4)):
         name = f"{runner}{workers}"
         path = tmp_path / f"{name}.toml"
@@ -319,11 +322,14 @@ def test_parallel_slots_shorten_a_study_of_sleeping_runs_and_record_each_run_onc
         started = time.monotonic()
         assert study.run(write_report=False).status == "finished"
         seconds[workers] = time.monotonic() - started
+        used[workers] = study.runs_used
         with sqlite3.connect(tmp_path / name / "study.db") as conn:
             ledgers[workers] = conn.execute("select step, slot, role, hypotheses_json, seed, "
                                             "metric from runs order by step, slot").fetchall()
-    assert len(ledgers[1]) >= 12 and len({(r[0], r[1]) for r in ledgers[1]}) == len(ledgers[1])
-    assert ledgers[2] == ledgers[1] and ledgers[4] == ledgers[1]
-    print(f"wall seconds by slots: {seconds}")
-    assert seconds[2] <= 0.6 * seconds[1], seconds
-    assert seconds[4] <= 0.4 * seconds[1], seconds
+    for workers, rows in ledgers.items():  # every run once, no configuration twice at a seed
+        assert len(rows) == used[workers] == len({(r[0], r[1]) for r in rows})
+        assert len(rows) == len({r[3:5] for r in rows}) >= 12
+    per_run = {workers: seconds[workers] / used[workers] for workers in seconds}
+    print(f"wall seconds by slots: {seconds}, runs: {used}, seconds per run: {per_run}")
+    assert per_run[2] <= 0.6 * per_run[1], per_run
+    assert per_run[4] <= 0.4 * per_run[1], per_run

@@ -696,14 +696,14 @@ def test_a_study_leaves_the_process_as_it_found_it_and_runs_off_the_main_thread(
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     # on the main thread, a Study run from Python installs no handler either (only the CLI does)
     seen = []
-    real_run_step = engine.loop.run_step
+    real_start_runs = engine.loop.start_runs
 
-    def run_step_noting_handlers(*args, **kwargs):
+    def start_runs_noting_handlers(*args, **kwargs):
         seen.append({sig: signal.getsignal(sig) for sig in handlers})
-        return real_run_step(*args, **kwargs)
+        return real_start_runs(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine.loop, "run_step", run_step_noting_handlers)
+        patch.setattr(engine.loop, "start_runs", start_runs_noting_handlers)
         assert Study(load_config(cfg.source_path, out_dir=str(tmp_path / "main"))).run(
             write_report=False).runs_used == 12
     assert seen and all(during == handlers for during in seen)

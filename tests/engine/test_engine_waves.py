@@ -1,0 +1,366 @@
+"""Several steps in flight at once (`[runner] workers` > 1): planned only at conclusions, each
+concluded in step order, so that the runs and decisions depend on the runs' outcomes alone and
+never on which run finished first; runs in flight are not chosen again; a step overtaken by a
+keep stays data; and a study killed with runs in flight resumes to the uninterrupted ledger."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beliefs import BeliefPrior
+from engine.config import load_config
+from engine.core import Conclude, Propose, Proposed, RecordPlan, Run, RunFinished, Stop, advance
+from engine.core import start as start_core
+from engine.proposer import Hypothesis
+from engine.records import StepPlan
+from engine.rules import planned_runs, with_slots
+from engine.simulated import SimulatedRunner
+from engine.state import StudyRules, StudyState, with_plan
+from engine.study import Study
+from policies import KeepRule, RunRecord, make_policy
+from tests.engine.test_engine_core import section
+from tests.engine.test_engine_loop import ledger, same_state
+
+REPO = Path(__file__).resolve().parents[2]
+EFFECTS = {"a": -0.8, "b": -0.4, "c": 0.0, "d": 0.2, "e": -0.1, "f": 0.5}
+
+
+def world(config: frozenset[str], seed: int) -> float:
+    """1 + the effects applied + N(0, 0.3^2) noise drawn from the run's seed and config."""
+    noise = np.random.default_rng([seed, len(config), *sorted(ord(n) for n in config)])
+    return 1.0 + sum(EFFECTS[n] for n in config) + float(noise.normal(0.0, 0.3))
+
+
+def rules_for(policy: str, workers: int, **study) -> StudyRules:
+    rule = KeepRule(max_replicates=6)
+    values = dict(budget_trials=40, replicates_per_step=2, incumbent_runs_per_step=1,
+                  base_runs=2) | study
+    return StudyRules(study=section(**values), policy=make_policy(policy, keep_rule=rule),
+                      keep_rule=rule, interactions=False, kappa=2.0, sign=1.0,
+                      base_config={}, workers=workers)
+
+
+def fresh(names=tuple(EFFECTS)) -> StudyState:
+    return StudyState.start([Hypothesis(n, "knobs", {n: 1}) for n in names], BeliefPrior(),
+                            False)
+
+
+@dataclasses.dataclass
+class Drive:
+    """A study driven through the core with a pool of runs in flight, finished in an order
+    drawn from `order_seed` (None: the order they were planned in)."""
+
+    state: StudyState
+    plans: list = dataclasses.field(default_factory=list)
+    conclusions: list = dataclasses.field(default_factory=list)
+    most_in_flight: int = 0
+    stop: str = ""
+
+
+def drive(rules: StudyRules, order_seed: int | None, state: StudyState | None = None,
+          stop_after: int | None = None) -> Drive:
+    rng = np.random.default_rng(order_seed)
+    result = Drive(fresh() if state is None else state)
+    result.state, queue = start_core(result.state, rules)
+    pool, finished = [], 0
+    while True:
+        if queue:
+            command = queue.pop(0)
+            if isinstance(command, Stop):
+                result.stop = command.reason
+                return result
+            if isinstance(command, Propose):
+                result.state, more = advance(result.state, rules, Proposed(command.step, ()))
+                queue = more + queue
+            elif isinstance(command, RecordPlan):
+                others = {result.state.plans[s].hypothesis for s in result.state.unconcluded
+                          if s != command.step}
+                assert command.plan.hypothesis is None or command.plan.hypothesis not in others
+                result.plans.append((command.step, command.plan))
+            elif isinstance(command, Run):
+                pool += list(command.runs)
+            elif isinstance(command, Conclude):
+                result.conclusions.append((command.step, command.decision))
+            result.most_in_flight = max(result.most_in_flight, len(result.state.unconcluded))
+            continue
+        if stop_after is not None and finished == stop_after:
+            return result
+        index = 0 if order_seed is None else int(rng.integers(len(pool)))
+        p = pool.pop(index)
+        record = RunRecord(p.applied, world(p.applied, p.seed), "ok", p.seed, p.step, p.role,
+                           p.slot)
+        finished += 1
+        result.state, queue = advance(result.state, rules, RunFinished(record, 1.0, finished))
+
+
+@pytest.mark.parametrize("policy", ["voi", "design"])
+def test_the_runs_and_decisions_do_not_depend_on_which_run_finishes_first(policy):
+    rules = rules_for(policy, workers=4)
+    runs = {}
+    for order in (None, 0, 1):
+        done = drive(rules, order)
+        assert done.most_in_flight >= 2  # steps were in flight together
+        steps = [step for step, _ in done.conclusions]
+        assert steps == sorted(steps) == sorted(done.state.plans)  # in step order, every one
+        assert done.state.runs_used == done.state.runs_committed <= 40
+        runs[order] = (done.plans, done.conclusions,
+                       [(r.step, r.slot, r.config, r.seed, r.value) for r in done.state.runs])
+    assert runs[0] == runs[None] and runs[1] == runs[None]
+
+
+def test_one_worker_plans_one_step_at_a_time():
+    done = drive(rules_for("voi", workers=1), order_seed=0)
+    assert done.most_in_flight == 1 and done.stop
+
+
+def test_a_batch_of_four_has_no_duplicates_and_more_joint_information_than_four_copies():
+    """Six changes nobody has run: equally uncertain. With four workers the core plans four
+    trials before any concludes; each tries another change, and together their runs tell the
+    model more (0.5 log det(I + X V X^T)) than four trials of the first choice would."""
+    rules = rules_for("voi", workers=4)
+    done = drive(rules, order_seed=None, stop_after=2)  # the baseline's two runs are in
+    trials = [(step, plan) for step, plan in done.plans if plan.kind == "run"]
+    assert len(trials) == 4 and len(done.state.unconcluded) == 4
+    moves = [plan.hypothesis for _, plan in trials]
+    assert len(set(moves)) == 4
+    batch = [r.config for step, _ in trials for r in planned_runs(done.state, rules, step)]
+    first = [r.config for r in planned_runs(done.state, rules, trials[0][0])]
+    copies = first * 4
+    assert len(batch) == len(copies)
+    beliefs = done.state.beliefs
+    assert beliefs.batch_info_gain(batch) > beliefs.batch_info_gain(copies) + 0.1
+
+
+def test_a_design_block_planned_beside_another_adds_to_it_instead_of_repeating_it():
+    rules = rules_for("design", workers=8)
+    done = drive(rules, order_seed=None, stop_after=2)
+    blocks = [plan for _, plan in done.plans if plan.kind == "design"]
+    assert len(blocks) == 2 and len(done.state.unconcluded) == 2
+    first, second = ([frozenset(c) for c in plan.configs] for plan in blocks)
+    beliefs = done.state.beliefs
+    assert beliefs.batch_info_gain(first + second) > beliefs.batch_info_gain(first + first)
+
+
+def test_a_trial_overtaken_by_a_keep_is_not_decided_and_its_runs_stay_data():
+    """A trial of `a` planned on the base; before it concludes, a keep makes `a` part of the
+    incumbent. Its runs still inform the model, and nothing is decided about `a` again."""
+    rules = rules_for("voi", workers=1)
+    done = drive(rules, order_seed=None, stop_after=2)  # the baseline concluded
+    state = with_slots(with_plan(done.state, 2, StepPlan("run", "a", 2, "try a",
+                                                          incumbent_runs=0)), rules, 2)
+    state = dataclasses.replace(state, incumbent=frozenset({"a"}), kept=("a",),
+                                plans={k: v for k, v in state.plans.items() if k != 1})
+    before = state.beliefs.n_observations
+    for p in planned_runs(state, rules, 2):
+        record = RunRecord(p.applied, world(p.applied, p.seed), "ok", p.seed, 2, p.role, p.slot)
+        state, commands = advance(state, rules, RunFinished(record, 1.0, 1.0))
+    conclusion = next(c for c in commands if isinstance(c, Conclude))
+    assert conclusion.step == 2 and conclusion.decision is None
+    assert state.beliefs.n_observations == before + 2 and "a" not in state.closed
+
+
+def test_the_simulated_runner_hands_runs_back_in_the_order_machines_would_finish_them():
+    """Two workers, runs of 3, 1 and 1 seconds (no spread): by hand, run 0 on worker 0 from 0
+    to 3, run 1 on worker 1 from 0 to 1, run 2 queued until worker 1 frees, 1 to 2."""
+
+    class Timed:
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def run(self, config, seed):
+            from envs import Outcome
+            return Outcome(1.0, "ok", self.seconds[seed], None, {})
+
+    from engine.runner import PlannedRun
+    runner = SimulatedRunner(2)
+    plans = [PlannedRun(1, slot, "candidate", frozenset(), {}, slot) for slot in range(3)]
+    runner.submit(Timed({0: 3.0, 1: 1.0, 2: 1.0}), plans)
+    got = []
+    while runner.busy:
+        plan, outcome = runner.next_finished()
+        sim = outcome.extra["simulated"]
+        got.append((plan.slot, sim["worker"], sim["start"], sim["finish"]))
+    assert got == [(1, 1, 0.0, 1.0), (2, 1, 1.0, 2.0), (0, 0, 0.0, 3.0)]
+
+
+SYNTHETIC = """
+[study]
+name = "waves"
+seed = 8
+budget_trials = 40
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "synthetic"
+n_hypotheses = 6
+effect_size = 1.0
+noise_sd = 0.6
+world_seed = 2
+
+[beliefs]
+fit_pymc = false
+
+[policy]
+kind = "{policy}"
+
+[runner]
+kind = "{runner}"
+workers = 4
+spread = 0.8
+"""
+
+
+def decisions_and_runs(db: Path) -> dict[str, list[dict]]:
+    """The ledger's plans, decisions and episodes, and its runs by (step, slot) without their
+    extra (where and when each ran, which differs by runner)."""
+    tables = ledger(db)
+    tables["runs"] = sorted(({k: v for k, v in row.items() if k != "extra_json"}
+                             for row in tables["runs"]), key=lambda r: (r["step"], r["slot"]))
+    return tables
+
+
+def synthetic_study(tmp_path: Path, name: str, runner: str, policy: str = "voi",
+                    out: str | None = None) -> Study:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(textwrap.dedent(SYNTHETIC.format(runner=runner, policy=policy)))
+    return Study(load_config(path, out_dir=str(tmp_path / (out or name))))
+
+
+class StopsAfter(SimulatedRunner):
+    """The simulated runner, interrupted (as by Ctrl-C) once `limit` runs have finished."""
+
+    limit = 0
+
+    def next_finished(self):
+        if self.limit == 0:
+            raise KeyboardInterrupt
+        self.limit -= 1
+        return super().next_finished()
+
+
+@pytest.mark.parametrize("policy", ["voi", "design"])
+def test_a_study_with_steps_in_flight_is_the_same_on_any_runner_and_after_a_stop(tmp_path,
+                                                                                   policy):
+    simulated = synthetic_study(tmp_path, "simulated", "simulated", policy)
+    assert simulated.run(write_report=False).status == "finished"
+    reference = decisions_and_runs(tmp_path / "simulated" / "study.db")
+    assert len(reference["runs"]) == 40
+    same_state(simulated.state, synthetic_study(tmp_path, "simulated", "simulated", policy).state)
+    threads = synthetic_study(tmp_path, "parallel", "parallel", policy)
+    assert threads.run(write_report=False).status == "finished"
+    assert decisions_and_runs(tmp_path / "parallel" / "study.db") == reference
+    for limit in (5, 17):  # stopped with steps in flight, some of their runs in
+        name = f"stopped{limit}"
+        broken = synthetic_study(tmp_path, name, "simulated", policy)
+        broken.runner = StopsAfter(4, spread=0.8)
+        broken.runner.limit = limit
+        assert broken.run(write_report=False).status == "stopped"
+        assert broken.state.runs_used == limit and broken.state.unconcluded
+        resumed = synthetic_study(tmp_path, name, "simulated", policy)
+        same_state(broken.state, resumed.state)
+        assert resumed.run(write_report=False).status == "finished"
+        assert decisions_and_runs(tmp_path / name / "study.db") == reference
+
+
+# Each run sleeps, as a training run takes its time, and leaves a mark when it starts.
+SLEEPING = """
+import os, random, sys, time
+from pathlib import Path
+seed, x, y, z = (int(a) for a in sys.argv[1:5])
+(Path(__file__).parent / "started" / f"{seed}-{x}{y}{z}-{os.getpid()}").touch()
+time.sleep(0.3)
+print("loss:", 5.0 - 0.4 * x - 0.2 * y + 0.1 * z + random.Random(seed).gauss(0, 0.5))
+"""
+
+COMMAND = """
+[study]
+name = "killed"
+seed = 6
+budget_trials = 20
+replicates_per_step = 2
+incumbent_runs_per_step = 1
+base_runs = 2
+
+[env]
+kind = "command"
+command = "{python} {script} {{seed}} {{x}} {{y}} {{z}}"
+metric = "loss"
+timeout_s = 60
+base = {{ x = 0, y = 0, z = 0 }}
+
+[[hypotheses]]
+name = "x"
+change = {{ x = 1 }}
+
+[[hypotheses]]
+name = "y"
+change = {{ y = 1 }}
+
+[[hypotheses]]
+name = "z"
+change = {{ z = 1 }}
+
+[beliefs]
+fit_pymc = false
+
+[policy]
+kind = "voi"
+
+[runner]
+kind = "parallel"
+workers = 4
+"""
+
+
+def cli(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out),
+                             "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def recorded(out: Path) -> int:
+    try:
+        with sqlite3.connect(out / "study.db") as conn:
+            return conn.execute("select count(*) from runs").fetchone()[0]
+    except sqlite3.OperationalError:  # not there yet, or its schema is being written
+        return 0
+
+
+def test_a_study_killed_with_four_runs_in_flight_resumes_to_the_uninterrupted_ledger(tmp_path):
+    script = tmp_path / "experiment.py"
+    script.write_text(SLEEPING)
+    (tmp_path / "started").mkdir()
+    config = tmp_path / "study.toml"
+    config.write_text(textwrap.dedent(COMMAND.format(python=sys.executable, script=script)))
+    whole = cli(config, tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, whole.communicate()
+    starts_whole = len(list((tmp_path / "started").iterdir()))
+    proc = cli(config, tmp_path / "killed")
+    deadline = time.monotonic() + 120
+    # past the first trials, 4 runs running: 4 more started than recorded
+    while not (recorded(tmp_path / "killed") >= 6 and len(list((tmp_path / "started").iterdir()))
+               - starts_whole - recorded(tmp_path / "killed") >= 4):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "never had four runs in flight"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert recorded(tmp_path / "killed") < starts_whole
+    resumed = cli(config, tmp_path / "killed")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()
+    ours = decisions_and_runs(tmp_path / "killed" / "study.db")
+    theirs = decisions_and_runs(tmp_path / "whole" / "study.db")
+    assert len(theirs["runs"]) == starts_whole >= 12
+    assert ours == theirs
