@@ -39,7 +39,10 @@ that has had `max_replicates` of them) is not confirmed again, but shrunk.
 Runs in flight (with several workers, `StudyView.pending`): a block is scored by the information
 it adds to them, 0.5 log det over the pending runs and the block less that over the pending runs
 alone (the chain rule), so two blocks in flight complement each other instead of repeating one
-another; a set whose confirmation is in flight is screened further, not confirmed twice.
+another; a set whose confirmation is in flight is screened further, not confirmed twice; a
+block leaves the runs of a confirmation whenever runs are in flight (what they show may call for
+one), and waits rather than take them; the last confirmation waits until no run is in flight,
+since what it confirms is what the study keeps.
 """
 
 from __future__ import annotations
@@ -167,6 +170,12 @@ class DesignPolicy(Policy):
         runs = [r for r in view.history if r.config == view.config_of(move)]
         return len(runs) < 2 or any(r.value is not None for r in runs)
 
+    @staticmethod
+    def wait(view: StudyView, what: str) -> Action:
+        """Wait for the runs in flight (a stop while steps are in flight is a wait)."""
+        return Action("stop", None, 0, f"design: the runs left are kept for {what} on the "
+                      f"evidence of the {len(view.pending)} runs in flight")
+
     def select(self, view: StudyView, beliefs, rng: np.random.Generator) -> Action:
         shared = self.shared_action(view, beliefs)
         if shared is not None:
@@ -194,6 +203,8 @@ class DesignPolicy(Policy):
             joint = probability_better_than(beliefs, view.config_of(move), view.incumbent,
                                             rule.epsilon)[0]
             claimed = float(np.mean([1.0 - p_within(tuple(screened), h) for h in screened]))
+            if left <= confirm_runs and view.pending:
+                return self.wait(view, "the last confirmation")
             if not in_flight and (joint >= rule.threshold or left <= confirm_runs):
                 return Action("run", move, rule.min_replicates,
                               f"design: confirm {len(screened)} screened changes together "
@@ -202,10 +213,15 @@ class DesignPolicy(Policy):
                                "claimed_false_share": claimed})
         elif not changes:
             return Action("stop", None, 0, f"design: no change left to screen{note}")
-        # Room for a confirmation after the block, unless nothing is screened and the runs left
-        # could not hold both: then they all screen, and what they show is reported.
-        room = left - confirm_runs if screened or left >= 2 + confirm_runs else left
-        runs = max(1, min(self.block_runs, room))
+        # Room for a confirmation after the block, unless nothing is screened or in flight and
+        # the runs left could not hold both: then they all screen, and what they show is
+        # reported. With runs in flight, what they show may call for a confirmation: its runs
+        # are kept back, and a block that would need them waits.
+        room = (left - confirm_runs if screened or view.pending or left >= 2 + confirm_runs
+                else left)
+        if room < 1:
+            return self.wait(view, "a confirmation")
+        runs = min(self.block_runs, room)
         rank = {name: i for i, name in enumerate(changes)}
         best, best_information = [], -np.inf
         pending = [r.config for r in view.pending]

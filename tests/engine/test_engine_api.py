@@ -74,6 +74,30 @@ def test_ask_tell_with_every_run_of_a_step_pending_gives_the_ledger_run_gives(tm
     assert run_keys(study) == run_keys(reference) and study.kept == reference.kept
 
 
+def test_ask_tell_with_four_workers_asks_runs_of_several_steps_and_gives_the_same_ledger(tmp_path):
+    """With [runner] workers = 4 the runs of several steps are pending at once, and told in
+    any order they make the study the runner makes on four simulated workers."""
+    runner = {"kind": "simulated", "workers": 4}
+    reference = make(tmp_path, "reference", runner=runner)
+    reference.run(write_report=False)
+    study = make(tmp_path, "told", function=None, runner=runner)
+    most_steps, rng = 0, random.Random(3)
+    while True:
+        pending = []
+        while (run := study.ask()) is not None:
+            pending.append(run)
+        if not pending:
+            break
+        most_steps = max(most_steps, len({run.step for run in pending}))
+        rng.shuffle(pending)
+        for run in pending[: max(1, len(pending) // 2)]:  # some told, the rest stay pending
+            study.tell(run, objective(run.config, run.seed))
+        for run in pending[max(1, len(pending) // 2):]:
+            study.tell(run, objective(run.config, run.seed))
+    assert most_steps > 1
+    assert run_keys(study) == run_keys(reference) and study.kept == reference.kept
+
+
 def test_a_study_closed_with_runs_untold_asks_for_them_again_and_loses_or_repeats_none(tmp_path):
     reference = make(tmp_path, "reference")
     reference.run(write_report=False)

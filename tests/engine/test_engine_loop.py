@@ -41,18 +41,31 @@ REPO = Path(__file__).resolve().parents[2]
 TIME_COLUMNS = {"id", "started", "finished", "created", "seconds", "code_hash"}
 
 
-class StopsAfter(LocalRunner):
-    """A local runner that is interrupted (as by Ctrl-C) once `limit` runs have finished."""
+class StopsAfter:
+    """A runner mixin: interrupted (as by Ctrl-C) once `limit` runs have finished."""
 
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit, self.done = limit, 0
+    limit = 0
 
     def next_finished(self):
-        if self.done == self.limit:
+        if self.limit == 0:
             raise KeyboardInterrupt
-        self.done += 1
+        self.limit -= 1
         return super().next_finished()
+
+
+class LocalStopsAfter(StopsAfter, LocalRunner):
+    pass
+
+
+def stopped_then_resumed(broken, runner, open_again):
+    """Run `broken` on `runner` until the runner stops it; the replay of its folder must be its
+    state; then the study opened again (`open_again()`), run to the end."""
+    broken.runner = runner
+    assert broken.run(write_report=False).status == "stopped"
+    resumed = open_again()
+    same_state(broken.state, resumed.state)
+    assert resumed.run(write_report=False).status == "finished"
+    return resumed
 
 
 def open_study(tmp_path: Path, folder: str) -> Study:
@@ -90,13 +103,10 @@ def test_a_study_stopped_mid_step_resumes_to_the_ledger_of_an_unbroken_one(tmp_p
     unbroken.run(write_report=False)
     for limit in (3, 8):  # stops inside a step: some of its runs are in, the rest are not
         folder = f"broken{limit}"
-        broken = open_study(tmp_path, folder)
-        broken.runner = StopsAfter(limit)
-        assert broken.run(write_report=False).status == "stopped"
+        broken, runner = open_study(tmp_path, folder), LocalStopsAfter()
+        runner.limit = limit
+        resumed = stopped_then_resumed(broken, runner, lambda: open_study(tmp_path, folder))
         assert broken.state.pending is not None and broken.state.runs_used == limit
-        resumed = open_study(tmp_path, folder)
-        same_state(broken.state, resumed.state)
-        assert resumed.run(write_report=False).status == "finished"
         assert ledger(tmp_path / folder / "study.db") == ledger(tmp_path / "unbroken" / "study.db")
         same_state(resumed.state, unbroken.state)
 

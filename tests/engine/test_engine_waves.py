@@ -29,7 +29,14 @@ from engine.state import StudyRules, StudyState, with_plan
 from engine.study import Study
 from policies import KeepRule, RunRecord, make_policy
 from tests.engine.test_engine_core import section
-from tests.engine.test_engine_loop import ledger, same_state
+from tests.engine.test_engine_loop import (
+    CONFIG,
+    StopsAfter,
+    ledger,
+    same_state,
+    stopped_then_resumed,
+)
+from tests.engine.test_engine_runner import DESIGN_CONFIG, SLEEPING_EXPERIMENT
 
 REPO = Path(__file__).resolve().parents[2]
 EFFECTS = {"a": -0.8, "b": -0.4, "c": 0.0, "d": 0.2, "e": -0.1, "f": 0.5}
@@ -193,33 +200,10 @@ def test_the_simulated_runner_hands_runs_back_in_the_order_machines_would_finish
     assert got == [(1, 1, 0.0, 1.0), (2, 1, 1.0, 2.0), (0, 0, 0.0, 3.0)]
 
 
-SYNTHETIC = """
-[study]
-name = "waves"
-seed = 8
-budget_trials = 40
-replicates_per_step = 2
-incumbent_runs_per_step = 1
-base_runs = 2
-
-[env]
-kind = "synthetic"
-n_hypotheses = 6
-effect_size = 1.0
-noise_sd = 0.6
-world_seed = 2
-
-[beliefs]
-fit_pymc = false
-
-[policy]
-kind = "{policy}"
-
-[runner]
-kind = "{runner}"
-workers = 4
-spread = 0.8
-"""
+def with_runner(policy: str, runner: str) -> str:
+    """The loop tests' synthetic study (interactions modelled) on four workers of `runner`."""
+    return (textwrap.dedent(CONFIG) + f'\n[policy]\nkind = "{policy}"\n\n[runner]\n'
+            f'kind = "{runner}"\nworkers = 4\nspread = 0.8\n')
 
 
 def decisions_and_runs(db: Path) -> dict[str, list[dict]]:
@@ -234,20 +218,12 @@ def decisions_and_runs(db: Path) -> dict[str, list[dict]]:
 def synthetic_study(tmp_path: Path, name: str, runner: str, policy: str = "voi",
                     out: str | None = None) -> Study:
     path = tmp_path / f"{name}.toml"
-    path.write_text(textwrap.dedent(SYNTHETIC.format(runner=runner, policy=policy)))
+    path.write_text(with_runner(policy, runner))
     return Study(load_config(path, out_dir=str(tmp_path / (out or name))))
 
 
-class StopsAfter(SimulatedRunner):
-    """The simulated runner, interrupted (as by Ctrl-C) once `limit` runs have finished."""
-
-    limit = 0
-
-    def next_finished(self):
-        if self.limit == 0:
-            raise KeyboardInterrupt
-        self.limit -= 1
-        return super().next_finished()
+class SimulatedStopsAfter(StopsAfter, SimulatedRunner):
+    pass
 
 
 @pytest.mark.parametrize("policy", ["voi", "design"])
@@ -256,73 +232,27 @@ def test_a_study_with_steps_in_flight_is_the_same_on_any_runner_and_after_a_stop
     simulated = synthetic_study(tmp_path, "simulated", "simulated", policy)
     assert simulated.run(write_report=False).status == "finished"
     reference = decisions_and_runs(tmp_path / "simulated" / "study.db")
-    assert len(reference["runs"]) == 40
+    assert len(reference["runs"]) == 30
     same_state(simulated.state, synthetic_study(tmp_path, "simulated", "simulated", policy).state)
     threads = synthetic_study(tmp_path, "parallel", "parallel", policy)
     assert threads.run(write_report=False).status == "finished"
     assert decisions_and_runs(tmp_path / "parallel" / "study.db") == reference
     for limit in (5, 17):  # stopped with steps in flight, some of their runs in
         name = f"stopped{limit}"
-        broken = synthetic_study(tmp_path, name, "simulated", policy)
-        broken.runner = StopsAfter(4, spread=0.8)
-        broken.runner.limit = limit
-        assert broken.run(write_report=False).status == "stopped"
+        broken, runner = synthetic_study(tmp_path, name, "simulated", policy), \
+            SimulatedStopsAfter(4, spread=0.8)
+        runner.limit = limit
+        stopped_then_resumed(broken, runner,
+                             lambda: synthetic_study(tmp_path, name, "simulated", policy))
         assert broken.state.runs_used == limit and broken.state.unconcluded
-        resumed = synthetic_study(tmp_path, name, "simulated", policy)
-        same_state(broken.state, resumed.state)
-        assert resumed.run(write_report=False).status == "finished"
         assert decisions_and_runs(tmp_path / name / "study.db") == reference
 
 
-# Each run sleeps, as a training run takes its time, and leaves a mark when it starts.
-SLEEPING = """
-import os, random, sys, time
-from pathlib import Path
-seed, x, y, z = (int(a) for a in sys.argv[1:5])
-(Path(__file__).parent / "started" / f"{seed}-{x}{y}{z}-{os.getpid()}").touch()
-time.sleep(0.3)
-print("loss:", 5.0 - 0.4 * x - 0.2 * y + 0.1 * z + random.Random(seed).gauss(0, 0.5))
-"""
-
-COMMAND = """
-[study]
-name = "killed"
-seed = 6
-budget_trials = 20
-replicates_per_step = 2
-incumbent_runs_per_step = 1
-base_runs = 2
-
-[env]
-kind = "command"
-command = "{python} {script} {{seed}} {{x}} {{y}} {{z}}"
-metric = "loss"
-timeout_s = 60
-base = {{ x = 0, y = 0, z = 0 }}
-
-[[hypotheses]]
-name = "x"
-change = {{ x = 1 }}
-
-[[hypotheses]]
-name = "y"
-change = {{ y = 1 }}
-
-[[hypotheses]]
-name = "z"
-change = {{ z = 1 }}
-
-[beliefs]
-fit_pymc = false
-
-[policy]
-kind = "voi"
-
-[runner]
-kind = "parallel"
-workers = 4
-"""
-
+# The runner tests' sleeping run, which also leaves a mark when it starts.
+MARKING = SLEEPING_EXPERIMENT.replace("time.sleep(", """from pathlib import Path
+import os
+(Path(__file__).parent / "started" / f"{seed}-{x}{y}-{os.getpid()}").touch()
+time.sleep(""")
 
 def cli(config: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "engine.study", str(config), "--out", str(out),
@@ -340,10 +270,11 @@ def recorded(out: Path) -> int:
 
 def test_a_study_killed_with_four_runs_in_flight_resumes_to_the_uninterrupted_ledger(tmp_path):
     script = tmp_path / "experiment.py"
-    script.write_text(SLEEPING)
+    script.write_text(MARKING)
     (tmp_path / "started").mkdir()
     config = tmp_path / "study.toml"
-    config.write_text(textwrap.dedent(COMMAND.format(python=sys.executable, script=script)))
+    config.write_text(textwrap.dedent(DESIGN_CONFIG.format(python=sys.executable, script=script,
+                                                           runner="parallel", workers=4)))
     whole = cli(config, tmp_path / "whole")
     assert whole.wait(timeout=300) == 0, whole.communicate()
     starts_whole = len(list((tmp_path / "started").iterdir()))

@@ -68,6 +68,37 @@ def test_a_block_leaves_room_for_the_screened_sets_confirmation(monkeypatch):
         assert shrunk.hypothesis == "a + b"
 
 
+def test_with_runs_in_flight_a_block_keeps_the_confirmations_runs_and_the_last_one_waits(
+        monkeypatch):
+    """Nothing screened yet (P(better) 0.5 everywhere), 4 runs left, a confirmation of 3: with
+    no run in flight the 4 all screen; with runs in flight, whose outcome may screen a set, a
+    block of 1 keeps the 3, and with 3 left it waits. A screened set with only its
+    confirmation's runs left is confirmed at once, unless runs are in flight: then it waits for
+    them."""
+    import policies.design as design
+
+    p_better = {"value": 0.5}
+    monkeypatch.setattr(design, "probability_better_than",
+                        lambda beliefs, candidate, incumbent, epsilon=0.0:
+                        (p_better["value"], None, None))
+    history = [RunRecord(frozenset(), 1.0, "ok", 0, 0, "base")]
+    flying = [RunRecord(frozenset({"a"}), None, "pending", 1, 1, "candidate")]
+    policy = make_policy("design")
+
+    def action(left, pending):
+        view = StudyView(incumbent=frozenset(), candidates=["a", "b", "c"], history=history,
+                         runs_left=left, step_runs=dict.fromkeys(["a", "b", "c"], (2, 1)),
+                         pending=pending)
+        return policy.select(view, FixedPosterior(), np.random.default_rng(0))
+
+    assert (action(4, []).kind, action(4, []).n_runs) == ("design", 4)
+    assert (action(4, flying).kind, action(4, flying).n_runs) == ("design", 1)
+    assert action(3, flying).kind == "stop" and "runs in flight" in action(3, flying).reason
+    p_better["value"] = 0.97  # every change screened, and the set clear
+    assert action(3, []).kind == "run"
+    assert action(3, flying).kind == "stop"
+
+
 def test_conflicting_changes_are_never_applied_together():
     conflicts = frozenset({frozenset({"h0", "h1"})})
     rank = {name: i for i, name in enumerate(CHANGES)}
