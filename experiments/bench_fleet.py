@@ -219,6 +219,27 @@ def render(rows: list[dict], seeds: range, spread: float, elapsed: float) -> str
     return "\n".join(lines) + "\n"
 
 
+def chart(rows: list[dict], width: int = 40) -> str:
+    """A text plot: per world, each worker count's engine time to 90% as a bar of its share of
+    the 1-worker time (a README can hold it; "never" where the curve never gets there)."""
+    lines = ["time to 90% of the 1-worker final gain, as a share of the 1-worker time "
+             "(engine; | marks 1/workers, perfect scaling)", ""]
+    for world in sorted({r["world"] for r in rows}):
+        lines.append(world)
+        for r in (r for r in rows if r["world"] == world and r["who"] == "engine"):
+            if r["time_share"] is None:
+                bar = (f"never (final gain {r['final_gain']:+.3f} "
+                       f"of {r['reference_gain']:+.3f})")
+            else:
+                cells = ["#"] * max(1, round(min(r["time_share"], 1.5) * width))
+                ideal = round(width / r["workers"])
+                cells += [" "] * max(0, ideal + 1 - len(cells))
+                cells[min(ideal, len(cells) - 1)] = "|"
+                bar = "".join(cells) + f" {r['time_share']:.2f}"
+            lines.append(f"  {r['workers']:>2} workers {bar}")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -257,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="studies run at once")
     parser.add_argument("--out", default="bench_out/fleet")
     parser.add_argument("--plot", action="store_true", help="write fleet.png")
+    parser.add_argument("--chart", metavar="FLEET_JSON",
+                        help="print the text plot of an earlier run's fleet.json and exit")
     args = parser.parse_args(argv)
+    if args.chart:
+        print(chart(json.loads(Path(args.chart).read_text())["rows"]))
+        return 0
     if 1 not in args.workers:
         parser.error("--workers must include 1: the times are shares of the 1-worker time")
     source = Path(args.bench)
@@ -280,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(fork {fork.gains[-1]:+.3f} at {fork.makespan:.1f} s)",
                   file=sys.stderr, flush=True)
     rows = summarise(curves, sorted(args.workers))
-    markdown = render(rows, seeds, args.spread, time.monotonic() - started)
+    markdown = render(rows, seeds, args.spread, time.monotonic() - started) + "\n" + chart(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "fleet.md").write_text(markdown)
     (out_dir / "fleet.json").write_text(json.dumps(

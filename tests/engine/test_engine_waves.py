@@ -5,6 +5,7 @@ keep stays data; and a study killed with runs in flight resumes to the uninterru
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sqlite3
@@ -295,3 +296,49 @@ def test_a_study_killed_with_four_runs_in_flight_resumes_to_the_uninterrupted_le
     theirs = decisions_and_runs(tmp_path / "whole" / "study.db")
     assert len(theirs["runs"]) == starts_whole >= 12
     assert ours == theirs
+
+
+FLEET_BENCH = """
+[bench]
+name = "fleet"
+budget_trials = 16
+
+[defaults.study]
+base_runs = 2
+
+[[worlds]]
+name = "small"
+[worlds.env]
+kind = "synthetic"
+n_hypotheses = 4
+effect_size = 1.0
+noise_sd = 0.5
+"""
+
+
+def test_the_fleet_benchmark_times_each_study_as_its_workers_would(tmp_path, capsys):
+    """experiments/bench_fleet.py on a tiny world: on one worker the budget is spent when the
+    sum of the runs' simulated times has passed; on four, at no less than a quarter of it."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import bench_fleet
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+    bench = tmp_path / "fleet.toml"
+    bench.write_text(textwrap.dedent(FLEET_BENCH))
+    out = tmp_path / "out"
+    assert bench_fleet.main([str(bench), "--seeds", "2", "--workers", "1", "4", "--jobs", "1",
+                             "--out", str(out)]) == 0
+    assert "| small | engine | 4 |" in capsys.readouterr().out
+    curves = json.loads((out / "fleet.json").read_text())["curves"]
+    for curve in (c for c in curves if c["who"] == "engine"):
+        folder = out / "studies" / "small" / f"seed{curve['seed']}" / f"w{curve['workers']}"
+        with sqlite3.connect(next(folder.rglob("study.db"))) as conn:
+            spans = [json.loads(e)["simulated"] for (e,) in conn.execute(
+                "select extra_json from runs")]
+        total = sum(s["finish"] - s["start"] for s in spans)
+        assert len(spans) == 16 and list(curve["times"]) == sorted(curve["times"])
+        if curve["workers"] == 1:
+            assert curve["makespan"] == pytest.approx(total)
+        else:
+            assert total / 4 - 1e-9 <= curve["makespan"] < total
