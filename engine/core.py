@@ -24,7 +24,6 @@ from beliefs.model import INTERACTIONS
 from engine.proposer import Hypothesis
 from engine.records import StepDecision, StepPlan
 from engine.rules import (
-    conflicting_pairs,
     design_room,
     fit_to_budget,
     paired_runs,
@@ -105,9 +104,9 @@ class IncumbentSummary:
 class Conclude:
     """Record the step's appraisal (nats), decision and incumbent together; `episode` is the
     memory's record of the decision, `runs` the step's runs (for the progress line). A step with
-    no runs (a stop after proposals) `records_plan` in the same transaction. `later_runs` are
-    the runs of later steps recorded already: the episode's experiment time leaves them out, so
-    that it does not depend on when they finished."""
+    no runs (a stop after proposals, nothing in flight) `records_plan` in the same transaction.
+    `later_runs` are the runs of later steps recorded already: the episode's experiment time
+    leaves them out, so that it does not depend on when they finished."""
 
     step: int
     plan: StepPlan
@@ -134,6 +133,7 @@ def start(state: StudyState, rules: StudyRules) -> tuple[StudyState, list[Comman
     steps in flight, then go on where the study was (a planning round that a kill cut short is
     finished first, as it would have been), concluding what has all its runs (or stop)."""
     commands: list[Command] = []
+    state = replace(state, clock=0.0) if state.clock else state  # this session's clock
     for step in state.unconcluded:
         done = {r.slot for r in state.runs if r.step == step}
         missing = tuple(r for r in planned_runs(state, rules, step) if r.slot not in done)
@@ -283,9 +283,9 @@ def decide(state: StudyState, rules: StudyRules, step: int, plan: StepPlan,
            runs: Sequence[RunRecord]) -> StepDecision | None:
     """The verdict on a trial step's move (None for other steps), in the metric's units. A trial
     whose every candidate run crashed is reverted unjudged: the posterior learned nothing. A
-    trial planned on an incumbent that a keep has since made part of the move, or that the move
-    conflicts with, has nothing left to decide: its runs stay data about their configurations."""
-    if plan.kind != "run" or superseded(state, plan.hypothesis):
+    trial planned on an incumbent that a keep has since changed decides nothing (`superseded`):
+    its runs stay data about their configurations."""
+    if plan.kind != "run" or superseded(state, plan):
         return None
     move, current = plan.hypothesis, view(state, rules, concluding=step)
     candidate_runs = [r for r in runs if r.role == "candidate"]
@@ -301,14 +301,13 @@ def decide(state: StudyState, rules: StudyRules, step: int, plan: StepPlan,
     return StepDecision(step, move, d.verdict, d.p_better, lo, hi, d.n_runs, d.reason)
 
 
-def superseded(state: StudyState, move: str) -> bool:
-    """Whether the incumbent now holds one of the move's hypotheses, or one that conflicts with
-    them (a step planned before a keep that concluded first)."""
-    members = move_members(move)
-    if members & state.incumbent:
-        return True
-    conflicts = conflicting_pairs(state)
-    return any(frozenset((a, b)) in conflicts for a in members for b in state.incumbent)
+def superseded(state: StudyState, plan: StepPlan) -> bool:
+    """Whether a keep has changed the incumbent since the trial was planned (it was planned
+    while an earlier step was in flight): its runs tried the move on an incumbent that is no
+    longer the one a verdict would be about, so they stay data and the move stays open."""
+    candidate = next((frozenset(r.hypotheses) for r in plan.runs if r.role == "candidate"),
+                     None)
+    return candidate is not None and candidate - move_members(plan.hypothesis) != state.incumbent
 
 
 def incumbent_summary(state: StudyState, rules: StudyRules) -> IncumbentSummary:

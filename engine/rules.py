@@ -168,8 +168,10 @@ def view(state: StudyState, rules: StudyRules, concluding: int | None = None) ->
     left = rules.study.budget_trials - state.runs_committed - n
     step_runs = {move: (n, max(0, min(left, paired_runs(state, rules, move, n))))
                  for move in candidates}
-    pending = [r for r in committed_runs(state)
-               if r.step not in state.concluded and r.step != concluding]
+    pending = [RunRecord(frozenset(slot.hypotheses), None, "pending", slot.seed, step, slot.role,
+                         index)
+               for step in state.unconcluded if step != concluding
+               for index, slot in enumerate(state.plans[step].runs)]  # outcomes stay unseen
     return StudyView(incumbent=state.incumbent, candidates=candidates, history=settled,
                      runs_per_hypothesis=runs_per,
                      runs_left=rules.study.budget_trials - state.runs_committed,

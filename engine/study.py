@@ -114,14 +114,15 @@ class Study:
     # ----------------------------------------------------------------------- ask and tell
     def ask(self) -> AskedRun | None:
         """The next run to make elsewhere, or None: when the study has stopped (`stop_reason`
-        says why) or when every run of the step in flight is asked and not all are told. The
+        says why) or when every run of the steps in flight is asked and not all are told. The
         study's folder is locked from the first ask until it stops or `close`."""
         return self._ask_tell().ask()
 
     def tell(self, run: AskedRun, metric: float | None = None, *, status: str | None = None,
              seconds: float | None = None) -> None:
         """Record an asked run's `metric`, or a failed run's `status` (crash, nan, timeout,
-        refused) with no metric; the next step is planned once its step's runs are all told."""
+        refused) with no metric; the oldest step concludes once its runs are all told, and the
+        next steps are planned then."""
         self._ask_tell().tell(run, metric, status=status, seconds=seconds)
 
     @property

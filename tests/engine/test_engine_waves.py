@@ -111,7 +111,7 @@ def drive(rules: StudyRules, order_seed: int | None, state: StudyState | None = 
         result.state, queue = advance(result.state, rules, RunFinished(record, 1.0, finished))
 
 
-@pytest.mark.parametrize("policy", ["voi", "design"])
+@pytest.mark.parametrize("policy", ["voi", "design", "ratchet"])
 def test_the_runs_and_decisions_do_not_depend_on_which_run_finishes_first(policy):
     rules = rules_for(policy, workers=4)
     runs = {}
