@@ -55,22 +55,24 @@ def test_run_calls_the_objective_once_per_recorded_run_and_keeps_the_real_change
     assert {"step", "slot", "role", "hypotheses", "seed", "status"} <= set(frame.columns)
 
 
+def tell_in_rounds(study, reorder) -> list[list]:
+    """Ask every run the study will hand out, tell them all in the order `reorder` gives, and
+    again until it asks for nothing; the rounds of runs pending at once."""
+    rounds = []
+    while pending := list(iter(study.ask, None)):
+        rounds.append(pending)
+        for run in reorder(pending):
+            study.tell(run, objective(run.config, run.seed))
+    return rounds
+
+
 def test_ask_tell_with_every_run_of_a_step_pending_gives_the_ledger_run_gives(tmp_path):
     reference = make(tmp_path, "reference")
     reference.run(write_report=False)
     study = make(tmp_path, "told", function=None)
-    most_pending = 0
-    while True:
-        pending = []
-        while (run := study.ask()) is not None:
-            pending.append(run)
-        if not pending:
-            break
-        most_pending = max(most_pending, len(pending))
-        for run in reversed(pending):  # told in another order than asked
-            study.tell(run, objective(run.config, run.seed))
+    rounds = tell_in_rounds(study, lambda pending: reversed(pending))  # not in the asked order
     assert study.stop_reason is not None
-    assert most_pending > 1
+    assert max(len(pending) for pending in rounds) > 1
     assert run_keys(study) == run_keys(reference) and study.kept == reference.kept
 
 
@@ -81,20 +83,9 @@ def test_ask_tell_with_four_workers_asks_runs_of_several_steps_and_gives_the_sam
     reference = make(tmp_path, "reference", runner=runner)
     reference.run(write_report=False)
     study = make(tmp_path, "told", function=None, runner=runner)
-    most_steps, rng = 0, random.Random(3)
-    while True:
-        pending = []
-        while (run := study.ask()) is not None:
-            pending.append(run)
-        if not pending:
-            break
-        most_steps = max(most_steps, len({run.step for run in pending}))
-        rng.shuffle(pending)
-        for run in pending[: max(1, len(pending) // 2)]:  # some told, the rest stay pending
-            study.tell(run, objective(run.config, run.seed))
-        for run in pending[max(1, len(pending) // 2):]:
-            study.tell(run, objective(run.config, run.seed))
-    assert most_steps > 1
+    rng = random.Random(3)
+    rounds = tell_in_rounds(study, lambda pending: rng.sample(pending, len(pending)))
+    assert max(len({run.step for run in pending}) for pending in rounds) > 1
     assert run_keys(study) == run_keys(reference) and study.kept == reference.kept
 
 
