@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import tomllib
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ __all__ = [
     "Range",
     "load_config",
     "parse_config",
+    "config_changes",
+    "stored_changes",
     "config_hash",
     "describe_schema",
     "render_reference",
@@ -176,20 +179,55 @@ def config_hash(cfg: StudyConfig) -> str:
     """sha256 of the canonical JSON of the validated config (defaults filled, keys sorted).
 
     Leaves out where the study is written (out_dir), where the file was (source_path) and
-    how it was spelled (raw), so the same study hashes the same from any directory.
+    how it was spelled (raw), so the same study hashes the same from any directory; and how
+    its runs are made ([runner]), so a study may resume on another fleet: its plans are in its
+    ledger, whatever made their runs.
     """
+    canonical = json.dumps(_identity(cfg), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def config_changes(before: StudyConfig, after: StudyConfig) -> list[str]:
+    """The settings that `config_hash` sees differ, one "[section] key: old -> new" each (a
+    hypothesis by its place: "[[hypotheses]] 2")."""
+    old, new = _identity(before), _identity(after)
+    changes = []
+    for section in sorted(old.keys() | new.keys()):
+        a, b = old.get(section), new.get(section)
+        if section == "hypotheses":
+            changes += [f"[[hypotheses]] {i + 1}: {x!r} -> {y!r}"
+                        for i, (x, y) in enumerate(itertools.zip_longest(a, b)) if x != y]
+            continue
+        changes += [f"[{section}] {key}: {a.get(key)!r} -> {b.get(key)!r}"
+                    for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
+    return changes
+
+
+def stored_changes(stored: dict, cfg: StudyConfig) -> list[str]:
+    """What makes a config file a study stored differ from `cfg` ([] for none), the file read
+    again by this version: a study made before a setting was added has its default on both
+    sides, whatever hash was stored then; a file this version refuses is a change."""
+    try:
+        stored_cfg = parse_config(stored, source=str(cfg.source_path))
+    except ConfigError as exc:
+        return ["its file is refused by this version: " + "; ".join(exc.problems)]
+    return config_changes(stored_cfg, cfg)
+
+
+def _identity(cfg: StudyConfig) -> dict[str, Any]:
+    """The validated settings that make a study what it is (config_hash)."""
     validated = {
         "env": cfg.env,
         "hypotheses": [dataclasses.asdict(h) for h in cfg.hypotheses],
         **{
             name: dataclasses.asdict(getattr(cfg, name))
             for name in SECTION_TYPES
-            if name != "hypotheses"
+            if name not in ("hypotheses", "runner")
         },
     }
     del validated["study"]["out_dir"]
-    canonical = json.dumps(validated, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return validated
 
 
 def describe_schema() -> str:

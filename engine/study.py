@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior
 from engine.asktell import AskedRun, AskTell
-from engine.config import ConfigError, StudyConfig, config_hash, load_config
+from engine.config import ConfigError, StudyConfig, config_hash, load_config, stored_changes
 from engine.folder import (
     FolderError,
     FolderLock,
@@ -255,12 +256,19 @@ class Study:
     def _open_study(self) -> int:
         try:
             return self.ledger.start_study(self.cfg.study.name, self._config_record(),
-                                           self.env.fingerprint(), self.cfg.study.seed)
+                                           self.env.fingerprint(), self.cfg.study.seed,
+                                           same_config=self._same_config)
         except StudyMismatchError as exc:
+            what = ("; ".join(stored_changes(json.loads(exc.stored)["config"], self.cfg))
+                    if exc.column == "config_json" else str(exc))
             raise ConfigError(str(self.cfg.source_path), [
                 f"{self.out_dir / 'study.db'} holds study {self.cfg.study.name!r} made with a "
-                f"different config ({exc}); resume with the original config or choose another --out"
-            ]) from None
+                f"different config ({what}); resume with the original config or choose another "
+                "--out"]) from None
+
+    def _same_config(self, stored: dict) -> bool:
+        """Whether a stored config record describes this study (engine.config.stored_changes)."""
+        return not stored_changes(stored["config"], self.cfg)
 
     def _config_record(self) -> dict:
         """What the ledger keeps of the config: the file as written and the validated hash."""

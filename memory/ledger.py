@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -44,7 +44,12 @@ class DuplicateRecordError(ValueError):
 
 
 class StudyMismatchError(ValueError):
-    """A study of the same name exists with a different config, env or seed."""
+    """A study of the same name exists with a different config, env or seed: `column` names
+    which, `stored` is what the ledger holds there."""
+
+    def __init__(self, message: str, column: str = "", stored: Any = None) -> None:
+        super().__init__(message)
+        self.column, self.stored = column, stored
 
 
 def _now() -> str:
@@ -192,12 +197,15 @@ class Ledger:
     # -- studies -------------------------------------------------------------------------------
 
     def start_study(
-        self, name: str, config: dict[str, Any], env_fingerprint: str, seed: int
+        self, name: str, config: dict[str, Any], env_fingerprint: str, seed: int, *,
+        same_config: Callable[[dict[str, Any]], bool] | None = None,
     ) -> int:
         """The id of study `name`, created now or resumed.
 
         Resuming requires the same config, env fingerprint and seed (StudyMismatchError names the
-        field otherwise); a resumed study that had stopped or failed is marked running again.
+        field otherwise). `same_config` judges the stored config record (default: equal to
+        `config`); one it accepts is replaced by `config`, the record of this session's file. A
+        resumed study that had stopped or failed is marked running again.
         """
         given = {"config_json": _json(config), "env_fingerprint": env_fingerprint,
                  "seed": int(seed)}
@@ -211,15 +219,18 @@ class Ledger:
                 )
             stored = rows[0]
             for column, value in given.items():
-                if stored[column] != value:
+                accepted = (stored[column] == value or column == "config_json"
+                            and same_config is not None
+                            and same_config(json.loads(stored[column])))
+                if not accepted:
                     raise StudyMismatchError(
                         f"study {name!r} exists with {column}={stored[column]!r}, but "
-                        f"{value!r} was given; use a new study name"
+                        f"{value!r} was given; use a new study name", column, stored[column]
                     )
+            update = {"config_json": given["config_json"]}
             if stored["status"] != "finished":
-                self._db["studies"].update(
-                    stored["id"], {"status": "running", "finished": None, "stop_reason": None}
-                )
+                update |= {"status": "running", "finished": None, "stop_reason": None}
+            self._db["studies"].update(stored["id"], update)
             return int(stored["id"])
 
     def study(self, study_id: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from engine.config import (
     PathText,
     Range,
     StudySection,
+    config_changes,
     config_hash,
     describe_schema,
     load_config,
@@ -616,6 +617,22 @@ def test_config_hash_tracks_values_not_spelling_or_location(tmp_path):
     changed["hypotheses"][0]["change"]["n_embd"] = 97
     assert config_hash(parse_config(changed)) != base
     assert re.fullmatch(r"[0-9a-f]{64}", base)
+
+
+def test_config_changes_name_what_the_hash_sees_and_leave_out_the_runner():
+    doc = tomllib.loads(FULL_TOML)
+    changed = copy.deepcopy(doc)
+    changed["hypotheses"][0]["change"]["n_embd"] = 97
+    changed["study"]["budget_seconds"] = 7
+    changed["runner"] = {"kind": "parallel", "workers": 3}
+    before, after = parse_config(doc), parse_config(changed)
+    assert config_changes(before, before) == []
+    changes = config_changes(before, after)
+    assert changes[0].startswith("[[hypotheses]] 1: ") and "97" in changes[0]
+    assert changes[1:] == [f"[study] budget_seconds: {before.study.budget_seconds!r} -> 7.0"]
+    fleet = copy.deepcopy(doc)
+    fleet["runner"] = {"kind": "parallel", "workers": 3}
+    assert config_hash(parse_config(fleet)) == config_hash(before)  # resumable on another fleet
 
 
 def test_the_config_reference_in_docs_is_generated_from_the_schema():

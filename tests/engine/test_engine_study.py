@@ -442,8 +442,39 @@ def test_resuming_with_a_changed_config_is_refused(tmp_path):
     path = write(tmp_path / "s.toml", SYNTHETIC.format(budget=10, fit_pymc="false", policy="efe"))
     Study(load_config(path, out_dir=str(tmp_path / "out"))).run(write_report=False)
     write(path, SYNTHETIC.format(budget=10, fit_pymc="false", policy="greedy"))
-    with pytest.raises(ValueError, match="different config"):
+    changed = r"different config \(\[policy\] kind: 'efe' -> 'greedy'\)"
+    with pytest.raises(ValueError, match=changed):
         Study(load_config(path, out_dir=str(tmp_path / "out")))
+
+
+def stored_config(db: Path, edit) -> None:
+    """Rewrite study 1's stored config record with `edit` (as an older version wrote it)."""
+    with sqlite3.connect(db) as conn:
+        record = json.loads(conn.execute("select config_json from studies").fetchone()[0])
+        edit(record)
+        conn.execute("update studies set config_json = ?", [json.dumps(record)])
+
+
+def test_a_study_made_before_a_setting_was_added_resumes(tmp_path):
+    """Its stored hash was of the settings of its day, defaults filled; the file it stored is
+    read again by this version, so the new setting's default is on both sides."""
+    path = write(tmp_path / "s.toml", SYNTHETIC.format(budget=10, fit_pymc="false", policy="efe"))
+    out = tmp_path / "out"
+    Study(load_config(path, out_dir=str(out))).run(write_report=False)
+    stored_config(out / "study.db", lambda record: record.update(config_hash="0" * 64))
+    resumed = Study(load_config(path, out_dir=str(out)))
+    assert resumed.run(write_report=False).status == "finished"
+    assert resumed.ledger.study(resumed.study_id)["config"] == resumed._config_record()
+
+
+def test_a_stored_config_this_version_refuses_is_a_different_config(tmp_path):
+    path = write(tmp_path / "s.toml", SYNTHETIC.format(budget=10, fit_pymc="false", policy="efe"))
+    out = tmp_path / "out"
+    Study(load_config(path, out_dir=str(out))).run(write_report=False)
+    stored_config(out / "study.db",
+                  lambda record: record["config"]["study"].update(retired_setting=1))
+    with pytest.raises(ValueError, match="refused by this version.*retired_setting"):
+        Study(load_config(path, out_dir=str(out)))
 
 
 LLM_REPLY = json.dumps([

@@ -201,10 +201,10 @@ def test_the_simulated_runner_hands_runs_back_in_the_order_machines_would_finish
     assert got == [(1, 1, 0.0, 1.0), (2, 1, 1.0, 2.0), (0, 0, 0.0, 3.0)]
 
 
-def with_runner(policy: str, runner: str) -> str:
-    """The loop tests' synthetic study (interactions modelled) on four workers of `runner`."""
+def with_runner(policy: str, runner: str, workers: int = 4) -> str:
+    """The loop tests' synthetic study (interactions modelled) on `workers` of `runner`."""
     return (textwrap.dedent(CONFIG) + f'\n[policy]\nkind = "{policy}"\n\n[runner]\n'
-            f'kind = "{runner}"\nworkers = 4\nspread = 0.8\n')
+            f'kind = "{runner}"\nworkers = {workers}\nspread = 0.8\n')
 
 
 def decisions_and_runs(db: Path) -> dict[str, list[dict]]:
@@ -217,9 +217,9 @@ def decisions_and_runs(db: Path) -> dict[str, list[dict]]:
 
 
 def synthetic_study(tmp_path: Path, name: str, runner: str, policy: str = "voi",
-                    out: str | None = None) -> Study:
+                    out: str | None = None, workers: int = 4) -> Study:
     path = tmp_path / f"{name}.toml"
-    path.write_text(with_runner(policy, runner))
+    path.write_text(with_runner(policy, runner, workers))
     return Study(load_config(path, out_dir=str(tmp_path / (out or name))))
 
 
@@ -247,6 +247,28 @@ def test_a_study_with_steps_in_flight_is_the_same_on_any_runner_and_after_a_stop
                              lambda: synthetic_study(tmp_path, name, "simulated", policy))
         assert broken.state.runs_used == limit and broken.state.unconcluded
         assert decisions_and_runs(tmp_path / name / "study.db") == reference
+
+
+@pytest.mark.parametrize("workers", [1, 8])
+def test_a_study_stopped_on_four_workers_resumes_on_another_fleet(tmp_path, workers):
+    """[runner] is not part of the study's identity: its plans are in the ledger. Resumed on
+    another number of workers, the steps in flight conclude as planned and nothing is lost or
+    made twice."""
+    broken, runner = synthetic_study(tmp_path, "fleet", "simulated"), SimulatedStopsAfter(4)
+    runner.limit = 9
+    broken.runner = runner
+    assert broken.run(write_report=False).status == "stopped"
+    planned = dict(broken.state.plans)
+    resumed = synthetic_study(tmp_path, "fleet", "simulated", workers=workers)
+    assert resumed.run(write_report=False).status == "finished"
+    runs = ledger(tmp_path / "fleet" / "study.db")["runs"]
+    slots = [(run["step"], run["slot"]) for run in runs]
+    assert len(runs) == 30 and len(set(slots)) == 30
+    plans = resumed.state.plans
+    assert all(plans[step] == plan for step, plan in planned.items())
+    assert set(resumed.state.concluded) == set(plans)
+    assert all((step, slot) in slots for step, plan in plans.items()
+               for slot in range(len(plan.runs)))
 
 
 # The runner tests' sleeping run, which also leaves a mark when it starts.
