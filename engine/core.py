@@ -30,6 +30,7 @@ from engine.rules import (
     planned_runs,
     stop_reason,
     view,
+    waiting,
     with_slots,
 )
 from engine.runner import PlannedRun
@@ -131,7 +132,8 @@ Command = Union[Propose, RecordPlan, Run, Conclude, Stop]
 def start(state: StudyState, rules: StudyRules) -> tuple[StudyState, list[Command]]:
     """The first commands for a state replayed from the ledger: make the missing runs of the
     steps in flight, then go on where the study was (a planning round that a kill cut short is
-    finished first, as it would have been), concluding what has all its runs (or stop)."""
+    finished first, as it would have been; one that ended in a recorded wait is over),
+    concluding what has all its runs (or stop)."""
     commands: list[Command] = []
     state = replace(state, clock=0.0) if state.clock else state  # this session's clock
     for step in state.unconcluded:
@@ -139,7 +141,7 @@ def start(state: StudyState, rules: StudyRules) -> tuple[StudyState, list[Comman
         missing = tuple(r for r in planned_runs(state, rules, step) if r.slot not in done)
         if missing:
             commands.append(Run(step, state.plans[step], missing))
-    state, more = go_on(state, rules, 0.0)
+    state, more = (settle if waiting(state) else go_on)(state, rules, 0.0)
     return state, commands + more
 
 

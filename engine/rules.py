@@ -281,3 +281,15 @@ def planned_runs(state: StudyState, rules: StudyRules, step: int) -> list[Planne
             runs.append(PlannedRun(step, len(runs), role, applied,
                                    config_for(state, rules, applied), int(seed)))
     return runs
+
+
+def waiting(state: StudyState) -> bool:
+    """Whether the newest plan is a wait for the steps in flight (a stop recorded with new
+    proposals) and nothing has concluded since: its planning round ended with it."""
+    if not state.plans:
+        return False
+    newest = max(state.plans)
+    plan = state.plans[newest]
+    return (plan.kind == "stop" and newest in state.unconcluded
+            and plan.after == len(state.concluded))
+

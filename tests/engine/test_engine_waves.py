@@ -28,7 +28,7 @@ from engine.rules import planned_runs, with_slots
 from engine.simulated import SimulatedRunner
 from engine.state import StudyRules, StudyState, with_plan
 from engine.study import Study
-from policies import KeepRule, RunRecord, make_policy
+from policies import Action, KeepRule, RunRecord, make_policy
 from tests.engine.test_engine_core import section
 from tests.engine.test_engine_loop import (
     CONFIG,
@@ -73,10 +73,12 @@ class Drive:
     conclusions: list = dataclasses.field(default_factory=list)
     most_in_flight: int = 0
     stop: str = ""
+    asked: list = dataclasses.field(default_factory=list)  # (step, steps concluded) per Propose
 
 
 def drive(rules: StudyRules, order_seed: int | None, state: StudyState | None = None,
-          stop_after: int | None = None) -> Drive:
+          stop_after: int | None = None, proposals: dict | None = None) -> Drive:
+    """`proposals`: step -> the hypotheses the proposer gives when asked for that step."""
     rng = np.random.default_rng(order_seed)
     result = Drive(fresh() if state is None else state)
     result.state, queue = start_core(result.state, rules)
@@ -88,7 +90,9 @@ def drive(rules: StudyRules, order_seed: int | None, state: StudyState | None = 
                 result.stop = command.reason
                 return result
             if isinstance(command, Propose):
-                result.state, more = advance(result.state, rules, Proposed(command.step, ()))
+                result.asked.append((command.step, len(result.state.concluded)))
+                given = (proposals or {}).get(command.step, ())
+                result.state, more = advance(result.state, rules, Proposed(command.step, given))
                 queue = more + queue
             elif isinstance(command, RecordPlan):
                 others = {result.state.plans[s].hypothesis for s in result.state.unconcluded
@@ -225,6 +229,47 @@ def synthetic_study(tmp_path: Path, name: str, runner: str, policy: str = "voi",
 
 class SimulatedStopsAfter(StopsAfter, SimulatedRunner):
     pass
+
+
+class WaitsForNewcomers:
+    """voi, except that while steps are in flight it waits (stops) when a change nobody has run
+    is open: a policy whose wait follows new proposals."""
+
+    def __init__(self) -> None:
+        self.inner = make_policy("voi", keep_rule=KeepRule(max_replicates=6))
+
+    def select(self, view, beliefs, rng):
+        newcomer = any(view.runs_per_hypothesis.get(c, 0) == 0 for c in view.candidates)
+        if view.in_flight and newcomer:
+            return Action("stop", None, 0, "waits for the steps in flight")
+        return self.inner.select(view, beliefs, rng)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_study_stopped_after_a_wait_for_steps_in_flight_resumes_as_it_went_on():
+    """A proposal arrives while steps are in flight and the policy waits: the stop is recorded
+    with the proposal, and the round is over. Resumed before the next conclusion, the study
+    waits for it too: the proposer is asked when it was asked live, and the plans follow."""
+    rules = dataclasses.replace(rules_for("voi", workers=4), policy=WaitsForNewcomers())
+    newcomer = {6: (Hypothesis("g", "knobs", {"g": 1}),)}
+    EFFECTS["g"] = -0.3
+    try:
+        live = drive(rules, order_seed=None, state=fresh("abcd"), proposals=newcomer)
+        waited = next(step for step, plan in live.plans if plan.kind == "stop")
+        for finished in range(1, 40):
+            stopped = drive(rules, None, fresh("abcd"), stop_after=finished, proposals=newcomer)
+            if waited in stopped.state.unconcluded and max(stopped.state.plans) == waited:
+                break
+        else:
+            pytest.fail("no stop between the recorded wait and the next conclusion")
+        resumed = drive(rules, None, stopped.state, proposals=newcomer)
+    finally:
+        del EFFECTS["g"]
+    assert stopped.asked + resumed.asked == live.asked
+    assert stopped.plans + resumed.plans == live.plans
+    assert stopped.conclusions + resumed.conclusions == live.conclusions
 
 
 @pytest.mark.parametrize("policy", ["voi", "design"])
