@@ -80,13 +80,23 @@ class RayRunner(Runner):
                 self.start_task(env, plan, losses, started)
 
     def stop(self):
-        """No task keeps running (their children are swept on resume)."""
+        """The tasks that had finished are handed back to be recorded (a lost one is made again
+        on resume); the rest are force-cancelled, their children swept on resume."""
+        finished = []
         if self.pending:
             import ray
-            for ref in self.pending:
+            done, running = ray.wait(list(self.pending), num_returns=len(self.pending),
+                                     timeout=0)
+            for ref in done:
+                _, plan, losses, _ = self.pending[ref]
+                try:
+                    finished.append((plan, with_losses(ray.get(ref), losses)))
+                except ray.exceptions.RayError:
+                    pass
+            for ref in running:
                 ray.cancel(ref, force=True)
         self.pending = {}
-        return []
+        return finished
 
     def close(self) -> None:
         self.stop()

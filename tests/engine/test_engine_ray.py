@@ -96,6 +96,33 @@ def test_a_study_on_a_local_ray_instance_matches_the_same_study_on_simulated_wor
     assert all(e["gpus"] == [] for e in extras)  # gpus_per_run = 0: Ray gave none
 
 
+def test_stopped_the_ray_runner_hands_back_the_finished_runs_and_cancels_the_rest(tmp_path):
+    """As the parallel runner does on a signal: a run that had finished is recorded, not made
+    again on resume; one still running (x = 1 sleeps) is cancelled."""
+    from engine.ray_runner import RayRunner
+    from engine.runner import PlannedRun
+    from envs import make_env
+
+    script = tmp_path / "experiment.py"
+    script.write_text("import sys, time\nx = int(sys.argv[2])\ntime.sleep(60 * x)\n"
+                      "print('loss:', 1.0 + x)\n")
+    env = make_env({"kind": "command", "command": f"{sys.executable} {script} {{seed}} {{x}}",
+                    "metric": "loss", "timeout_s": 120, "base": {"x": 0}}, base_dir=tmp_path)
+    runner = RayRunner(2)
+    plans = [PlannedRun(1, slot, "candidate", frozenset(), {"x": x}, 7) for slot, x in
+             enumerate((0, 1))]
+    runner.submit(env, plans)
+    fast = next(ref for ref, (_, plan, _, _) in runner.pending.items() if plan.slot == 0)
+    ray.wait([fast], timeout=60)
+    try:
+        finished = runner.stop()
+    finally:
+        runner.close()
+    assert [(plan, outcome.metric, outcome.status) for plan, outcome in finished] == [
+        (plans[0], 1.0, "ok")]
+    assert runner.busy == 0
+
+
 def test_a_ray_worker_killed_mid_run_is_survived_and_its_run_made_again(tmp_path, capsys):
     script = tmp_path / "experiment.py"
     script.write_text(EXPERIMENT)
