@@ -34,6 +34,7 @@ class Backend(Protocol):
     def per_token_nats(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray: ...
     def peak_memory_mb(self) -> float: ...
     def peak_flops(self) -> float: ...
+    def device_name(self) -> str: ...
 
 
 class TrainingFailed(RuntimeError):
@@ -54,6 +55,7 @@ class RunResult:
     depth: int
     eval_hash: str
     backend: str
+    device: str  # the hardware (a GPU's name): runs on two kinds differ by more than luck
     seed: int
 
     def summary(self) -> str:
@@ -71,6 +73,7 @@ class RunResult:
             ("depth", str(self.depth)),
             ("eval_hash", self.eval_hash),
             ("backend", self.backend),
+            ("device", self.device),
             ("seed", str(self.seed)),
         ]
         return "---\n" + "\n".join(f"{key + ':':<18}{value}" for key, value in rows)
@@ -143,5 +146,6 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
         depth=config.n_layer,
         eval_hash=current_eval_hash(data.val_tokens, config.eval_seq_len, config.eval_tokens),
         backend=backend.name,
+        device=backend.device_name(),
         seed=config.seed,
     )

@@ -237,6 +237,12 @@ class MLXBackend:
         """0.0: mlx on cpu does not track device memory (Metal peak memory is not read here)."""
         return 0.0
 
+    def device_name(self) -> str:
+        """The default device's name as MLX reports it ("Apple M2 Max", a CPU's brand), or its
+        kind on an MLX too old to say (before mx.device_info)."""
+        info = mx.device_info() if hasattr(mx, "device_info") else {}
+        return str(info.get("device_name") or mx.default_device())
+
     def peak_flops(self) -> float:
         """float32 matmul FLOP/s of mlx on its default device (512^3 products for ~0.3 s),
         measured once per machine (train.flops.cached_peak_flops)."""

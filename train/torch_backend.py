@@ -94,13 +94,16 @@ class TorchBackend:
         """Peak accelerator memory allocated (MiB); 0.0 on cpu/mps, where it is not tracked."""
         return torch.cuda.max_memory_allocated() / 2**20 if self.name == "cuda" else 0.0
 
+    def device_name(self) -> str:
+        """The GPU's name on cuda ("NVIDIA H200"), else the device ("cpu", "mps")."""
+        return torch.cuda.get_device_name() if self.name == "cuda" else self.name
+
     def peak_flops(self) -> float:
         """Matmul FLOP/s in the training dtype (bf16 on cuda, fp32 elsewhere), measured once per
         machine (train.flops.cached_peak_flops)."""
         dtype = torch.bfloat16 if self.name == "cuda" else torch.float32
-        device = torch.cuda.get_device_name() if self.name == "cuda" else self.name
         return cached_peak_flops(
-            f"torch {torch.__version__}|{device}|{dtype}|{torch.get_num_threads()} threads",
+            f"torch {torch.__version__}|{self.device_name()}|{dtype}|{torch.get_num_threads()} threads",
             lambda: measure_matmul_flops(
                 self.name, dtype, size=4096 if self.name == "cuda" else 512),
         )
