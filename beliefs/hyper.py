@@ -75,6 +75,13 @@ def fit_pool_hyperparameters(
     return np.exp(result.x), _mode_covariance(lambda x: objective(x)[1], result.x)
 
 
+def log_scale_hyperprior(groups: list[PoolGroup], tau_sq: np.ndarray) -> float:
+    """sum_g log p(log tau_g^2) nats, up to a constant: -shape log tau^2 - rate / tau^2 (the
+    InvGamma(shape, rate) density of tau^2 taken on log tau^2), as the fit maximises it."""
+    return float(sum(-g.scale_shape * np.log(t) - g.scale_rate / t
+                     for g, t in zip(groups, tau_sq)))
+
+
 def _mode_covariance(gradient: Callable[[np.ndarray], np.ndarray], mode: np.ndarray) -> np.ndarray:
     """Laplace covariance of log tau^2 at the mode: the inverse Hessian of -log posterior, by
     central differences of the analytic gradient; directions with no curvature get 0."""

@@ -22,6 +22,14 @@ paired difference cancels u_s and the luck of what both share; a change whose lu
 of the mean over seeds (the luck's columns are not in any contrast). A future run at a seed
 without a column, or at a seed of its own, carries that luck as effects still at their prior
 ("latent" effects, like interaction pairs without a column).
+
+With `device_effects`, a run's device (`Observation.device`, e.g. a GPU's name) adds an offset
+e_k and multiplies its noise variance by h_k, both relative to the first device seen (e = 0,
+h = 1): results from two kinds of hardware are pooled without the offset biasing an effect, and
+the noisier device's runs count for less (beliefs.devices). The offsets have the baseline's
+vague prior, not a pooled one (a shrunk offset would leave part of itself in the effects of the
+changes run on that device); the multipliers are fitted by empirical Bayes. Predictions,
+effects and decisions are of runs on the reference device.
 Raw sufficient statistics
 X^T W X, X^T W u, u^T W u (u = y - y_ref, W = diag(1/h)) are accumulated by batched rank-one
 additions, so updates commute; the posterior is computed lazily, by Cholesky, when first asked.
@@ -37,7 +45,13 @@ from itertools import combinations
 
 import numpy as np
 
-from beliefs.hyper import PoolGroup, fit_pool_hyperparameters, with_hyperparameter_uncertainty
+from beliefs.devices import DeviceMoments, fit_noise_multipliers, reweighted
+from beliefs.hyper import (
+    PoolGroup,
+    fit_pool_hyperparameters,
+    log_scale_hyperprior,
+    with_hyperparameter_uncertainty,
+)
 from beliefs.nig import (
     NIGPosterior,
     batch_info_gain_known_sigma,
@@ -80,17 +94,23 @@ class Beliefs:
         *,
         interactions: bool = False,
         seed_effects: bool = False,
+        device_effects: bool = False,
         prior: BeliefPrior | None = None,
     ) -> None:
         self.prior = prior if prior is not None else BeliefPrior()
         self.interactions = interactions
         self.seed_effects = seed_effects
+        self.device_effects = device_effects
         self._hypotheses: list[Hypothesis] = []
         self._column: dict[str, int] = {}  # hypothesis name -> feature column; 0 is the baseline
         self._category_column: dict[str, int] = {}  # category -> column of its mean m_g
         self._pair_column: dict[frozenset[str], int] = {}  # interaction pair -> feature column
         self._seed_column: dict[int, int] = {}  # seed -> column of its luck u_s
         self._luck_column: dict[tuple[int, str], int] = {}  # (seed, hypothesis) -> column of v_sj
+        self._reference_device: str | None = None  # the first device seen: e = 0, h = 1
+        self._device_column: dict[str, int] = {}  # every other device -> column of its offset
+        self._device_moments: dict[str, DeviceMoments] = {}  # its share of the statistics
+        self._noise_multiplier: dict[str, float] = {}  # its fitted h
         self._gram = np.zeros((1, 1))
         self._moment = np.zeros(1)
         self._sum_sq = 0.0
@@ -175,6 +195,8 @@ class Beliefs:
         """Append a zero row and column to the statistics; returns the new column's index."""
         self._gram = np.pad(self._gram, ((0, 1), (0, 1)))
         self._moment = np.pad(self._moment, (0, 1))
+        for moments in self._device_moments.values():
+            moments.pad()
         self._cache = None
         return len(self._moment) - 1
 
@@ -185,10 +207,12 @@ class Beliefs:
                            f"known: {[h.name for h in self._hypotheses]}")
 
     def _features(self, configs: Sequence[frozenset[str]],
-                  seeds: Sequence[object] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows x(c) (baseline, hypotheses, category means, known pairs, and with `seeds` the
-        luck columns of each run's seed) and the prior variance (units of sigma^2) of each row's
-        effects without a column. Without `seeds` the rows are of the mean over seeds."""
+                  seeds: Sequence[object] | None = None,
+                  devices: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows x(c) (baseline, hypotheses, category means, known pairs, with `seeds` the luck
+        columns of each run's seed, with `devices` each run's device offset) and the prior
+        variance (units of sigma^2) of each row's effects without a column. Without `seeds` the
+        rows are of the mean over seeds; without `devices`, of runs on the reference device."""
         rows = np.zeros((len(configs), len(self._moment)))
         rows[:, 0] = 1.0
         latent_variance = np.zeros(len(configs))
@@ -214,6 +238,8 @@ class Beliefs:
                     column = self._luck_column.get((seed, name))
                     if column is not None:
                         rows[i, column] = 1.0
+            if devices is not None and devices[i] in self._device_column:
+                rows[i, self._device_column[devices[i]]] = 1.0
             latent_variance[i] = sum(self._latent_variance(key, category_of)
                                      for key in self._latent_of(config, seed))
         return rows, latent_variance
@@ -258,14 +284,25 @@ class Beliefs:
                 for name in sorted(o.config):
                     if (o.seed, name) not in self._luck_column:
                         self._luck_column[(o.seed, name)] = self._add_column()
+            if self.device_effects and o.device is not None:
+                if self._reference_device is None:
+                    self._reference_device = o.device
+                elif o.device != self._reference_device and o.device not in self._device_column:
+                    self._device_moments[o.device] = DeviceMoments.empty(len(self._moment))
+                    self._device_column[o.device] = self._add_column()
         if self._reference is None:
             self._reference = batch[0].value
-        rows, _ = self._features([o.config for o in batch], [o.seed for o in batch])
+        devices = [o.device if self.device_effects else None for o in batch]
+        rows, _ = self._features([o.config for o in batch], [o.seed for o in batch], devices)
         weights = np.array([1.0 / o.noise_scale for o in batch])
         shifted = np.array([o.value for o in batch]) - self._reference
         self._gram += (rows * weights[:, None]).T @ rows
         self._moment += rows.T @ (weights * shifted)
         self._sum_sq += float(np.sum(weights * shifted**2))
+        for device, moments in self._device_moments.items():
+            on = np.array([d == device for d in devices])
+            if on.any():
+                moments.add(rows[on], weights[on], shifted[on])
         for o, u, w in zip(batch, shifted, weights):
             self._config_moments.setdefault(o.config, ConfigMoments()).add(float(u), float(w))
         self._observations.extend(batch)
@@ -329,6 +366,7 @@ class Beliefs:
         mean = np.zeros(d)
         precision = np.empty(d)
         precision[0] = self.prior.baseline_sd**-2
+        precision[list(self._device_column.values())] = self.prior.baseline_sd**-2
         for pool, columns in self._pool_columns().items():
             precision[columns] = 1.0 / self._scale_sq(pool)
         for h in self._hypotheses:
@@ -340,36 +378,57 @@ class Beliefs:
             precision[column] = self.prior.category_mean_sd**-2
         return mean, precision
 
-    def _standard_stats(self, center: float, scale: float) -> tuple[np.ndarray, float]:
-        """X^T W z and z^T W z from the raw statistics: z = (u - delta)/scale,
+    def _standard_stats(self, center: float, scale: float, gram: np.ndarray,
+                        raw_moment: np.ndarray, raw_sum_sq: float) -> tuple[np.ndarray, float]:
+        """X^T W z and z^T W z from raw statistics: z = (u - delta)/scale,
         delta = center - y_ref; X^T W 1 is the baseline column of the Gram matrix."""
         delta = center - (self._reference or 0.0)
-        moment = (self._moment - delta * self._gram[:, 0]) / scale
-        sum_sq = ((self._sum_sq - 2 * delta * self._moment[0] + delta**2 * self._gram[0, 0])
+        moment = (raw_moment - delta * gram[:, 0]) / scale
+        sum_sq = ((raw_sum_sq - 2 * delta * raw_moment[0] + delta**2 * gram[0, 0])
                   / scale**2)
         return moment, max(sum_sq, 0.0)
 
     def _posterior(self) -> tuple[NIGPosterior, float, float]:
         """(NIG posterior in standardised units, center, scale); EB hyperparameters refitted
-        lazily."""
+        lazily: the pooled scales, and with several devices their noise multipliers."""
         if self._cache is not None:
             return self._cache
         center, scale = self.standardisation()
-        moment, sum_sq = self._standard_stats(center, scale)
+        noisy = [d for d, m in self._device_moments.items() if m.count > 0]
+        if noisy:
+            multipliers = fit_noise_multipliers(
+                lambda h: self._fit_scales(center, scale, noisy, h)[0], len(noisy),
+                self.prior.device_noise_sd)
+            self._noise_multiplier = {d: float(h) for d, h in zip(noisy, multipliers)}
+        _, post = self._fit_scales(center, scale, noisy,
+                                   np.array([self._noise_multiplier[d] for d in noisy]),
+                                   final=True)
+        self._cache = (post, center, scale)
+        return self._cache
+
+    def _fit_scales(self, center: float, scale: float, devices: Sequence[str],
+                    multipliers: np.ndarray, final: bool = False) -> tuple[float, NIGPosterior]:
+        """The pooled scales' empirical-Bayes fit with the runs of `devices` at noise
+        multipliers h: (log evidence + log hyperprior of the scales at the fit, nats; the
+        posterior, with the Kass-Steffey term when `final`)."""
+        gram, raw_moment, raw_sum_sq, log_weight_change = reweighted(
+            self._gram, self._moment, self._sum_sq,
+            [self._device_moments[d] for d in devices], multipliers)
+        moment, sum_sq = self._standard_stats(center, scale, gram, raw_moment, raw_sum_sq)
         n = len(self._observations)
-
-        sum_log_weight = float(sum(-math.log(o.noise_scale) for o in self._observations))
-
+        sum_log_weight = (float(sum(-math.log(o.noise_scale) for o in self._observations))
+                          + log_weight_change)
         a0, b0 = self.noise_prior()
 
         def evaluate(
             prior_mean: np.ndarray, prior_precision: np.ndarray
         ) -> tuple[float, NIGPosterior]:
-            post = nig_posterior(self._gram, moment, sum_sq, n, prior_mean, prior_precision, a0, b0)
+            post = nig_posterior(gram, moment, sum_sq, n, prior_mean, prior_precision, a0, b0)
             return log_marginal_likelihood(post, n, sum_log_weight, prior_precision, a0, b0), post
 
         prior_mean, prior_precision = self._prior_vectors(scale)
         groups = self._groups() if self.prior.empirical_bayes and n > 0 else {}
+        hyperprior = 0.0
         if groups:  # none when every hypothesis has a transferred prior: nothing to pool
             names = list(groups)
             tau_sq, log_tau_sq_cov = fit_pool_hyperparameters(
@@ -379,12 +438,37 @@ class Beliefs:
                 np.array([self._prior_tau_sq(k) for k in names]))
             self._tau_sq = {k: float(t) for k, t in zip(names, tau_sq)}
             prior_mean, prior_precision = self._prior_vectors(scale)
-        _, post = evaluate(prior_mean, prior_precision)
-        if groups and self.prior.hyper_uncertainty:
+            hyperprior = log_scale_hyperprior(list(groups.values()), tau_sq)
+        log_evidence, post = evaluate(prior_mean, prior_precision)
+        if final and groups and self.prior.hyper_uncertainty:
             post = with_hyperparameter_uncertainty(post, list(groups.values()), tau_sq,
                                                    log_tau_sq_cov)
-        self._cache = (post, center, scale)
-        return self._cache
+        return log_evidence + hyperprior, post
+
+    def noise_multiplier(self, device: str | None) -> float:
+        """h of a device: its runs' noise variance over the reference device's (1 for the
+        reference, for None and without device effects)."""
+        if device is None or device not in self._device_column:
+            return 1.0
+        self.standard_posterior()
+        return self._noise_multiplier.get(device, 1.0)
+
+    def run_noise_scale(self, observation: Observation) -> float:
+        """A run's noise variance multiplier: its own h(c) times its device's h_k."""
+        device = observation.device if self.device_effects else None
+        return observation.noise_scale * self.noise_multiplier(device)
+
+    def device_effects_summary(self) -> dict[str, dict[str, float]]:
+        """Per device seen, in the order first seen: "offset", the posterior mean of e_k
+        (metric units; 0 for the reference), and "noise_multiplier", h_k."""
+        if self._reference_device is None:
+            return {}
+        post, _, scale = self._posterior()
+        result = {self._reference_device: {"offset": 0.0, "noise_multiplier": 1.0}}
+        for device, column in self._device_column.items():
+            result[device] = {"offset": float(post.mean[column]) * scale,
+                              "noise_multiplier": self.noise_multiplier(device)}
+        return result
 
     def hyperparameters(self) -> dict[str, dict[str, float]]:
         """Per category: posterior mean of m_g and the empirical-Bayes tau_g (standardised units,
@@ -411,11 +495,12 @@ class Beliefs:
 
     def column_layout(self) -> dict[str, dict]:
         """Which column of theta holds what: {"hypothesis": {name: col}, "category": {g: col},
-        "pairs": {frozenset pair: col}, "seed": {seed: col}, "luck": {(seed, name): col}};
+        "pairs": {frozenset pair: col}, "seed": {seed: col}, "luck": {(seed, name): col},
+        "device": {device: col}};
         column 0 is the baseline."""
         return {"hypothesis": dict(self._column), "category": dict(self._category_column),
                 "pairs": dict(self._pair_column), "seed": dict(self._seed_column),
-                "luck": dict(self._luck_column)}
+                "luck": dict(self._luck_column), "device": dict(self._device_column)}
 
     def pool_scales(self) -> list[tuple[str, np.ndarray, float]]:
         """Every pool of columns with one scale, other than the category deltas: (name, columns,
@@ -450,29 +535,37 @@ class Beliefs:
         return self._posterior()[0]
 
     def design(self, configs: Sequence[frozenset[str]],
-               seeds: Sequence[int | None] | None = None) -> np.ndarray:
+               seeds: Sequence[int | None] | None = None,
+               devices: Sequence[str | None] | None = None) -> np.ndarray:
         """Feature rows x(c), columns as in `standard_posterior` (pairs without a column
-        dropped); with `seeds`, the rows of runs at those seeds (their luck's columns)."""
-        return self._features([frozenset(c) for c in configs], seeds)[0]
+        dropped); with `seeds`, the rows of runs at those seeds (their luck's columns); with
+        `devices`, of runs on those devices (their offsets' columns)."""
+        return self._features([frozenset(c) for c in configs], seeds, devices)[0]
 
     # ---- predictions -----------------------------------------------------------------------
 
     def _mean_and_r(
-        self, configs: Sequence[frozenset[str]], seeds: Sequence[object] | None = None
+        self, configs: Sequence[frozenset[str]], seeds: Sequence[object] | None = None,
+        devices: Sequence[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, NIGPosterior, float, float]:
         """Standardised mu(c) = x^T m and r(c) = x^T V x (+ the prior variance of the effects
-        with no column); with `seeds`, of a run at each seed, luck included."""
+        with no column); with `seeds`, of a run at each seed, luck included; with `devices`,
+        on each device, its offset included."""
         post, center, scale = self._posterior()
-        rows, latent_variance = self._features([frozenset(c) for c in configs], seeds)
+        rows, latent_variance = self._features([frozenset(c) for c in configs], seeds, devices)
         return rows @ post.mean, post.quad(rows) + latent_variance, post, center, scale
 
     def predict(self, configs: Sequence[frozenset[str]],
                 noise_scale: float | np.ndarray = 1.0,
-                seeds: Sequence[int | None] | None = None) -> Predictive:
+                seeds: Sequence[int | None] | None = None,
+                devices: Sequence[str | None] | None = None) -> Predictive:
         """One future run y(c): t_{2a}(x^T m, (b/a)(h + r)), metric units, at `seeds[i]` (a seed
-        already run shares its luck) or, by default, each at a seed of its own."""
+        already run shares its luck) or, by default, each at a seed of its own; on `devices[i]`
+        (its offset, and its noise multiplier times h) or, by default, the reference device."""
         seeds = fresh_seeds(len(configs)) if seeds is None else seeds
-        mean, r, post, center, scale = self._mean_and_r(configs, seeds)
+        mean, r, post, center, scale = self._mean_and_r(configs, seeds, devices)
+        if devices is not None:
+            noise_scale = noise_scale * np.array([self.noise_multiplier(d) for d in devices])
         z_scale = np.sqrt(post.noise_var * (np.asarray(noise_scale, dtype=float) + r))
         return Predictive(mean * scale + center, z_scale * scale, np.full(len(mean), 2 * post.a))
 
@@ -685,9 +778,10 @@ class Beliefs:
                                  "the observed data")
         post, center, scale = self._posterior()
         configs = [o.config for o in observations]
-        mean, r, _, _, _ = self._mean_and_r(configs, [o.seed for o in observations])
+        mean, r, _, _, _ = self._mean_and_r(configs, [o.seed for o in observations],
+                                            [o.device for o in observations])
         z = (np.array([o.value for o in observations]) - center) / scale
-        h = np.array([o.noise_scale for o in observations])
+        h = np.array([self.run_noise_scale(o) for o in observations])
         if exclude_self:
             loc, z_scale, df = loo_predictive_params(z, mean, r, 1.0 / h, post.a, post.b)
         else:

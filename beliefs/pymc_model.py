@@ -4,6 +4,8 @@ Same standardisation, design matrix and priors as `Beliefs` (standardised units)
   sigma^2 ~ InvGamma(a0, b0); b0 = baseline_sd sigma e0; m_g = category_mean_sd sigma e_g;
   delta_j = tau_g sigma e_j (transferred priors: mu_j + sd_j sigma e_j); pairs: tau_int sigma e_p;
   with seed effects, a seed's luck tau_seed sigma e_s and each change's tau_luck,g sigma e_sj;
+  with device effects, a device's offset baseline_sd sigma e_k, and h_i times its device's
+  empirical-Bayes noise multiplier (fixed at the fast path's fit in both modes);
   z_i ~ N(x_i^T theta, sigma^2 h_i); all e ~ N(0, 1).
 `hierarchical=True` gives tau_g^2 (and the other pools' tau^2) their inverse-gamma hyperprior,
 integrating over them (the study report). `hierarchical=False` fixes them at the fast path's
@@ -46,9 +48,10 @@ def fit_pymc(
     beliefs.standard_posterior()  # fits the empirical-Bayes scales used when not hierarchical
     hyper = beliefs.hyperparameters()
     obs = beliefs.observations
-    design = beliefs.design([o.config for o in obs], [o.seed for o in obs])
+    devices = [o.device if beliefs.device_effects else None for o in obs]
+    design = beliefs.design([o.config for o in obs], [o.seed for o in obs], devices)
     z = (np.array([o.value for o in obs]) - center) / scale
-    noise_sd_factor = np.sqrt([o.noise_scale for o in obs])
+    noise_sd_factor = np.sqrt([beliefs.run_noise_scale(o) for o in obs])
     hypotheses = beliefs.hypotheses
     categories = beliefs.categories
     layout = beliefs.column_layout()
@@ -69,6 +72,8 @@ def fit_pymc(
         prior_mean = np.zeros(design.shape[1])
         column_sd = pt.zeros(design.shape[1])
         column_sd = pt.set_subtensor(column_sd[0], prior.baseline_sd)
+        for j in layout["device"].values():
+            column_sd = pt.set_subtensor(column_sd[j], prior.baseline_sd)
         for g in categories:
             column_sd = pt.set_subtensor(column_sd[layout["category"][g]], prior.category_mean_sd)
         for h in hypotheses:

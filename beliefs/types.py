@@ -39,12 +39,14 @@ class Observation:
 
     `noise_scale` is h(c), the multiplier of the noise VARIANCE (1 = a normal run). `seed` is the
     run's seed: runs that share one share its luck when the beliefs model seed effects (None: a
-    seed of its own)."""
+    seed of its own). `device` names the hardware it ran on (a GPU's name), for beliefs that
+    model device effects (None: unknown, taken as the reference device)."""
 
     config: frozenset[str]
     value: float
     noise_scale: float = 1.0
     seed: int | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, frozenset):
@@ -113,6 +115,8 @@ class BeliefPrior:
     `seed_sd` centres the hyperpriors of the seed scales (a seed's luck u_s and what each change
     adds to it, v_sj; see `Beliefs`), relative to sigma as every scale:
     tau^2 ~ InvGamma(scale_df/2, scale_df/2 * seed_sd^2).
+    `device_noise_sd` is the sd of log h_k, a device's noise multiplier (beliefs.devices): the
+    default keeps an order of magnitude either way within 1.5 sd.
     """
 
     effect_sd: float = 0.5
@@ -128,6 +132,7 @@ class BeliefPrior:
     standardisation: tuple[float, float] | None = None
     null_share: float = 0.5
     seed_sd: float = 0.3
+    device_noise_sd: float = 1.5
 
     def __post_init__(self) -> None:
         if not (isinstance(self.null_share, (int, float)) and 0 <= self.null_share < 1):
@@ -138,7 +143,7 @@ class BeliefPrior:
                 raise ValueError("BeliefPrior.standardisation must be (finite center, "
                                  f"scale > 0), got {self.standardisation!r}")
         for key in ("effect_sd", "noise_df", "noise_sd", "baseline_sd", "category_mean_sd",
-                    "scale_df", "interaction_sd", "seed_sd"):
+                    "scale_df", "interaction_sd", "seed_sd", "device_noise_sd"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"BeliefPrior.{key} must be a finite number > 0, got {value!r}")

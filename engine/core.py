@@ -325,12 +325,12 @@ def appraise(before: Beliefs, after: Beliefs, runs: Sequence[RunRecord], plan: S
     leave-one-out predictive of one or two observations is degenerate. Learntropy is about one
     hypothesis's effect, so a pair move or a baseline step has none."""
     appraisal: dict[str, Any] = {"terms": dict(plan.terms)}
-    observations = [Observation(r.config, r.value, seed=r.seed) for r in runs
+    observations = [Observation(r.config, r.value, seed=r.seed, device=r.device) for r in runs
                     if r.value is not None]
     if not observations or before.n_observations == 0:
         return appraisal
-    surprise = [-float(before.predict([o.config], seeds=[o.seed]).logpdf(np.array([o.value]))[0])
-                for o in observations]
+    surprise = [-float(before.predict([o.config], seeds=[o.seed], devices=[o.device])
+                       .logpdf(np.array([o.value]))[0]) for o in observations]
     values = {"surprise": float(np.mean(surprise)),
               "compression_progress": compression_progress(before, after, before.observations)}
     if appraises_effect:

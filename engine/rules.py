@@ -81,7 +81,18 @@ def run_record(row: Mapping[str, Any], step: int, rules: StudyRules) -> RunRecor
     """A ledger run row as the policies see it."""
     return RunRecord(config=frozenset(row["hypotheses"]),
                      value=rules.value_of(row["metric"], row["status"]), status=row["status"],
-                     seed=row["seed"], step=step, role=row["role"], slot=row["slot"])
+                     seed=row["seed"], step=step, role=row["role"], slot=row["slot"],
+                     device=device_label(row.get("extra") or {}))
+
+
+def device_label(extra: Mapping[str, Any]) -> str | None:
+    """The hardware a run was made on, as the model tells devices apart: the name the env
+    reports (the trainer's device_name, a GPU's name: two slots of one kind are one device),
+    else the runner's slot ("cuda:1") or Ray node; None when nothing says."""
+    for key in ("device_name", "device", "node"):
+        if extra.get(key):
+            return str(extra[key])
+    return None
 
 
 def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozenset[str]]:

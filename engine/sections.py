@@ -164,6 +164,11 @@ class BeliefsSection:
         True, None,
         "model the luck a seed gives every run at it, and how much of it each category's "
         "changes keep (seed and seed x change random effects)")
+    device_effects: bool = setting(
+        True, None,
+        "with runs on more than one device (a GPU kind, else a runner slot or Ray node): an "
+        "offset per device and a noise multiplier per device, fitted by empirical Bayes; one "
+        "device adds nothing")
     prior_seed_sd: float = setting(
         class_default(BeliefPrior, "seed_sd"), Range(0, lo_open=True),
         "centre of the hyperprior of the seed effects' scales, in units of the noise sd")

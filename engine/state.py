@@ -85,10 +85,12 @@ class StudyState:
 
     @classmethod
     def start(cls, hypotheses: Iterable[Hypothesis], prior: BeliefPrior,
-              interactions: bool, seed_effects: bool = False) -> StudyState:
+              interactions: bool, seed_effects: bool = False,
+              device_effects: bool = False) -> StudyState:
         known = {h.name: h for h in hypotheses}
         beliefs = Beliefs([BeliefHypothesis(h.name, h.category) for h in known.values()],
-                          interactions=interactions, seed_effects=seed_effects, prior=prior)
+                          interactions=interactions, seed_effects=seed_effects,
+                          device_effects=device_effects, prior=prior)
         return cls(hypotheses=known, beliefs=beliefs)
 
     @property
@@ -159,8 +161,8 @@ def with_run(state: StudyState, run: RunRecord, seconds: float | None) -> StudyS
 
 def with_step_observed(state: StudyState, step: int) -> StudyState:
     """The state whose beliefs have taken in the step's successful runs."""
-    observations = [Observation(r.config, r.value, seed=r.seed) for r in state.runs_of(step)
-                    if r.value is not None]
+    observations = [Observation(r.config, r.value, seed=r.seed, device=r.device)
+                    for r in state.runs_of(step) if r.value is not None]
     if not observations:
         return state
     beliefs = state.beliefs.copy()

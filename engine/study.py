@@ -90,7 +90,7 @@ class Study:
                 source_name(cfg.study.name, self.out_dir), self._config_record(),
                 self.env.fingerprint(), cfg.study.seed)
         fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions,
-                                 cfg.beliefs.seed_effects)
+                                 cfg.beliefs.seed_effects, cfg.beliefs.device_effects)
         with threadpool_limits(limits=1, user_api="blas"):  # as run_study does (engine.loop)
             self.state = replay(self.ledger, self.study_id, fresh, self.rules)
         self.runs_at_open = self.state.runs_used

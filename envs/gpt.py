@@ -42,7 +42,7 @@ TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
 # config cannot stand in for the engine's trainer (which PYTHONPATH names; Python 3.11+).
 TRAINER_COMMAND = (sys.executable, "-P", "-m", "train")
 _INTEGER_FIELDS = frozenset({"num_steps", "depth", "seed"})
-_TEXT_FIELDS = frozenset({"eval_hash", "backend", "device"})
+_TEXT_FIELDS = frozenset({"eval_hash", "backend", "device_name"})
 
 # The trainer knobs that define the experiment, with what each defines: every run of a study
 # shares them, so a hypothesis may not change them (a change of `data` could train on the
@@ -72,8 +72,8 @@ def knob_problem(key: object) -> str | None:
 def parse_summary(stdout: str) -> dict[str, Any] | None:
     """The `key: value` lines after the last `---` line of stdout, typed; None if there is none.
 
-    Known integer fields become int, eval_hash, backend and device stay text, everything else becomes a
-    float when it parses as one and stays text otherwise.
+    Known integer fields become int, eval_hash, backend and device_name stay text, everything
+    else becomes a float when it parses as one and stays text otherwise.
     """
     lines = stdout.splitlines()
     separators = [i for i, line in enumerate(lines) if line.strip() == "---"]

@@ -55,6 +55,7 @@ class RunRecord:
     step: int
     role: Role  # "base" | "candidate" | "incumbent"
     slot: int = 0  # its place in the step's plan: runs of a step may finish in any order
+    device: str | None = None  # the hardware it ran on (engine.rules.device_label)
 
 
 @dataclass(frozen=True)

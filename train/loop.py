@@ -73,7 +73,7 @@ class RunResult:
             ("depth", str(self.depth)),
             ("eval_hash", self.eval_hash),
             ("backend", self.backend),
-            ("device", self.device),
+            ("device_name", self.device),
             ("seed", str(self.seed)),
         ]
         return "---\n" + "\n".join(f"{key + ':':<18}{value}" for key, value in rows)

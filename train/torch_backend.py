@@ -103,7 +103,8 @@ class TorchBackend:
         machine (train.flops.cached_peak_flops)."""
         dtype = torch.bfloat16 if self.name == "cuda" else torch.float32
         return cached_peak_flops(
-            f"torch {torch.__version__}|{self.device_name()}|{dtype}|{torch.get_num_threads()} threads",
+            f"torch {torch.__version__}|{self.device_name()}|{dtype}|"
+            f"{torch.get_num_threads()} threads",
             lambda: measure_matmul_flops(
                 self.name, dtype, size=4096 if self.name == "cuda" else 512),
         )

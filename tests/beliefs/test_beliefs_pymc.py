@@ -67,3 +67,22 @@ def test_fast_path_matches_nuts_with_seed_effects():
     beliefs = Beliefs(hypotheses, seed_effects=True, prior=BeliefPrior(hyper_uncertainty=False))
     beliefs.update(obs)
     _check_nuts_agrees(beliefs)
+
+
+@pytest.mark.slow
+def test_fast_path_matches_nuts_with_device_effects():
+    """Half the runs on a second device that reads 3 noise sds higher with twice the noise sd:
+    its offset column and its fitted noise multiplier give NUTS the fast path's posterior."""
+    rng = np.random.default_rng(3)
+    hypotheses = [Hypothesis(f"h{i:02d}", ["a", "b"][i % 2]) for i in range(8)]
+    noise = 0.02
+    obs = []
+    for i in range(40):
+        device = "A" if i % 2 == 0 else "B"
+        applied = frozenset({hypotheses[i % 8].name}) if i >= 8 else frozenset()
+        offset, sd = (0.0, noise) if device == "A" else (3 * noise, 2 * noise)
+        obs.append(Observation(applied, 1.0 + offset + sd * rng.normal(), device=device))
+    beliefs = Beliefs(hypotheses, device_effects=True, prior=BeliefPrior(hyper_uncertainty=False))
+    beliefs.update(obs)
+    assert beliefs.noise_multiplier("B") > 1.0
+    _check_nuts_agrees(beliefs)

@@ -159,6 +159,42 @@ print("loss:", 5.0 - x + random.Random(seed).gauss(0, 0.3))
 """
 
 
+# A second kind of hardware, by the device the run was given: reads 1.0 higher and is three
+# times as noisy.
+TWO_KINDS_EXPERIMENT = """
+import os, random, sys, time
+seed, x = int(sys.argv[1]), int(sys.argv[2])
+other = os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+time.sleep(0.1)
+print("loss:", 5.0 - 0.3 * x + other + random.Random(seed).gauss(0, 0.3 if other else 0.1))
+"""
+
+
+def test_runs_on_two_devices_are_pooled_with_an_offset_and_a_noise_multiplier(tmp_path):
+    """Each run's device reaches the model from its ledger row: the second device's fitted
+    offset is its true 1.0 (against the reference device, whichever ran first) within four
+    standard errors of a device mean over its runs (0.3 / sqrt(n)), and it is found the noisier;
+    a replay from the ledger is the same model."""
+    script = tmp_path / "experiment.py"
+    script.write_text(TWO_KINDS_EXPERIMENT)
+    text = textwrap.dedent(CONFIG.format(python=sys.executable, script=script,
+                                         runner="parallel"))
+    text = text.replace("workers = 3", 'devices = ["cuda:0", "cuda:1"]').replace(
+        "budget_trials = 8", "budget_trials = 24")
+    (tmp_path / "study.toml").write_text(text)
+    study = Study(load_config(tmp_path / "study.toml", out_dir=str(tmp_path / "out")))
+    assert study.run(write_report=False).status == "finished"
+    assert {run.device for run in study.state.runs} == {"cuda:0", "cuda:1"}
+    summary = study.state.beliefs.device_effects_summary()
+    reference, other = list(summary)
+    sign = 1.0 if other == "cuda:1" else -1.0
+    on_other = sum(run.device == "cuda:1" for run in study.state.runs)
+    assert abs(summary[other]["offset"] - sign * 1.0) < 4 * 0.3 / on_other**0.5
+    assert (summary[other]["noise_multiplier"] > 1.0) == (other == "cuda:1")
+    replayed = Study(load_config(tmp_path / "study.toml", out_dir=str(tmp_path / "out")))
+    assert replayed.state.beliefs.device_effects_summary() == summary
+
+
 def test_parallel_runs_each_see_only_their_device_and_never_share_it(tmp_path):
     script = tmp_path / "experiment.py"
     script.write_text(DEVICE_EXPERIMENT)

@@ -10,7 +10,7 @@ import torch
 SUMMARY_KEYS = [
     "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "peak_rss_mb", "mfu_percent",
     "total_tokens_M",
-    "num_steps", "num_params_M", "depth", "eval_hash", "backend", "device", "seed",
+    "num_steps", "num_params_M", "depth", "eval_hash", "backend", "device_name", "seed",
 ]
 
 
@@ -33,7 +33,7 @@ def test_summary_block_is_the_contract_and_same_seed_is_bit_identical(run_cli, t
     assert float(summary["peak_vram_mb"]) == 0.0 and float(summary["peak_rss_mb"]) > 100
     assert summary["num_steps"] == "12" and summary["depth"] == "1" and summary["seed"] == "5"
     assert summary["backend"] == "cpu" and len(summary["eval_hash"]) == 12
-    assert summary["device"] == "cpu"
+    assert summary["device_name"] == "cpu"
     assert float(summary["total_tokens_M"]) == pytest.approx(12 * 8 * 64 / 1e6, abs=5e-4)
     second = run_cli([*tiny_flags, "--steps", "12", "--seed", "5"])
     assert summary_values(second.stdout)["val_bpb"] == summary["val_bpb"]
@@ -110,7 +110,7 @@ def test_mlx_backend_runs_from_the_command_line(run_cli, tiny_flags):
     assert summary["backend"] == "mlx" and summary["num_steps"] == "5"
     import mlx.core as mx  # the run's device, as MLX names this machine's
 
-    assert summary["device"] == mx.device_info()["device_name"]
+    assert summary["device_name"] == mx.device_info()["device_name"]
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
