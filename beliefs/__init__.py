@@ -1,8 +1,8 @@
 """The generative model over outcomes: a hierarchical Bayesian linear model of a study's metric.
 
 Fast path: `Beliefs` (conjugate Normal-inverse-gamma, empirical-Bayes category pooling).
-Full Bayes: `fit_pymc` (PyMC, NUTS). Export: `to_inference_data`, `save_inference_data`,
-`plot_effects`.
+Full Bayes: `fit_pymc` (PyMC, NUTS), `sampler_diagnostics`. Export: `to_inference_data`,
+`save_inference_data`, `plot_effects`.
 PyMC and arviz are imported lazily, so `import beliefs` stays cheap.
 """
 
@@ -28,6 +28,7 @@ __all__ = [
     "Projection",
     "fit_pymc",
     "plot_effects",
+    "sampler_diagnostics",
     "save_inference_data",
     "to_inference_data",
 ]
@@ -35,10 +36,10 @@ __all__ = [
 
 def __getattr__(name: str):
     # Lazy: pymc and arviz take seconds to import and only the report needs them.
-    if name == "fit_pymc":
-        from beliefs.pymc_model import fit_pymc
+    if name in ("fit_pymc", "sampler_diagnostics"):
+        from beliefs import pymc_model
 
-        return fit_pymc
+        return getattr(pymc_model, name)
     if name in ("to_inference_data", "save_inference_data", "plot_effects"):
         from beliefs import export
 

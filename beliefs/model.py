@@ -502,6 +502,25 @@ class Beliefs:
                 "pairs": dict(self._pair_column), "seed": dict(self._seed_column),
                 "luck": dict(self._luck_column), "device": dict(self._device_column)}
 
+    def column_names(self) -> list[str]:
+        """What each column of theta is, in column order: "baseline", "effect:<name>" (delta_j),
+        "category:<g>" (m_g), "pair:<a>+<b>", "seed:<s>" (u_s), "luck:<s>:<name>" (v_sj),
+        "device:<k>" (e_k)."""
+        names = ["baseline"] + [""] * (len(self._moment) - 1)
+        labelled = [(self._column, "effect:{}"), (self._category_column, "category:{}")]
+        for columns, form in labelled:
+            for key, column in columns.items():
+                names[column] = form.format(key)
+        for pair, column in self._pair_column.items():
+            names[column] = "pair:" + "+".join(sorted(pair))
+        for seed, column in self._seed_column.items():
+            names[column] = f"seed:{seed}"
+        for (seed, name), column in self._luck_column.items():
+            names[column] = f"luck:{seed}:{name}"
+        for device, column in self._device_column.items():
+            names[column] = f"device:{device}"
+        return names
+
     def pool_scales(self) -> list[tuple[str, np.ndarray, float]]:
         """Every pool of columns with one scale, other than the category deltas: (name, columns,
         fitted tau relative to sigma), name "interaction", "seed" or "seed:<category>"."""

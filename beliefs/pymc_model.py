@@ -18,6 +18,9 @@ plus `coefficients[column]` (standardised theta) for derived quantities.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from beliefs.model import Beliefs
@@ -56,7 +59,7 @@ def fit_pymc(
     categories = beliefs.categories
     layout = beliefs.column_layout()
     coords = {"hypothesis": [h.name for h in hypotheses], "category": categories,
-              "column": np.arange(design.shape[1])}
+              "column": beliefs.column_names()}
 
     with pm.Model(coords=coords):
         noise_shape, noise_rate = beliefs.noise_prior()
@@ -104,3 +107,54 @@ def fit_pymc(
         return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
                          target_accept=target_accept, progressbar=False,
                          compute_convergence_checks=False, cores=1)
+
+
+# Vehtari et al. (2021): r-hat below 1.01 and a bulk ESS of at least 100 per chain.
+RHAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100
+
+
+@dataclass(frozen=True)
+class SamplerDiagnostics:
+    """Whether a NUTS fit can be trusted: divergent transitions after tuning, the largest
+    r-hat (NaN with one chain, where it is not defined) and the smallest bulk ESS over the
+    reported variables (baseline, effect, category_mean, category_scale, sigma), and the
+    number of chains."""
+
+    divergences: int
+    max_rhat: float
+    min_ess_bulk: float
+    chains: int
+
+    @property
+    def problems(self) -> list[str]:
+        """What makes the fit untrustworthy, one phrase each ([] for none)."""
+        found = []
+        if self.divergences:
+            found.append(f"{self.divergences} divergent transitions")
+        if self.chains > 1 and not self.max_rhat <= RHAT_LIMIT:
+            found.append(f"r-hat up to {self.max_rhat:.3f} (> {RHAT_LIMIT})")
+        if not self.min_ess_bulk >= ESS_PER_CHAIN * self.chains:
+            found.append(f"bulk ESS down to {self.min_ess_bulk:.0f} "
+                         f"(< {ESS_PER_CHAIN} per chain)")
+        return found
+
+
+def sampler_diagnostics(idata) -> SamplerDiagnostics:
+    """The diagnostics of a `fit_pymc` result (arviz 0.2x InferenceData or 1.x DataTree)."""
+    import arviz as az
+
+    names = ["baseline", "effect", "category_mean", "category_scale", "sigma"]
+    stats = idata.sample_stats if hasattr(idata, "sample_stats") else idata["sample_stats"]
+    posterior = idata.posterior if hasattr(idata, "posterior") else idata["posterior"]
+    chains = int(posterior.sizes["chain"])
+    ess = az.ess(idata, var_names=names, method="bulk")
+    max_rhat = math.nan
+    if chains > 1:
+        rhat = az.rhat(idata, var_names=names)
+        max_rhat = float(max(np.nanmax(np.asarray(rhat[n])) for n in names))
+    return SamplerDiagnostics(
+        divergences=int(np.asarray(stats["diverging"]).sum()),
+        max_rhat=max_rhat,
+        min_ess_bulk=float(min(np.nanmin(np.asarray(ess[n])) for n in names)),
+        chains=chains)

@@ -13,7 +13,13 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from beliefs import Beliefs, fit_pymc, save_inference_data, to_inference_data  # noqa: E402
+from beliefs import (  # noqa: E402
+    Beliefs,
+    fit_pymc,
+    sampler_diagnostics,
+    save_inference_data,
+    to_inference_data,
+)
 from engine.config import BeliefsSection  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from engine.summary import StudySummary  # noqa: E402
@@ -37,9 +43,12 @@ def write_outputs(summary: StudySummary, beliefs: Beliefs, insights: list[dict],
 
     history = [frozenset(row["incumbent"].get("kept", [])) for row in summary.steps]
     idata = to_inference_data(beliefs, incumbent_history=history,
-                              rng=np.random.default_rng(summary.seed))
+                              history_steps=[row["step"] for row in summary.steps],
+                              rng=np.random.default_rng(summary.seed),
+                              sign=1.0 if summary.direction == "lower" else -1.0,
+                              run_labels=summary.observed or None)
     save_inference_data(idata, paths["beliefs"])
-    models = [("conjugate", idata)]
+    models, diagnostics = [("conjugate", idata)], None
     if fit.fit_pymc and beliefs.n_observations > 0:
         progress.status("full-Bayes PyMC fit for the report")
         pymc_idata = fit_pymc(beliefs, draws=fit.pymc_draws, tune=fit.pymc_tune,
@@ -47,30 +56,39 @@ def write_outputs(summary: StudySummary, beliefs: Beliefs, insights: list[dict],
         paths["beliefs_pymc"] = out / "beliefs_pymc.nc"
         save_inference_data(pymc_idata, paths["beliefs_pymc"])
         models.append(("pymc", pymc_idata))
+        diagnostics = sampler_diagnostics(pymc_idata)
+        progress.say(f"PyMC fit: {diagnostics_line(diagnostics)}",
+                     always=bool(diagnostics.problems))
 
     paths["forest"] = plot_forest(models, beliefs, summary, plots / "effects_forest.png")
     paths["incumbent_plot"] = plot_incumbent(summary, plots / "incumbent.png")
     paths["efe_plot"] = plot_efe_terms(summary.steps, plots / "efe_terms.png")
     paths["appraisal_plot"] = plot_appraisal(summary.steps, plots / "appraisal.png")
-    paths["report"].write_text(render_report(summary, stop_reason, insights, paths))
+    paths["report"].write_text(render_report(summary, stop_reason, insights, paths,
+                                             diagnostics))
     return paths
 
 
 def plot_forest(models: list, beliefs: Beliefs, summary: StudySummary, path: Path) -> Path:
-    """Effects by hypothesis with 90% HDIs, one colour per model, grouped by category. The
-    posteriors are on the internal lower-is-better scale: a higher-is-better metric is negated."""
+    """The effects' slab by hypothesis with 90% HDIs, one colour per model, grouped by category,
+    in the metric's units (beliefs.nc is; the PyMC fit is on the internal lower-is-better
+    scale, so a higher-is-better metric's draws are negated back)."""
     import arviz as az
 
+    sign = 1.0 if summary.direction == "lower" else -1.0
+    slabs = [_group(models[0][1], "posterior")["effect_slab"].to_dataset(name="effect")]
+    slabs += [(sign * _group(m, "posterior")["effect"]).to_dataset(name="effect")
+              for _, m in models[1:]]
     order = sorted(beliefs.hypotheses, key=lambda h: (h.category, h.name))
     names = [h.name for h in order]
     height = 1.2 + 0.32 * len(names)
-    axes = az.plot_forest([m for _, m in models], model_names=[n for n, _ in models],
+    axes = az.plot_forest(slabs, model_names=[n for n, _ in models],
                           var_names=["effect"], coords={"hypothesis": names}, hdi_prob=0.9,
                           combined=True, figsize=(8, height))
     ax = np.ravel(axes)[0]
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    metric = summary.metric if summary.direction == "lower" else f"-{summary.metric} (negated)"
-    ax.set_title(f"Effect on {metric} by hypothesis (90% HDI); lower is better")
+    ax.set_title(f"Effect on {summary.metric} by hypothesis if it does something (slab, 90% "
+                 f"HDI); {summary.direction} is better")
     legend = ax.get_legend()
     if legend is not None:  # moved outside the axes, so it never hides the first row; arviz's
         # handles are not labelled artists, so they are carried over explicitly
@@ -83,6 +101,12 @@ def plot_forest(models: list, beliefs: Beliefs, summary: StudySummary, path: Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _group(obj, name: str):
+    """A group of an InferenceData (arviz 0.2x) or DataTree (1.x), as an xarray Dataset."""
+    group = getattr(obj, name) if hasattr(obj, name) else obj[name]
+    return group.to_dataset() if hasattr(group, "to_dataset") else group
 
 
 def _relabel(text: str, labels: dict[str, str]) -> str:
@@ -171,8 +195,19 @@ def md(text: object) -> str:
     return "".join(f"\\{c}" if c in MARKDOWN_SPECIALS else c for c in flat)
 
 
+def diagnostics_line(d) -> str:
+    """A PyMC fit's diagnostics in a line, with a warning when it cannot be trusted."""
+    rhat = f"max r-hat {d.max_rhat:.3f}" if d.chains > 1 else "no r-hat (one chain)"
+    line = (f"{d.divergences} divergences, {rhat}, min bulk ESS {d.min_ess_bulk:.0f} over "
+            f"{d.chains} chain{'s' if d.chains > 1 else ''}")
+    if d.problems:
+        line += (f". WARNING: not trustworthy ({'; '.join(d.problems)}): compare its effects "
+                 "with the conjugate posterior's, which made the decisions, before reading them")
+    return line
+
+
 def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
-                  paths: dict[str, Path]) -> str:
+                  paths: dict[str, Path], diagnostics=None) -> str:
     metric, incumbent = summary.metric, summary.incumbent
     lines = [
         f"# Study {md(summary.name)}",
@@ -214,10 +249,19 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
     for e in sorted(summary.effects, key=lambda e: (e.category, e.name)):
         lines.append(f"| {md(e.name)} | {md(e.category)} | {e.mean:+.4f} | "
                      f"[{e.lo:+.4f}, {e.hi:+.4f}] | {e.p_no_effect:.3f} |")
+    if diagnostics is not None:
+        lines += ["", "## Full-Bayes fit (PyMC, NUTS)", "", diagnostics_line(diagnostics) + "."]
     lines += ["", "## Insights", ""] + [f"- {md(i['statement'])}" for i in insights]
     lines += ["", "## Files", ""]
     lines += [f"- `{p.relative_to(summary.out_dir)}`" for p in paths.values()
               if p.exists() and p != paths["report"]]
+    better = "< 0" if summary.direction == "lower" else "> 0"
     lines += ["", "Open the beliefs with `arviz.from_netcdf('beliefs.nc')` (arviz 0.2x) or "
-              "`xarray.open_datatree('beliefs.nc')` (arviz 1.x).", ""]
+              "`xarray.open_datatree('beliefs.nc')` (arviz 1.x). Everything there is in "
+              f"{md(metric)}'s units. `effect` holds draws of the spike-and-slab effect of each "
+              f"change against the base config (exactly 0 where `null` is 1), so "
+              f"`(posterior.effect {better}).mean()` is its P(better); the exact P(null) and "
+              "P(better) are in the posterior's attrs; `effect_slab` is the effect if it does "
+              "anything. `beliefs_pymc.nc` (slab only) is on the internal lower-is-better "
+              "scale.", ""]
     return "\n".join(lines)

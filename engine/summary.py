@@ -85,6 +85,8 @@ class StudySummary:
     categories: tuple[CategoryLine, ...]
     steps: tuple[dict[str, Any], ...]  # the ledger's step rows
     runs: tuple[dict[str, Any], ...]  # the ledger's run rows (metric units as recorded)
+    # (step, slot, role) of each of the beliefs' observations, in the order they were taken in
+    observed: tuple[tuple[int, int, str], ...] = ()
 
 
 def _findings(beliefs: Beliefs, state: StudyState,
@@ -149,7 +151,9 @@ def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path,
         noise_sd=beliefs.noise_sd(), incumbent=incumbent_summary(state, rules),
         incumbent_config=config_for(state, rules, state.incumbent), decisions=decisions,
         undecided=undecided_moves(state, rules), effects=effects, categories=categories,
-        steps=steps, runs=runs)
+        steps=steps, runs=runs,
+        observed=tuple((r.step, r.slot, r.role) for step in sorted(state.concluded)
+                       for r in state.runs_of(step) if r.value is not None))
 
 
 def own_evidence(summary: StudySummary, state: StudyState, rules: StudyRules) -> StudySummary:

@@ -86,3 +86,32 @@ def test_fast_path_matches_nuts_with_device_effects():
     beliefs.update(obs)
     assert beliefs.noise_multiplier("B") > 1.0
     _check_nuts_agrees(beliefs)
+
+
+def test_sampler_diagnostics_flag_divergences_disagreeing_chains_and_few_draws():
+    """On draws made here: two chains around different means (r-hat far above 1.01), three
+    divergent transitions, and strongly autocorrelated draws (AR(1), rho = 0.99: an ESS far
+    below 100 a chain); and independent agreeing chains with none of it."""
+    import arviz as az
+
+    from beliefs import sampler_diagnostics
+
+    rng = np.random.default_rng(0)
+
+    def fit(shift: float, rho: float, divergent: int):
+        draws = np.empty((2, 1000))
+        draws[:, 0] = rng.normal(size=2)
+        for t in range(1, 1000):
+            draws[:, t] = rho * draws[:, t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=2)
+        draws[1] += shift
+        posterior = {name: draws + k for k, name in enumerate(
+            ["baseline", "effect", "category_mean", "category_scale", "sigma"])}
+        diverging = np.zeros((2, 1000), dtype=bool)
+        diverging[0, :divergent] = True
+        return az.from_dict(posterior=posterior, sample_stats={"diverging": diverging})
+
+    bad = sampler_diagnostics(fit(shift=3.0, rho=0.99, divergent=3))
+    assert bad.divergences == 3 and bad.max_rhat > 1.5 and bad.min_ess_bulk < 100
+    assert len(bad.problems) == 3
+    good = sampler_diagnostics(fit(shift=0.0, rho=0.0, divergent=0))
+    assert good.max_rhat < 1.01 and good.min_ess_bulk > 1000 and good.problems == []

@@ -150,6 +150,16 @@ def check_outputs_agree(out: Path) -> None:
     last_verdict = {d["hypothesis"]: d["verdict"] for d in decisions}
     assert sum("(undecided)" in r["description"] for r in rows) == \
         sum(v == "undecided" for v in last_verdict.values())
+    import arviz as az  # beliefs.nc's observations are the ledger's runs, labelled, in its units
+
+    observed = az.from_netcdf(out / "beliefs.nc").observed_data["y"]
+    runs = {(r["step"], r["slot"]): r for r in ledger_rows(out / "study.db", "runs")}
+    for y, step, slot, role in zip(observed.values, observed["step"].values,
+                                   observed["slot"].values, observed["role"].values):
+        run = runs[(int(step), int(slot))]
+        assert (run["role"], run["status"]) == (role, "ok")
+        assert y == pytest.approx(run["metric"], rel=1e-12)
+    assert len(observed) == sum(r["status"] == "ok" for r in runs.values())
 
 
 # the forest plot's legend is labelled
@@ -163,6 +173,15 @@ def test_synthetic_study_end_to_end_with_pymc(tmp_path):
     assert result.runs_used <= 30
     check_outputs_agree(tmp_path / "out")
     assert (tmp_path / "out" / "beliefs_pymc.nc").is_file()
+    import arviz as az
+
+    fitted = az.from_netcdf(tmp_path / "out" / "beliefs_pymc.nc")
+    divergences = int(fitted.sample_stats["diverging"].sum())
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Full-Bayes fit (PyMC, NUTS)" in report
+    assert f"{divergences} divergences, no r-hat (one chain), min bulk ESS " in report
+    assert ("WARNING: not trustworthy" in report) == (divergences > 0 or "r-hat up to" in report
+                                                      or "bulk ESS down to" in report)
     runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
     assert len(runs) == result.runs_used
     assert all(r["seed"] is not None and r["config_json"] and r["backend"] for r in runs)
