@@ -1,4 +1,5 @@
-"""The study folder's outputs: beliefs.nc, incumbent.json, results.tsv, plots/, report.md.
+"""The study folder's outputs: beliefs.nc, incumbent.json, results.tsv, plots/ (engine.plots),
+report.md.
 
 Everything here is derived from the ledger and the final beliefs; nothing here is the store.
 """
@@ -7,22 +8,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from beliefs import (  # noqa: E402
+from beliefs import (
     Beliefs,
     fit_pymc,
     sampler_diagnostics,
     save_inference_data,
     to_inference_data,
 )
-from engine.config import BeliefsSection  # noqa: E402
-from engine.progress import Progress  # noqa: E402
-from engine.summary import StudySummary  # noqa: E402
+from engine import plots as plot
+from engine.config import BeliefsSection
+from engine.progress import Progress
+from engine.summary import StudySummary
 
 
 def write_outputs(summary: StudySummary, beliefs: Beliefs, insights: list[dict], stop_reason: str,
@@ -32,8 +30,8 @@ def write_outputs(summary: StudySummary, beliefs: Beliefs, insights: list[dict],
     `beliefs` is the posterior the decisions were made from (internal lower-is-better scale);
     `fit` says whether and how to fit the full-Bayes PyMC model for comparison."""
     out = summary.out_dir
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
+    folder = out / "plots"
+    folder.mkdir(exist_ok=True)
     paths = {"results": out / "results.tsv", "incumbent": out / "incumbent.json",
              "beliefs": out / "beliefs.nc", "report": out / "report.md"}
     incumbent = summary.incumbent
@@ -60,129 +58,15 @@ def write_outputs(summary: StudySummary, beliefs: Beliefs, insights: list[dict],
         progress.say(f"PyMC fit: {diagnostics_line(diagnostics)}",
                      always=bool(diagnostics.problems))
 
-    paths["forest"] = plot_forest(models, beliefs, summary, plots / "effects_forest.png")
-    paths["incumbent_plot"] = plot_incumbent(summary, plots / "incumbent.png")
-    paths["efe_plot"] = plot_efe_terms(summary.steps, plots / "efe_terms.png")
-    paths["appraisal_plot"] = plot_appraisal(summary.steps, plots / "appraisal.png")
+    paths["forest"] = plot.plot_forest(models, beliefs, summary, folder / "effects_forest.png")
+    paths["incumbent_plot"] = plot.plot_incumbent(summary, folder / "incumbent.png")
+    paths["efe_plot"] = plot.plot_efe_terms(summary.steps, folder / "efe_terms.png")
+    paths["appraisal_plot"] = plot.plot_appraisal(summary.steps, folder / "appraisal.png")
+    paths["p_better_plot"] = plot.plot_p_better(summary, beliefs, folder / "p_better.png")
+    paths["runs_plot"] = plot.plot_runs(summary, folder / "runs.png")
     paths["report"].write_text(render_report(summary, stop_reason, insights, paths,
                                              diagnostics))
     return paths
-
-
-def plot_forest(models: list, beliefs: Beliefs, summary: StudySummary, path: Path) -> Path:
-    """The effects' slab by hypothesis with 90% HDIs, one colour per model, grouped by category,
-    in the metric's units (beliefs.nc is; the PyMC fit is on the internal lower-is-better
-    scale, so a higher-is-better metric's draws are negated back)."""
-    import arviz as az
-
-    sign = 1.0 if summary.direction == "lower" else -1.0
-    slabs = [_group(models[0][1], "posterior")["effect_slab"].to_dataset(name="effect")]
-    slabs += [(sign * _group(m, "posterior")["effect"]).to_dataset(name="effect")
-              for _, m in models[1:]]
-    order = sorted(beliefs.hypotheses, key=lambda h: (h.category, h.name))
-    names = [h.name for h in order]
-    height = 1.2 + 0.32 * len(names)
-    axes = az.plot_forest(slabs, model_names=[n for n, _ in models],
-                          var_names=["effect"], coords={"hypothesis": names}, hdi_prob=0.9,
-                          combined=True, figsize=(8, height))
-    ax = np.ravel(axes)[0]
-    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_title(f"Effect on {summary.metric} by hypothesis if it does something (slab, 90% "
-                 f"HDI); {summary.direction} is better")
-    legend = ax.get_legend()
-    if legend is not None:  # moved outside the axes, so it never hides the first row; arviz's
-        # handles are not labelled artists, so they are carried over explicitly
-        ax.legend(legend.legend_handles, [t.get_text() for t in legend.get_texts()],
-                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    labels = {h.name: f"{h.category}: {h.name}" for h in order}
-    ax.set_yticklabels([_relabel(t.get_text(), labels) for t in ax.get_yticklabels()])
-    fig = ax.get_figure()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _group(obj, name: str):
-    """A group of an InferenceData (arviz 0.2x) or DataTree (1.x), as an xarray Dataset."""
-    group = getattr(obj, name) if hasattr(obj, name) else obj[name]
-    return group.to_dataset() if hasattr(group, "to_dataset") else group
-
-
-def _relabel(text: str, labels: dict[str, str]) -> str:
-    for name, label in labels.items():
-        if f"[{name}]" in text:
-            return text.replace(f"effect[{name}]", label).replace(f"[{name}]", label)
-    return text
-
-
-def plot_incumbent(summary: StudySummary, path: Path) -> Path:
-    """The incumbent's posterior mean per step with its 90% band; raw runs as dots."""
-    steps, runs = summary.steps, summary.runs
-    rows = [(r["step"], r["incumbent"]) for r in steps if r["incumbent"]]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    if rows:
-        x = np.array([s for s, _ in rows])
-        mean = np.array([inc["mean"] for _, inc in rows])
-        lo = np.array([inc["interval"][0] for _, inc in rows])
-        hi = np.array([inc["interval"][1] for _, inc in rows])
-        ax.fill_between(x, lo, hi, step="post", alpha=0.25, label="incumbent 90% credible band")
-        ax.step(x, mean, where="post", label="incumbent posterior mean")
-    for role, style in (("base", "o"), ("incumbent", "o"), ("candidate", "x")):
-        pts = [(r["step"], r["metric"]) for r in runs if r["role"] == role and r["status"] == "ok"]
-        if pts:
-            ax.plot(*zip(*pts), style, markersize=4, alpha=0.6 if role == "candidate" else 0.9,
-                    label=f"{role} runs")
-    ax.set_xlabel("step")
-    ax.set_ylabel(summary.metric)
-    ax.set_title("Incumbent over the study")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _series(steps: tuple[dict, ...], group: str | None) -> dict[str, tuple[list[int], list[float]]]:
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    for row in steps:
-        values = row["appraisal"].get("terms", {}) if group == "terms" else row["appraisal"]
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and key != "seconds":
-                xs, ys = series.setdefault(key, ([], []))
-                xs.append(row["step"])
-                ys.append(value)
-    return series
-
-
-def plot_efe_terms(steps: tuple[dict, ...], path: Path) -> Path:
-    """The chosen action's policy terms (nats) per step."""
-    title = "Policy terms of the chosen action (nats; probability: its selection probability)"
-    return _plot_series(_series(steps, "terms"), title, path)
-
-
-def plot_appraisal(steps: tuple[dict, ...], path: Path) -> Path:
-    """Surprise, learntropy and compression progress per step (nats)."""
-    series = {k: v for k, v in _series(steps, None).items()
-              if k in ("surprise", "learntropy", "compression_progress")}
-    return _plot_series(series, "Appraisal per step (nats)", path)
-
-
-def _plot_series(series: dict, title: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for name, (xs, ys) in sorted(series.items()):
-        ax.plot(xs, ys, marker=".", label=name)
-    if not series:
-        ax.text(0.5, 0.5, "nothing recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.axhline(0.0, color="grey", linewidth=0.6)
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    if series:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 MARKDOWN_SPECIALS = "\\`*_[]<>#|~"

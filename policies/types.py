@@ -23,6 +23,17 @@ KEEP_SPENDING = ("none", "obrien_fleming", "pocock")
 # Hypothesis names match [A-Za-z0-9_.-]+ (engine.proposer), so the joiner cannot occur in one.
 PAIR_JOINER = " + "
 
+# The unit of every term a policy reports with its action (Action.terms), declared once: the
+# report plots each unit on its own axis.
+TERM_UNITS: dict[str, str] = {
+    **dict.fromkeys(("efe", "epistemic", "pragmatic", "cost", "learntropy", "information",
+                     "improvement"), "nats"),
+    **dict.fromkeys(("probability", "p_better", "claimed_false_share"), "probability"),
+    **dict.fromkeys(("n_runs", "horizon", "screened"), "count"),
+    "value": "metric units per run",
+    **dict.fromkeys(("draw", "mean", "score"), "standardised metric"),
+}
+
 
 def pair_move(first: str, second: str) -> str:
     """The name of the move that applies both hypotheses (order-free)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.report
+import engine.plots
 from engine.config import load_config
 from engine.folder import MARKER, FolderError, FolderLock, Marker, read_marker, write_marker
 from engine.study import Study, main
@@ -109,18 +109,18 @@ def test_a_signal_while_the_outputs_are_written_stops_and_the_resume_writes_them
         tmp_path, monkeypatch):
     out = tmp_path / "out"
     cfg = load_config(config(tmp_path), out_dir=str(out))
-    real_forest = engine.report.plot_forest
+    real_forest = engine.plots.plot_forest
 
     def forest_then_sigterm(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)  # the handler runs here
         return real_forest(*args, **kwargs)
 
-    monkeypatch.setattr(engine.report, "plot_forest", forest_then_sigterm)
+    monkeypatch.setattr(engine.plots, "plot_forest", forest_then_sigterm)
     result = Study(cfg).run(handle_signals=True)  # as the CLI runs it
     assert result.status == "stopped" and status(out / "study.db") == "stopped"
     assert not (out / "report.md").exists()
-    monkeypatch.setattr(engine.report, "plot_forest", real_forest)
+    monkeypatch.setattr(engine.plots, "plot_forest", real_forest)
     result = Study(cfg).run()
     assert result.status == "finished" and status(out / "study.db") == "finished"
     assert (out / "report.md").exists() and result.runs_used == 12

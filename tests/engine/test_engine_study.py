@@ -123,7 +123,8 @@ def check_outputs_agree(out: Path) -> None:
     """Everything a study folder must hold, and the database agreeing with the exports."""
     for name in ("study.db", "beliefs.nc", "incumbent.json", "results.tsv", "report.md"):
         assert (out / name).is_file(), name
-    for plot in ("effects_forest.png", "incumbent.png", "efe_terms.png", "appraisal.png"):
+    for plot in ("effects_forest.png", "incumbent.png", "efe_terms.png", "appraisal.png",
+                 "p_better.png", "runs.png"):
         assert (out / "plots" / plot).stat().st_size > 5000, plot
     decisions = ledger_rows(out / "study.db", "decisions")
     incumbent = json.loads((out / "incumbent.json").read_text())
@@ -190,6 +191,31 @@ def test_synthetic_study_end_to_end_with_pymc(tmp_path):
     again = Study(cfg).run()
     assert (again.status, again.runs_used) == ("finished", result.runs_used)
     assert output_times(tmp_path / "out") == written
+
+
+def test_the_p_better_plot_refits_the_decisions_it_shows(tmp_path):
+    """The plot's P(better) after a step comes from the beliefs refitted on the runs so far: at
+    the end it is the live posterior's, and at a revert (incumbent unchanged) it is the
+    decision's own P(better) to rounding."""
+    from engine.plots import p_better_trajectory
+    from policies.keep import probability_better_than
+
+    cfg = load_config(write(tmp_path / "s.toml",
+                            SYNTHETIC.format(budget=24, fit_pymc="false", policy="efe")),
+                      out_dir=str(tmp_path / "out"))
+    study = Study(cfg)
+    assert study.run(write_report=False).status == "finished"
+    state, summary = study.state, study.summary()
+    trajectory = p_better_trajectory(summary, state.beliefs)
+    incumbent = state.incumbent
+    for name, points in trajectory.items():
+        final = probability_better_than(state.beliefs, incumbent | {name}, incumbent - {name})[0]
+        assert points[-1][1] == pytest.approx(final, abs=1e-9)
+    reverts = [d for d in summary.decisions if d.verdict == "revert" and " + " not in d.hypothesis]
+    assert reverts
+    for d in reverts:
+        at = dict(trajectory[d.hypothesis])
+        assert at[d.step] == pytest.approx(d.p_better, abs=1e-9)
 
 
 def output_times(out: Path) -> dict[str, int]:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from beliefs import BeliefPrior
-from engine.config import load_config
+from engine.config import POLICY_KINDS, load_config
 from engine.core import Conclude, Propose, Proposed, RecordPlan, Run, RunFinished, Stop, advance
 from engine.core import start as start_core
 from engine.proposer import Hypothesis
@@ -29,6 +29,7 @@ from engine.simulated import SimulatedRunner
 from engine.state import StudyRules, StudyState, with_plan
 from engine.study import Study
 from policies import Action, KeepRule, RunRecord, make_policy
+from policies.types import TERM_UNITS
 from tests.engine.test_engine_core import section
 from tests.engine.test_engine_loop import (
     CONFIG,
@@ -409,3 +410,11 @@ def test_the_fleet_benchmark_times_each_study_as_its_workers_would(tmp_path, cap
             assert curve["makespan"] == pytest.approx(total)
         else:
             assert total / 4 - 1e-9 <= curve["makespan"] < total
+
+
+@pytest.mark.parametrize("policy", POLICY_KINDS)
+def test_every_term_a_policy_reports_has_a_declared_unit(policy):
+    """The report plots each unit on its own axis (policies.types.TERM_UNITS)."""
+    done = drive(rules_for(policy, workers=1, budget_trials=16), order_seed=None)
+    terms = {key for _, plan in done.plans for key in plan.terms}
+    assert terms <= set(TERM_UNITS), terms - set(TERM_UNITS)
