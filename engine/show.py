@@ -5,8 +5,9 @@
 
 It reads the folder's ledger read-only (a running study may be shown; nothing is refitted or
 written). Each hypothesis shows its latest decision: verdict, P(better) and the 90% interval of
-its effect on the metric, and the candidate runs it has had; `--compare` puts two studies side
-by side, e.g. an engine study and a ratchet study on the same env.
+its effect on the metric (of the set's effect, and named, where it was decided only as part of
+a set: a design's confirmation or a pair), and the candidate runs it has had; `--compare` puts
+two studies side by side, e.g. an engine study and a ratchet study on the same env.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, parse_config
+from policies.types import PAIR_JOINER
 
 
 def read_study(folder: str | Path) -> dict[str, Any]:
@@ -54,6 +56,10 @@ def read_study(folder: str | Path) -> dict[str, Any]:
             counts = runs_of.setdefault(name, {"ok": 0, "failed": 0})
             counts["ok" if run["status"] == "ok" else "failed"] += 1
     latest = {d["hypothesis"]: dict(d) for d in decisions}  # in step order: the last one wins
+    # A hypothesis decided only as part of a set (a design's confirmation, a pair) shows that
+    # set's latest decision, named in "via".
+    via = {name: move for move in latest for name in move.split(PAIR_JOINER)
+           if PAIR_JOINER in move}
     incumbent = json.loads(last_step["incumbent_json"]) if last_step else None
     return {
         "name": study["name"], "folder": str(Path(folder).resolve()),
@@ -66,10 +72,11 @@ def read_study(folder: str | Path) -> dict[str, Any]:
         "incumbent": incumbent,
         "hypotheses": [{"name": name, "runs": counts["ok"] + counts["failed"],
                         "failed_runs": counts["failed"],
-                        **{k: latest.get(name, {}).get(k) for k in
+                        "via": None if name in latest else via.get(name),
+                        **{k: latest.get(name, latest.get(via.get(name), {})).get(k) for k in
                            ("verdict", "p_better", "lo", "hi", "step")}}
                        for name, counts in runs_of.items()]
-        + [{"name": move, "runs": d["n_runs"], "failed_runs": None,
+        + [{"name": move, "runs": d["n_runs"], "failed_runs": None, "via": None,
             **{k: d[k] for k in ("verdict", "p_better", "lo", "hi", "step")}}
            for move, d in latest.items() if move not in runs_of],  # pair moves
     }
@@ -97,7 +104,8 @@ def render(shown: dict[str, Any]) -> str:
         interval = ("" if h["lo"] is None else f"[{number(h['lo'], 4)}, {number(h['hi'], 4)}]")
         verdict = h["verdict"] or ("untried" if not h["runs"] else "—")
         lines.append(f"{h['name'][:24]:<24} {h['runs']:>4}  {verdict:<9} "
-                     f"{number(h['p_better']):>9}  {interval}")
+                     f"{number(h['p_better']):>9}  {interval}"
+                     + (f"  (as {h['via']})" if h["via"] else ""))
     return "\n".join(lines)
 
 

@@ -71,3 +71,28 @@ def test_a_study_in_flight_can_be_shown(tmp_path):
     shown = read_study(tmp_path / "live")
     assert shown["status"] == "running" and shown["budget"]["runs_used"] == 1
     study.close()
+
+
+def test_a_hypothesis_decided_only_in_a_set_shows_the_sets_decision(tmp_path, capsys):
+    """The design policy confirms its screened changes together: each member shows that
+    decision (verdict, P(better), interval), named as the set's, from the ledger."""
+    def two_real(config, seed):
+        return (1.0 - 0.8 * config["a"] - 0.8 * config["b"]
+                + random.Random(seed).gauss(0.0, 0.2))
+
+    study = engine.create_study(two_real, hypotheses=[
+        {"name": f"{k}_on", "change": {k: 1}} for k in "abcd"],
+        base=dict.fromkeys("abcd", 0), name="design", out_dir=tmp_path / "design",
+        study={"budget_trials": 30, "seed": 2}, policy={"kind": "design"},
+        beliefs={"fit_pymc": False})
+    study.run(write_report=False)
+    sets = [d for d in study.ledger.decisions(study.study_id) if " + " in d["hypothesis"]]
+    assert sets, "the design study confirmed no set"
+    last = sets[-1]
+    shown = {h["name"]: h for h in read_study(tmp_path / "design")["hypotheses"]}
+    for name in last["hypothesis"].split(" + "):
+        assert shown[name]["via"] == last["hypothesis"]
+        assert (shown[name]["verdict"], shown[name]["p_better"]) == (last["verdict"],
+                                                                     last["p_better"])
+    assert main([str(tmp_path / "design")]) == 0
+    assert f"(as {last['hypothesis']})" in capsys.readouterr().out
