@@ -158,24 +158,63 @@ def save_inference_data(obj, path: str | Path) -> Path:
     return path
 
 
-def plot_effects(obj, path: str | Path) -> Path:
-    """Forest plot of the effects, labelled "category: hypothesis", grouped by category; PNG."""
-    import arviz as az
+def highest_density_interval(draws: np.ndarray, prob: float) -> tuple[float, float]:
+    """The narrowest interval [x_i, x_(i+k)] of the sorted draws that holds k = floor(prob n)
+    steps of them (the draws' units): the HDI of a unimodal posterior."""
+    x = np.sort(np.ravel(draws))
+    k = int(np.floor(prob * len(x)))
+    i = int(np.argmin(x[k:] - x[:len(x) - k]))
+    return float(x[i]), float(x[i + k])
+
+
+def forest(draws: dict[str, dict[str, np.ndarray]], labels: dict[str, str], path: str | Path,
+           title: str) -> Path:
+    """A forest plot drawn with matplotlib alone (so it reads the same under arviz 0.2x and
+    1.x): per row of `labels` (key -> shown label, top to bottom) and per model of `draws`
+    (model -> key -> draws), the median, the 50% HDI (thick) and the 90% HDI (thin); a key to
+    the models outside the axes; a line at 0. Returns the PNG's path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    posterior = obj.posterior if hasattr(obj, "posterior") else obj["posterior"]
-    labels = {name: f"{cat}: {name}" for name, cat in zip(posterior["hypothesis"].values,
-                                                          posterior["category_of"].values)}
-    axes = az.plot_forest(obj, var_names=["effect"], combined=True, hdi_prob=0.9,
-                          labeller=az.labels.MapLabeller(coord_map={"hypothesis": labels}),
-                          figsize=(7, 1.5 + 0.3 * len(labels)))
-    axes[0].axvline(0.0, color="grey", lw=0.8)
-    axes[0].set_title("Effects (metric units; lower is better), 90% HDI")
+    rows, models = list(labels), list(draws)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.35 * len(rows) * max(1, len(models)) ** 0.5))
+    spread = 0.6 / max(1, len(models))
+    for k, model in enumerate(models):
+        offsets = np.arange(len(rows)) + (k - (len(models) - 1) / 2) * spread
+        colour = f"C{k}"
+        for y, row in zip(offsets, rows):
+            sample = draws[model][row]
+            ax.plot(highest_density_interval(sample, 0.9), [y, y], color=colour, linewidth=1)
+            ax.plot(highest_density_interval(sample, 0.5), [y, y], color=colour, linewidth=3.5)
+        ax.plot([float(np.median(draws[model][row])) for row in rows], offsets, "o",
+                color=colour, markerfacecolor="white", markersize=5,
+                label=f"{model}: median, 50% and 90% HDI")
+    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(7))
+    ax.set_yticks(np.arange(len(rows)), [labels[row] for row in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plt.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return path
+
+
+def plot_effects(obj, path: str | Path) -> Path:
+    """Forest plot of the effects if they do anything (`effect_slab`), labelled "category:
+    hypothesis", in the order of the hypothesis dimension (grouped by category); PNG."""
+    posterior = obj.posterior if hasattr(obj, "posterior") else obj["posterior"]
+    names = [str(n) for n in posterior["hypothesis"].values]
+    labels = {name: f"{cat}: {name}" for name, cat in zip(names,
+                                                          posterior["category_of"].values)}
+    slab = {name: np.asarray(posterior["effect_slab"].sel(hypothesis=name)) for name in names}
+    return forest({"conjugate": slab}, labels, path,
+                  f"Effects if the change does anything (90% HDI; better is "
+                  f"{'below' if posterior.attrs.get('direction', 'lower') == 'lower' else 'above'}"
+                  " 0)")

@@ -14,55 +14,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from beliefs import Beliefs  # noqa: E402
+from beliefs.export import forest  # noqa: E402
 from engine.summary import StudySummary  # noqa: E402
 from policies.types import TERM_UNITS  # noqa: E402
 
 
 def plot_forest(models: list, beliefs: Beliefs, summary: StudySummary, path: Path) -> Path:
-    """The effects' slab by hypothesis with 90% HDIs, one colour per model, grouped by category,
-    in the metric's units (beliefs.nc is; the PyMC fit is on the internal lower-is-better
-    scale, so a higher-is-better metric's draws are negated back)."""
-    import arviz as az
-
+    """The effects' slab by hypothesis, one colour per model, grouped by category, in the
+    metric's units (beliefs.nc is; the PyMC fit is on the internal lower-is-better scale, so a
+    higher-is-better metric's draws are negated back); drawn by beliefs.export.forest, the same
+    under arviz 0.2x and 1.x."""
     sign = 1.0 if summary.direction == "lower" else -1.0
-    slabs = [_group(models[0][1], "posterior")["effect_slab"].to_dataset(name="effect")]
-    slabs += [(sign * _group(m, "posterior")["effect"]).to_dataset(name="effect")
-              for _, m in models[1:]]
     order = sorted(beliefs.hypotheses, key=lambda h: (h.category, h.name))
-    names = [h.name for h in order]
-    height = 1.2 + 0.32 * len(names)
-    axes = az.plot_forest(slabs, model_names=[n for n, _ in models] if len(models) > 1 else None,
-                          var_names=["effect"], coords={"hypothesis": names}, hdi_prob=0.9,
-                          combined=True, figsize=(8, height))
-    ax = np.ravel(axes)[0]
-    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_title(f"Effect on {summary.metric} if the change does anything\n(slab, 90% HDI; "
-                 f"{summary.direction} is better)", fontsize=11)
-    legend = ax.get_legend()
-    if legend is not None:  # moved outside the axes, so it never hides the first row; arviz's
-        # handles are not labelled artists, so they are carried over explicitly
-        ax.legend(legend.legend_handles, [t.get_text() for t in legend.get_texts()],
-                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    labels = {h.name: f"{h.category}: {h.name}" for h in order}
-    ax.set_yticklabels([_relabel(t.get_text(), labels) for t in ax.get_yticklabels()])
-    fig = ax.get_figure()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    draws = {}
+    for k, (name, obj) in enumerate(models):
+        posterior = _group(obj, "posterior")
+        effect = posterior["effect_slab"] if k == 0 else sign * posterior["effect"]
+        draws[name] = {h.name: np.asarray(effect.sel(hypothesis=h.name)) for h in order}
+    return forest(draws, {h.name: f"{h.category}: {h.name}" for h in order}, path,
+                  f"Effect on {summary.metric} if the change does anything\n(slab; "
+                  f"{summary.direction} is better)")
 
 
 def _group(obj, name: str):
     """A group of an InferenceData (arviz 0.2x) or DataTree (1.x), as an xarray Dataset."""
     group = getattr(obj, name) if hasattr(obj, name) else obj[name]
     return group.to_dataset() if hasattr(group, "to_dataset") else group
-
-
-def _relabel(text: str, labels: dict[str, str]) -> str:
-    for name, label in labels.items():
-        if f"[{name}]" in text:
-            return text.replace(f"effect[{name}]", label).replace(f"[{name}]", label)
-    return text
 
 
 def plot_incumbent(summary: StudySummary, path: Path) -> Path:

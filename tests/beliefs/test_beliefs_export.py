@@ -150,3 +150,15 @@ def test_a_higher_is_better_metric_is_stored_in_its_own_units_with_labelled_runs
     assert list(y["role"].values[3:5]) == ["base", "candidate"]
     assert y["config"].values[4] == "+".join(sorted(beliefs.observations[4].config))
     assert y["config"].values[0] == "base"
+
+
+def test_the_hdi_is_arviz_s_on_skewed_and_symmetric_draws():
+    """The forest plot's intervals (drawn without arviz's plotting, which differs between 0.2x
+    and 1.x) against arviz's own hdi."""
+    from beliefs.export import highest_density_interval
+
+    rng = np.random.default_rng(8)
+    for draws in (rng.normal(size=4001), rng.gamma(2.0, size=3000), rng.standard_t(3, 999)):
+        for prob in (0.5, 0.9):
+            ours = highest_density_interval(draws, prob)
+            np.testing.assert_allclose(ours, az.hdi(draws, hdi_prob=prob), rtol=0, atol=0)
