@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-trials", type=int,
                         help="override [bench] budget_trials and every world's own budget "
                              "(runs per study)")
+    parser.add_argument("--policies", nargs="+", metavar="POLICY",
+                        help="override [bench] policies (kinds, the file's variants, baselines)")
     parser.add_argument("--workers", type=int,
                         help="override [bench] workers (studies in parallel)")
     parser.add_argument("--resume", action="store_true",
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.setdefault("policies", ["design", "ratchet"])
         if args.seeds:
             bench["seeds"] = args.seeds
+        if args.policies:
+            bench["policies"] = args.policies
         if args.budget_trials:  # every study's budget, a world's own included
             bench["budget_trials"] = args.budget_trials
             for world in data["worlds"]:
