@@ -1,4 +1,5 @@
-"""The benchmark's report: the markdown tables of bench.md, their verdict lines, and bench.png.
+"""The benchmark's report: the markdown tables of bench.md, their verdict lines, a text chart,
+and bench.png.
 
 Rendered from `engine.bench.summarise`'s rows (per world and policy: means with bootstrap 95%
 intervals over seeds); nothing here measures anything.
@@ -42,8 +43,28 @@ def render_markdown(rows: list[dict], bench: dict, elapsed: float,
             f"{_cell(r, 'change_false_rate', '.3f')} | "
             f"{_cell(r, 'claimed_change_false_rate', '.3f')} | {r['kept_changes']:.1f} | "
             f"{r['runs_used']:.1f} | {r['wall_seconds']:.1f} |")
-    lines += ["", *verdict_lines(rows, bench, kinds), ""]
+    lines += ["", *verdict_lines(rows, bench, kinds), "", "```", *text_chart(rows), "```", ""]
     return "\n".join(lines)
+
+
+CHART_WIDTH = 30  # characters for a share of 1
+
+
+def text_chart(rows: list[dict]) -> list[str]:
+    """Per world and policy, a bar of the fraction of the best reachable gain and the share of
+    the final configuration's changes without gain, as text (a picture a README can hold)."""
+    lines = [f"{'':<28}{'fraction of the best gain':<{CHART_WIDTH + 7}}changes without gain"]
+    for world in dict.fromkeys(r["world"] for r in rows):
+        lines.append(world)
+        for r in (r for r in rows if r["world"] == world):
+            fraction = max(0.0, min(1.0, r["fraction_of_best"]))
+            bar = "#" * round(fraction * CHART_WIDTH)
+            wasted = r.get("change_false_rate")
+            waste = "—" if wasted is None else (f"{'#' * round(wasted * 10):<10} "
+                                                 f"{wasted:.0%} of {r['kept_changes']:.1f}")
+            lines.append(f"  {r['policy'][:25]:<26}{bar:<{CHART_WIDTH}} "
+                         f"{r['fraction_of_best']:>5.2f}  {waste}")
+    return lines
 
 
 def _cell(row: dict, key: str, spec: str) -> str:

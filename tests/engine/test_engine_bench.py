@@ -146,7 +146,16 @@ def test_every_final_configuration_is_judged_change_by_change(tmp_path):
             assert row["change_false_rate"] == sum(s["changes_without_gain"] for s in group) / kept
         # the engine's posterior claims a share; a baseline claims nothing
         assert ("claimed_change_false_rate" in row) == (row["policy"] == "design" and kept > 0)
-    assert "changes without gain" in (tmp_path / "out" / "bench.md").read_text()
+    text = (tmp_path / "out" / "bench.md").read_text()
+    assert "changes without gain" in text
+    chart = text[text.index("fraction of the best gain"):].split("```")[0].splitlines()[1:]
+    for row in report["summary"]:  # the text chart: one bar per world and policy, its length
+        # the fraction of the best gain in thirtieths
+        section = chart[chart.index(row["world"]) + 1:]
+        line = next(line for line in section if line.split()[0] == row["policy"])
+        bar = line.split()[1] if "#" in line.split()[1] else ""
+        assert len(bar) == round(max(0.0, min(1.0, row["fraction_of_best"])) * 30)
+        assert f"{row['fraction_of_best']:.2f}" in line
 
 
 def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
