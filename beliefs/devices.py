@@ -1,16 +1,18 @@
 """Pure maths of the per-device terms: runs on several kinds of hardware.
 
-A run on device k adds an offset e_k (a column of the model with the baseline's vague prior) and
-has noise variance sigma^2 h_k. The reference device (the first one seen) has e = 0 and h = 1,
-so the baseline and sigma are those of its runs, and a contrast between configurations is the
-same on every device.
+A run on device k adds an offset e_k (a column of the model with the baseline's vague prior;
+the first device seen has e = 0, so the baseline is its runs') and has noise variance
+sigma^2 h_k, so a contrast between configurations is the same on every device. Every device has
+an h, under one hyperprior, so that no device is privileged: the fit does not depend on which
+device came first, but for the offsets' reference, whose prior is vague. With one device there
+is no h (it would be sigma's).
 
 The multipliers h_k are set by empirical Bayes (type-II MAP): with W = diag(1 / h_device(i)),
 the evidence of the NIG model is a function of the weighted statistics X^T W X, X^T W u, u^T W u
 and of (1/2) sum_i log w_i = -(1/2) sum_k n_k log h_k, so each device keeps its own statistics and
 they are summed with weights 1/h_k for every trial value of h. The hyperprior is
-log h_k ~ N(0, s^2) (s = BeliefPrior.device_noise_sd), and the pooled scales tau are refitted at
-every trial h: the fit maximises over log h the profile
+log h_k ~ N(0, s^2) for every k (s = BeliefPrior.device_noise_sd), and the pooled scales tau
+are refitted at every trial h: the fit maximises over log h the profile
   max_tau [log p(z | tau, h) + log p(tau)] + sum_k log N(log h_k; 0, s^2).
 The uncertainty of h is not carried into the posterior (a plug-in, as for tau without the
 Kass-Steffey term).

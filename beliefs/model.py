@@ -23,13 +23,15 @@ of the mean over seeds (the luck's columns are not in any contrast). A future ru
 without a column, or at a seed of its own, carries that luck as effects still at their prior
 ("latent" effects, like interaction pairs without a column).
 
-With `device_effects`, a run's device (`Observation.device`, e.g. a GPU's name) adds an offset
-e_k and multiplies its noise variance by h_k, both relative to the first device seen (e = 0,
-h = 1): results from two kinds of hardware are pooled without the offset biasing an effect, and
-the noisier device's runs count for less (beliefs.devices). The offsets have the baseline's
-vague prior, not a pooled one (a shrunk offset would leave part of itself in the effects of the
-changes run on that device); the multipliers are fitted by empirical Bayes. Predictions,
-effects and decisions are of runs on the reference device.
+With `device_effects` and runs on more than one device (`Observation.device`, e.g. a GPU's
+name), a run's device adds an offset e_k (relative to the first device seen, e = 0) and
+multiplies its noise variance by h_k: results from two kinds of hardware are pooled without the
+offset biasing an effect, and the noisier device's runs count for less (beliefs.devices). The
+offsets have the baseline's vague prior, not a pooled one (a shrunk offset would leave part of
+itself in the effects of the changes run on that device); every device's h is fitted by
+empirical Bayes under one hyperprior, so which device came first changes nothing but the
+offsets' reference. Predictions, effects and decisions are of runs on the first device, at
+h = 1.
 Raw sufficient statistics
 X^T W X, X^T W u, u^T W u (u = y - y_ref, W = diag(1/h)) are accumulated by batched rank-one
 additions, so updates commute; the posterior is computed lazily, by Cholesky, when first asked.
@@ -107,10 +109,10 @@ class Beliefs:
         self._pair_column: dict[frozenset[str], int] = {}  # interaction pair -> feature column
         self._seed_column: dict[int, int] = {}  # seed -> column of its luck u_s
         self._luck_column: dict[tuple[int, str], int] = {}  # (seed, hypothesis) -> column of v_sj
-        self._reference_device: str | None = None  # the first device seen: e = 0, h = 1
+        self._reference_device: str | None = None  # the first device seen: e = 0
         self._device_column: dict[str, int] = {}  # every other device -> column of its offset
-        self._device_moments: dict[str, DeviceMoments] = {}  # its share of the statistics
-        self._noise_multiplier: dict[str, float] = {}  # its fitted h
+        self._device_moments: dict[str, DeviceMoments] = {}  # each device's share of the sums
+        self._noise_multiplier: dict[str, float] = {}  # each device's fitted h
         self._gram = np.zeros((1, 1))
         self._moment = np.zeros(1)
         self._sum_sq = 0.0
@@ -287,6 +289,7 @@ class Beliefs:
             if self.device_effects and o.device is not None:
                 if self._reference_device is None:
                     self._reference_device = o.device
+                    self._device_moments[o.device] = DeviceMoments.empty(len(self._moment))
                 elif o.device != self._reference_device and o.device not in self._device_column:
                     self._device_moments[o.device] = DeviceMoments.empty(len(self._moment))
                     self._device_column[o.device] = self._add_column()
@@ -395,6 +398,8 @@ class Beliefs:
             return self._cache
         center, scale = self.standardisation()
         noisy = [d for d, m in self._device_moments.items() if m.count > 0]
+        if len(noisy) < 2:  # one device: its h is sigma's, nothing to fit
+            noisy = []
         if noisy:
             multipliers = fit_noise_multipliers(
                 lambda h: self._fit_scales(center, scale, noisy, h)[0], len(noisy),
@@ -446,9 +451,9 @@ class Beliefs:
         return log_evidence + hyperprior, post
 
     def noise_multiplier(self, device: str | None) -> float:
-        """h of a device: its runs' noise variance over the reference device's (1 for the
-        reference, for None and without device effects)."""
-        if device is None or device not in self._device_column:
+        """h of a device: its runs' noise variance in units of sigma^2 (1 for a device not
+        seen, for None, with one device and without device effects)."""
+        if device is None or device not in self._device_moments:
             return 1.0
         self.standard_posterior()
         return self._noise_multiplier.get(device, 1.0)
@@ -460,11 +465,12 @@ class Beliefs:
 
     def device_effects_summary(self) -> dict[str, dict[str, float]]:
         """Per device seen, in the order first seen: "offset", the posterior mean of e_k
-        (metric units; 0 for the reference), and "noise_multiplier", h_k."""
+        (metric units; 0 for the first), and "noise_multiplier", h_k."""
         if self._reference_device is None:
             return {}
         post, _, scale = self._posterior()
-        result = {self._reference_device: {"offset": 0.0, "noise_multiplier": 1.0}}
+        first = self._reference_device
+        result = {first: {"offset": 0.0, "noise_multiplier": self.noise_multiplier(first)}}
         for device, column in self._device_column.items():
             result[device] = {"offset": float(post.mean[column]) * scale,
                               "noise_multiplier": self.noise_multiplier(device)}

@@ -57,13 +57,14 @@ def text_chart(rows: list[dict]) -> list[str]:
     for world in dict.fromkeys(r["world"] for r in rows):
         lines.append(world)
         for r in (r for r in rows if r["world"] == world):
-            fraction = max(0.0, min(1.0, r["fraction_of_best"]))
-            bar = "#" * round(fraction * CHART_WIDTH)
+            fraction = r.get("fraction_of_best")  # none where the best gain is not known
+            bar = "" if fraction is None else "#" * round(max(0.0, min(1.0, fraction))
+                                                          * CHART_WIDTH)
+            share = "    —" if fraction is None else f"{fraction:>5.2f}"
             wasted = r.get("change_false_rate")
             waste = "—" if wasted is None else (f"{'#' * round(wasted * 10):<10} "
                                                  f"{wasted:.0%} of {r['kept_changes']:.1f}")
-            lines.append(f"  {r['policy'][:25]:<26}{bar:<{CHART_WIDTH}} "
-                         f"{r['fraction_of_best']:>5.2f}  {waste}")
+            lines.append(f"  {r['policy'][:25]:<26}{bar:<{CHART_WIDTH}} {share}  {waste}")
     return lines
 
 

@@ -82,13 +82,12 @@ class Study:
         self.proposer = self._make_proposer()
         with FolderLock(self.out_dir):  # no other process checks or writes meanwhile
             self.check_folder()
-            self.study_id = self._open_study()
+            self.study_id = self._open_study(self.ledger, cfg.study.name)
         self.finished_at_open = self.ledger.study(self.study_id)["status"] == "finished"
         self.shared_study_id = None
         if self.shared_memory is not None:  # the long-term memory keeps its own copy of each step
-            self.shared_study_id = self.shared_memory.start_study(
-                source_name(cfg.study.name, self.out_dir), self._config_record(),
-                self.env.fingerprint(), cfg.study.seed)
+            self.shared_study_id = self._open_study(self.shared_memory,
+                                                    source_name(cfg.study.name, self.out_dir))
         fresh = StudyState.start(self.proposer.initial(), self._prior(), cfg.beliefs.interactions,
                                  cfg.beliefs.seed_effects, cfg.beliefs.device_effects)
         with threadpool_limits(limits=1, user_api="blas"):  # as run_study does (engine.loop)
@@ -253,18 +252,18 @@ class Study:
         runs = 0 if existing is None else len(self.ledger.runs(existing))
         check_runs(self.out_dir, marker, existing, runs)
 
-    def _open_study(self) -> int:
+    def _open_study(self, ledger: Ledger, name: str) -> int:
+        """Study `name` in `ledger` (the folder's, or the shared memory's copy), created or
+        resumed; a different config is refused naming what changed."""
         try:
-            return self.ledger.start_study(self.cfg.study.name, self._config_record(),
-                                           self.env.fingerprint(), self.cfg.study.seed,
-                                           same_config=self._same_config)
+            return ledger.start_study(name, self._config_record(), self.env.fingerprint(),
+                                      self.cfg.study.seed, same_config=self._same_config)
         except StudyMismatchError as exc:
             what = ("; ".join(stored_changes(json.loads(exc.stored)["config"], self.cfg))
                     if exc.column == "config_json" else str(exc))
             raise ConfigError(str(self.cfg.source_path), [
-                f"{self.out_dir / 'study.db'} holds study {self.cfg.study.name!r} made with a "
-                f"different config ({what}); resume with the original config or choose another "
-                "--out"]) from None
+                f"{ledger.path} holds study {name!r} made with a different config ({what}); "
+                "resume with the original config or choose another --out"]) from None
 
     def _same_config(self, stored: dict) -> bool:
         """Whether a stored config record describes this study (engine.config.stored_changes)."""

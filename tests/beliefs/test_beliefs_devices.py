@@ -41,30 +41,31 @@ def test_a_device_offset_is_a_column_of_the_refit_with_each_device_weighted_by_i
     observations = runs(np.random.default_rng(1), CONFOUNDED, -0.3, {"A": 0.0, "B": 1.0},
                         {"A": 0.2, "B": 0.5})
     beliefs = beliefs_of(observations)
-    h_b = beliefs.noise_multiplier("B")
-    assert beliefs.noise_multiplier("A") == 1.0 and h_b != 1.0
+    h = {d: beliefs.noise_multiplier(d) for d in "AB"}
+    assert h["B"] > h["A"]
     x = np.array([[1.0, float("a" in o.config), float("a" in o.config), float(o.device == "B")]
                   for o in observations])
     y = np.array([o.value for o in observations])
-    w = np.array([1.0 / h_b if o.device == "B" else 1.0 for o in observations])
+    w = np.array([1.0 / h[o.device] for o in observations])
     precision = np.diag([FIXED.baseline_sd**-2, FIXED.effect_sd**-2, FIXED.category_mean_sd**-2,
                          FIXED.baseline_sd**-2])
     theta = np.linalg.solve(x.T @ (w[:, None] * x) + precision, x.T @ (w * y))
     assert beliefs.effects()[0].mean == pytest.approx(theta[1] + theta[2], abs=1e-9)
     summary = beliefs.device_effects_summary()
     assert list(summary) == ["A", "B"] and summary["A"] == {"offset": 0.0,
-                                                            "noise_multiplier": 1.0}
+                                                            "noise_multiplier": h["A"]}
     assert summary["B"]["offset"] == pytest.approx(theta[3], abs=1e-9)
 
 
 def test_the_noise_multiplier_is_the_maximum_of_the_evidence_computed_directly():
-    """Scales fixed, so h is the only thing fitted: the fit's h maximises log p(y | h) + log
-    N(log h; 0, s^2), where y ~ multivariate t_{2 a0}(0, (b0/a0)(W^-1 + X P^-1 X^T)) is the
-    evidence written out over all runs at once (theta and sigma^2 integrated out), on a grid."""
+    """Scales fixed, so the two devices' h are the only things fitted: they maximise
+    log p(y | h) + sum_k log N(log h_k; 0, s^2), where y ~ multivariate t_{2 a0}(0,
+    (b0/a0)(W^-1 + X P^-1 X^T)) is the evidence written out over all runs at once (theta and
+    sigma^2 integrated out), on a grid around the fit."""
     observations = runs(np.random.default_rng(2), CONFOUNDED, -0.3, {"A": 0.0, "B": 0.5},
                         {"A": 0.2, "B": 0.6})
     beliefs = beliefs_of(observations)
-    fitted = beliefs.noise_multiplier("B")
+    fitted = np.log([beliefs.noise_multiplier("A"), beliefs.noise_multiplier("B")])
     a0, b0 = beliefs.noise_prior()
     x = np.array([[1.0, float("a" in o.config), float("a" in o.config), float(o.device == "B")]
                   for o in observations])
@@ -73,15 +74,16 @@ def test_the_noise_multiplier_is_the_maximum_of_the_evidence_computed_directly()
                          FIXED.baseline_sd**2])
     on_b = np.array([o.device == "B" for o in observations])
 
-    def log_posterior(log_h: float) -> float:
-        noise = np.diag(np.where(on_b, np.exp(log_h), 1.0))
+    def log_posterior(log_h: np.ndarray) -> float:
+        noise = np.diag(np.exp(np.where(on_b, log_h[1], log_h[0])))
         shape = (b0 / a0) * (noise + x @ prior_cov @ x.T)
         evidence = stats.multivariate_t(np.zeros(len(y)), shape, df=2 * a0).logpdf(y)
-        return float(evidence) - log_h**2 / (2 * FIXED.device_noise_sd**2)
+        return float(evidence) - float(np.sum(log_h**2)) / (2 * FIXED.device_noise_sd**2)
 
-    grid = np.linspace(np.log(fitted) - 0.5, np.log(fitted) + 0.5, 201)
-    best = grid[np.argmax([log_posterior(g) for g in grid])]
-    assert abs(best - np.log(fitted)) <= grid[1] - grid[0]
+    steps = np.linspace(-0.3, 0.3, 31)
+    values = [[log_posterior(fitted + np.array([da, db])) for db in steps] for da in steps]
+    i, j = np.unravel_index(np.argmax(values), (31, 31))
+    assert abs(steps[i]) <= steps[1] - steps[0] and abs(steps[j]) <= steps[1] - steps[0]
 
 
 def test_device_effects_remove_the_bias_of_confounded_devices_over_many_worlds():
@@ -106,27 +108,34 @@ def test_device_effects_remove_the_bias_of_confounded_devices_over_many_worlds()
 
 
 def test_a_noisier_device_is_found_noisier_and_one_device_adds_nothing():
-    """Empirical Bayes recovers h = 9 (three times the sd) within the sampling error of a
-    variance ratio over 40 runs a device (log sd sqrt(2/40 + 2/40) ~ 0.32, 3 of them allowed);
-    with every run on one device the model is the one without devices, column for column."""
+    """Empirical Bayes recovers a ratio h_B / h_A of 9 (three times the sd) within the sampling
+    error of a variance ratio over 40 runs a device (log sd sqrt(2/40 + 2/40) ~ 0.32, 3 of them
+    allowed); with every run on one device the model is the one without devices, exactly."""
     observations = runs(np.random.default_rng(4), [(False, "A", 20), (True, "A", 20),
                                                    (False, "B", 20), (True, "B", 20)],
                         -0.3, {"A": 0.0, "B": 0.4}, {"A": 0.2, "B": 0.6})
-    h = beliefs_of(observations, BeliefPrior()).noise_multiplier("B")
-    assert abs(np.log(h) - np.log(9.0)) < 3 * np.sqrt(2 / 40 + 2 / 40)
+    fitted = beliefs_of(observations, BeliefPrior())
+    ratio = fitted.noise_multiplier("B") / fitted.noise_multiplier("A")
+    assert abs(np.log(ratio) - np.log(9.0)) < 3 * np.sqrt(2 / 40 + 2 / 40)
     alone = [o for o in observations if o.device == "A"]
     one, none = beliefs_of(alone, BeliefPrior()), beliefs_of(alone, BeliefPrior(), False)
     assert one.standard_posterior().mean.shape == none.standard_posterior().mean.shape
     assert np.array_equal(one.standard_posterior().mean, none.standard_posterior().mean)
 
 
-def test_the_fit_does_not_depend_on_the_order_of_the_runs():
+def test_the_fit_hardly_depends_on_which_device_came_first():
+    """Every device's h is under one hyperprior, so reversing the runs (B first) changes only
+    the offsets' reference, whose prior (sd 10 noise sds) pulls on an estimate by about a
+    hundredth of its variance: the h agree to 1%, the effect to a twentieth of its sd."""
     observations = runs(np.random.default_rng(5), CONFOUNDED, -0.3, {"A": 0.0, "B": 1.0},
                         {"A": 0.2, "B": 0.5})
     forward = beliefs_of(observations, BeliefPrior())
     backward = Beliefs([Hypothesis("a", "x")], device_effects=True)
-    for o in sorted(observations, key=lambda o: o.device):  # A first: the same reference
+    for o in observations[::-1]:
         backward.update([o])
-    assert forward.noise_multiplier("B") == pytest.approx(backward.noise_multiplier("B"),
-                                                          rel=1e-4)
-    assert forward.effects()[0].mean == pytest.approx(backward.effects()[0].mean, abs=1e-6)
+    assert list(backward.device_effects_summary()) == ["B", "A"]
+    for device in "AB":
+        assert forward.noise_multiplier(device) == pytest.approx(
+            backward.noise_multiplier(device), rel=0.01)
+    effect, reversed_effect = forward.effects()[0], backward.effects()[0]
+    assert abs(effect.mean - reversed_effect.mean) < 0.05 * effect.sd

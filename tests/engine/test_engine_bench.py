@@ -174,6 +174,17 @@ def test_command_line_overrides_pick_held_out_worlds_and_the_budget(tmp_path):
             in (tmp_path / "out" / "bench.md").read_text())
 
 
+def test_the_text_chart_shows_a_dash_where_the_best_gain_is_not_known():
+    """A world measured by a truth table has no best reachable gain, so no fraction of it."""
+    from engine.bench_report import text_chart
+
+    lines = text_chart([{"world": "gpt", "policy": "design", "kept_changes": 1.0,
+                         "change_false_rate": 0.0},
+                        {"world": "gpt", "policy": "ratchet", "kept_changes": 2.0}])
+    assert lines[1] == "gpt"
+    assert lines[2].split()[:2] == ["design", "—"] and lines[3].split() == ["ratchet", "—", "—"]
+
+
 def test_a_policy_that_kept_nothing_gets_no_rates_but_a_dash():
     """0 false keeps out of 0 keeps is not a measured rate of 0: the table says so."""
     def score(policy, seed, keeps, false_keeps, claimed):

@@ -173,7 +173,9 @@ print("loss:", 5.0 - 0.3 * x + other + random.Random(seed).gauss(0, 0.3 if other
 def test_runs_on_two_devices_are_pooled_with_an_offset_and_a_noise_multiplier(tmp_path):
     """Each run's device reaches the model from its ledger row: the second device's fitted
     offset is its true 1.0 (against the reference device, whichever ran first) within four
-    standard errors of a device mean over its runs (0.3 / sqrt(n)), and it is found the noisier;
+    standard errors of a device mean over its runs (0.3 / sqrt(n)), and it is found the noisier
+    (its h is not checked against the true 9: the noise is drawn from the run's seed, so it is
+    luck shared across the devices, which the model reads partly as the seeds');
     a replay from the ledger is the same model."""
     script = tmp_path / "experiment.py"
     script.write_text(TWO_KINDS_EXPERIMENT)
@@ -190,7 +192,8 @@ def test_runs_on_two_devices_are_pooled_with_an_offset_and_a_noise_multiplier(tm
     sign = 1.0 if other == "cuda:1" else -1.0
     on_other = sum(run.device == "cuda:1" for run in study.state.runs)
     assert abs(summary[other]["offset"] - sign * 1.0) < 4 * 0.3 / on_other**0.5
-    assert (summary[other]["noise_multiplier"] > 1.0) == (other == "cuda:1")
+    noisier = max(summary, key=lambda device: summary[device]["noise_multiplier"])
+    assert noisier == "cuda:1"
     replayed = Study(load_config(tmp_path / "study.toml", out_dir=str(tmp_path / "out")))
     assert replayed.state.beliefs.device_effects_summary() == summary
 

@@ -512,6 +512,23 @@ def test_a_study_made_before_a_setting_was_added_resumes(tmp_path):
     assert resumed.ledger.study(resumed.study_id)["config"] == resumed._config_record()
 
 
+def test_the_shared_memory_resumes_a_study_as_its_folder_does(tmp_path):
+    """With [memory] path, the long-term memory's copy of the study is compared the same way:
+    made before a setting was added, and resumed on another fleet, it resumes."""
+    memory = tmp_path / "memory.db"
+    text = SYNTHETIC.format(budget=10, fit_pymc="false", policy="efe") + \
+        f'\n[memory]\npath = "{memory}"\n'
+    path, out = write(tmp_path / "s.toml", text), tmp_path / "out"
+    Study(load_config(path, out_dir=str(out))).run(write_report=False)
+    for db in (out / "study.db", memory):
+        stored_config(db, lambda record: record.update(config_hash="0" * 64))
+    write(path, text + '\n[runner]\nkind = "simulated"\nworkers = 3\n')
+    resumed = Study(load_config(path, out_dir=str(out)))
+    assert resumed.run(write_report=False).status == "finished"
+    assert resumed.shared_memory.study(resumed.shared_study_id)["config"] == \
+        resumed._config_record()
+
+
 def test_a_stored_config_this_version_refuses_is_a_different_config(tmp_path):
     path = write(tmp_path / "s.toml", SYNTHETIC.format(budget=10, fit_pymc="false", policy="efe"))
     out = tmp_path / "out"
