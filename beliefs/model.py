@@ -213,8 +213,9 @@ class Beliefs:
                   devices: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows x(c) (baseline, hypotheses, category means, known pairs, with `seeds` the luck
         columns of each run's seed, with `devices` each run's device offset) and the prior
-        variance (units of sigma^2) of each row's effects without a column. Without `seeds` the
-        rows are of the mean over seeds; without `devices`, of runs on the reference device."""
+        variance (units of sigma^2) of each row's effects without a column (a device not seen
+        yet among them). Without `seeds` the rows are of the mean over seeds; without
+        `devices`, of runs on the reference device."""
         rows = np.zeros((len(configs), len(self._moment)))
         rows[:, 0] = 1.0
         latent_variance = np.zeros(len(configs))
@@ -240,10 +241,15 @@ class Beliefs:
                     column = self._luck_column.get((seed, name))
                     if column is not None:
                         rows[i, column] = 1.0
-            if devices is not None and devices[i] in self._device_column:
-                rows[i, self._device_column[devices[i]]] = 1.0
             latent_variance[i] = sum(self._latent_variance(key, category_of)
                                      for key in self._latent_of(config, seed))
+            device = None if devices is None else devices[i]
+            if device in self._device_column:
+                rows[i, self._device_column[device]] = 1.0
+            elif self.device_effects and device not in (None, self._reference_device) \
+                    and self._reference_device is not None:
+                # a device not seen yet: its offset is still the vague prior's
+                latent_variance[i] += self.prior.baseline_sd**2
         return rows, latent_variance
 
     def _joint_factor(self, rows: np.ndarray, latent: Sequence[dict[Key, float]]) -> np.ndarray:

@@ -71,6 +71,8 @@ __all__ = [
     "parse_config",
     "config_changes",
     "stored_changes",
+    "as_made",
+    "config_record",
     "config_hash",
     "describe_schema",
     "render_reference",
@@ -204,15 +206,40 @@ def config_changes(before: StudyConfig, after: StudyConfig) -> list[str]:
     return changes
 
 
-def stored_changes(stored: dict, cfg: StudyConfig) -> list[str]:
-    """What makes a config file a study stored differ from `cfg` ([] for none), the file read
-    again by this version: a study made before a setting was added has its default on both
-    sides, whatever hash was stored then; a file this version refuses is a change."""
+def stored_changes(record: dict, cfg: StudyConfig) -> list[str]:
+    """What makes the config record a study stored differ from `cfg` ([] for none), its file
+    read again by this version (`as_made`): a study made before a setting was added has the
+    same value on both sides, whatever hash was stored then; a file this version refuses is a
+    change."""
     try:
-        stored_cfg = parse_config(stored, source=str(cfg.source_path))
+        stored_cfg = as_made(parse_config(record["config"], source=str(cfg.source_path)), record)
     except ConfigError as exc:
         return ["its file is refused by this version: " + "; ".join(exc.problems)]
     return config_changes(stored_cfg, cfg)
+
+
+# Settings that change the model, with the value a study made before they existed had.
+MODEL_SETTINGS_ADDED = {("beliefs", "device_effects"): False}
+
+
+def as_made(cfg: StudyConfig, record: dict) -> StudyConfig:
+    """The config a resumed study keeps: a setting of MODEL_SETTINGS_ADDED that its file does
+    not set takes the value its config record says it was made with (`settings`, written since
+    they were added), else the value from before the setting existed; so a resume never
+    changes a study's model by a new default."""
+    settings = record.get("settings", {})
+    for (section, key), before in MODEL_SETTINGS_ADDED.items():
+        if key not in cfg.raw.get(section, {}):
+            value = settings.get(section, {}).get(key, before)
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(
+                getattr(cfg, section), **{key: value})})
+    return cfg
+
+
+def config_record(cfg: StudyConfig) -> dict[str, Any]:
+    """What a ledger keeps of a study's config: the file as written, its hash, and every
+    validated setting (defaults filled), which `as_made` reads on a resume."""
+    return {"config_hash": config_hash(cfg), "config": cfg.raw, "settings": _identity(cfg)}
 
 
 def _identity(cfg: StudyConfig) -> dict[str, Any]:

@@ -110,9 +110,10 @@ MOST_STEPS = 40  # steps refitted for it, evenly spread
 
 def p_better_trajectory(summary: StudySummary, beliefs: Beliefs) -> dict[str, list[tuple]]:
     """Per hypothesis, (step, P(better)) after each concluded step (at most MOST_STEPS, evenly
-    spread), P(better) = P(mu(I + h) < mu(I - h) | runs of the steps so far) on that step's
-    incumbent I, under the spike-and-slab posterior refitted on those runs (the decision rule's
-    probability, policies.keep). Empty without the observations' steps."""
+    spread), P(better) = P(mu(I + h) < mu(I - h) - epsilon | runs of the steps so far) on that
+    step's incumbent I, under the spike-and-slab posterior refitted on those runs (the decision
+    rule's probability, policies.keep, with its epsilon). Empty without the observations'
+    steps."""
     from policies.keep import probability_better_than
 
     observations, steps = beliefs.observations, [s for s, _, _ in summary.observed]
@@ -130,7 +131,7 @@ def p_better_trajectory(summary: StudySummary, beliefs: Beliefs) -> dict[str, li
         incumbent = frozenset(row["incumbent"].get("kept", []))
         for h in beliefs.hypotheses:
             with_h, without = incumbent | {h.name}, incumbent - {h.name}
-            p = probability_better_than(fitted, with_h, without)[0]
+            p = probability_better_than(fitted, with_h, without, summary.epsilon)[0]
             trajectory.setdefault(h.name, []).append((row["step"], p))
     return trajectory
 

@@ -58,8 +58,9 @@ def read_study(folder: str | Path) -> dict[str, Any]:
     latest = {d["hypothesis"]: dict(d) for d in decisions}  # in step order: the last one wins
     # A hypothesis decided only as part of a set (a design's confirmation, a pair) shows that
     # set's latest decision, named in "via".
-    via = {name: move for move in latest for name in move.split(PAIR_JOINER)
-           if PAIR_JOINER in move}
+    via: dict[str, str] = {}
+    for move in sorted((m for m in latest if PAIR_JOINER in m), key=lambda m: latest[m]["step"]):
+        via.update(dict.fromkeys(move.split(PAIR_JOINER), move))  # the latest decided wins
     incumbent = json.loads(last_step["incumbent_json"]) if last_step else None
     return {
         "name": study["name"], "folder": str(Path(folder).resolve()),

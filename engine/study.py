@@ -23,7 +23,14 @@ from threadpoolctl import threadpool_limits
 
 from beliefs import BeliefPrior
 from engine.asktell import AskedRun, AskTell
-from engine.config import ConfigError, StudyConfig, config_hash, load_config, stored_changes
+from engine.config import (
+    ConfigError,
+    StudyConfig,
+    as_made,
+    config_record,
+    load_config,
+    stored_changes,
+)
 from engine.folder import (
     FolderError,
     FolderLock,
@@ -82,6 +89,9 @@ class Study:
         self.proposer = self._make_proposer()
         with FolderLock(self.out_dir):  # no other process checks or writes meanwhile
             self.check_folder()
+            existing = self.ledger.find_study(cfg.study.name)
+            if existing is not None:  # a resume keeps the model the study was made with
+                self.cfg = cfg = as_made(cfg, self.ledger.study(existing)["config"])
             self.study_id = self._open_study(self.ledger, cfg.study.name)
         self.finished_at_open = self.ledger.study(self.study_id)["status"] == "finished"
         self.shared_study_id = None
@@ -256,10 +266,10 @@ class Study:
         """Study `name` in `ledger` (the folder's, or the shared memory's copy), created or
         resumed; a different config is refused naming what changed."""
         try:
-            return ledger.start_study(name, self._config_record(), self.env.fingerprint(),
+            return ledger.start_study(name, config_record(self.cfg), self.env.fingerprint(),
                                       self.cfg.study.seed, same_config=self._same_config)
         except StudyMismatchError as exc:
-            what = ("; ".join(stored_changes(json.loads(exc.stored)["config"], self.cfg))
+            what = ("; ".join(stored_changes(json.loads(exc.stored), self.cfg))
                     if exc.column == "config_json" else str(exc))
             raise ConfigError(str(self.cfg.source_path), [
                 f"{ledger.path} holds study {name!r} made with a different config ({what}); "
@@ -267,11 +277,7 @@ class Study:
 
     def _same_config(self, stored: dict) -> bool:
         """Whether a stored config record describes this study (engine.config.stored_changes)."""
-        return not stored_changes(stored["config"], self.cfg)
-
-    def _config_record(self) -> dict:
-        """What the ledger keeps of the config: the file as written and the validated hash."""
-        return {"config_hash": config_hash(self.cfg), "config": self.cfg.raw}
+        return not stored_changes(stored, self.cfg)
 
     def _prior(self) -> BeliefPrior:
         """Default priors, or priors recalled from the shared memory of other studies on this

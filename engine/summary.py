@@ -87,6 +87,7 @@ class StudySummary:
     runs: tuple[dict[str, Any], ...]  # the ledger's run rows (metric units as recorded)
     # (step, slot, role) of each of the beliefs' observations, in the order they were taken in
     observed: tuple[tuple[int, int, str], ...] = ()
+    epsilon: float = 0.0  # the keep rule's margin: better means by more than this
 
 
 def _findings(beliefs: Beliefs, state: StudyState,
@@ -145,7 +146,7 @@ def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path,
         name=name, out_dir=out_dir, seed=rules.study.seed, env_kind=env_kind, backend=backend,
         env_fingerprint=env_fingerprint, metric=metric,
         direction="lower" if rules.sign > 0 else "higher", time_budget=time_budget,
-        policy=policy, threshold=rules.keep_rule.threshold,
+        policy=policy, threshold=rules.keep_rule.threshold, epsilon=rules.keep_rule.epsilon,
         budget_trials=rules.study.budget_trials, runs_used=state.runs_used,
         runs_ok=sum(r.value is not None for r in state.runs),
         noise_sd=beliefs.noise_sd(), incumbent=incumbent_summary(state, rules),

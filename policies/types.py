@@ -31,7 +31,8 @@ TERM_UNITS: dict[str, str] = {
     **dict.fromkeys(("probability", "p_better", "claimed_false_share"), "probability"),
     **dict.fromkeys(("n_runs", "horizon", "screened"), "count"),
     "value": "metric units per run",
-    **dict.fromkeys(("draw", "mean", "score"), "standardised metric"),
+    **dict.fromkeys(("draw", "mean"), "standardised metric"),
+    "score": "score (the policy's own scale)",
 }
 
 

@@ -139,3 +139,22 @@ def test_the_fit_hardly_depends_on_which_device_came_first():
             backward.noise_multiplier(device), rel=0.01)
     effect, reversed_effect = forward.effects()[0], backward.effects()[0]
     assert abs(effect.mean - reversed_effect.mean) < 0.05 * effect.sd
+
+
+def test_a_run_on_a_device_not_seen_yet_is_predicted_with_its_offset_unknown():
+    """Its offset is still the vague prior's (sd baseline_sd noise sds), so the predictive
+    variance grows by exactly that; a seen device's prediction has its fitted offset."""
+    observations = runs(np.random.default_rng(6), CONFOUNDED, -0.3, {"A": 0.0, "B": 1.0},
+                        {"A": 0.2, "B": 0.5})
+    beliefs = beliefs_of(observations, BeliefPrior())
+    config = [frozenset({"a"})]
+    on_a = beliefs.predict(config, seeds=[None], devices=["A"])
+    on_c = beliefs.predict(config, seeds=[None], devices=["C"])
+    _, scale = beliefs.standardisation()
+    noise_var = beliefs.standard_posterior().noise_var * scale**2
+    extra = float(on_c.scale[0] ** 2 - on_a.scale[0] ** 2) / noise_var
+    h_a = beliefs.noise_multiplier("A")  # C, unseen, has h = 1
+    assert extra == pytest.approx(BeliefPrior().baseline_sd**2 + 1.0 - h_a, rel=1e-9)
+    on_b = beliefs.predict(config, seeds=[None], devices=["B"])
+    offset = beliefs.device_effects_summary()["B"]["offset"]
+    assert float(on_b.mean[0] - on_a.mean[0]) == pytest.approx(offset, rel=1e-9)

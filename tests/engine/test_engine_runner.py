@@ -198,6 +198,32 @@ def test_runs_on_two_devices_are_pooled_with_an_offset_and_a_noise_multiplier(tm
     assert replayed.state.beliefs.device_effects_summary() == summary
 
 
+def test_a_study_made_before_device_effects_resumes_without_them(tmp_path):
+    """An older version wrote no settings into the config record, and modelled no devices: its
+    study resumes, and goes on resuming, with the model it was made with, not today's
+    default."""
+    script = tmp_path / "experiment.py"
+    script.write_text(TWO_KINDS_EXPERIMENT)
+    text = textwrap.dedent(CONFIG.format(python=sys.executable, script=script,
+                                         runner="parallel"))
+    text = text.replace("workers = 3", 'devices = ["cuda:0", "cuda:1"]')
+    (tmp_path / "study.toml").write_text(text)
+    out = str(tmp_path / "out")
+    made = Study(load_config(tmp_path / "study.toml", out_dir=out))
+    assert made.run(write_report=False).status == "finished"
+    assert len(made.state.beliefs.device_effects_summary()) == 2
+    with sqlite3.connect(tmp_path / "out" / "study.db") as conn:
+        record = json.loads(conn.execute("select config_json from studies").fetchone()[0])
+        del record["settings"]  # as an older version wrote it
+        conn.execute("update studies set config_json = ?", [json.dumps(record)])
+    for _ in range(2):
+        resumed = Study(load_config(tmp_path / "study.toml", out_dir=out))
+        assert resumed.cfg.beliefs.device_effects is False
+        assert resumed.state.beliefs.device_effects_summary() == {}
+        assert resumed.ledger.study(resumed.study_id)["config"]["settings"]["beliefs"][
+            "device_effects"] is False
+
+
 def test_parallel_runs_each_see_only_their_device_and_never_share_it(tmp_path):
     script = tmp_path / "experiment.py"
     script.write_text(DEVICE_EXPERIMENT)

@@ -17,7 +17,7 @@ import pytest
 import engine.loop
 from beliefs import Beliefs, Observation
 from beliefs import Hypothesis as BeliefHypothesis
-from engine.config import load_config, parse_config
+from engine.config import config_record, load_config, parse_config
 from engine.panel import panel_seed
 from engine.study import Study
 from policies.types import move_members
@@ -509,7 +509,7 @@ def test_a_study_made_before_a_setting_was_added_resumes(tmp_path):
     stored_config(out / "study.db", lambda record: record.update(config_hash="0" * 64))
     resumed = Study(load_config(path, out_dir=str(out)))
     assert resumed.run(write_report=False).status == "finished"
-    assert resumed.ledger.study(resumed.study_id)["config"] == resumed._config_record()
+    assert resumed.ledger.study(resumed.study_id)["config"] == config_record(resumed.cfg)
 
 
 def test_the_shared_memory_resumes_a_study_as_its_folder_does(tmp_path):
@@ -526,7 +526,7 @@ def test_the_shared_memory_resumes_a_study_as_its_folder_does(tmp_path):
     resumed = Study(load_config(path, out_dir=str(out)))
     assert resumed.run(write_report=False).status == "finished"
     assert resumed.shared_memory.study(resumed.shared_study_id)["config"] == \
-        resumed._config_record()
+        config_record(resumed.cfg)
 
 
 def test_a_stored_config_this_version_refuses_is_a_different_config(tmp_path):
