@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(BIN)/python -m engine.study experiments/quickstart.toml
 
+# Two test processes, each taking whole files (pytest-xdist): the suite fits CI's time on 2 cores.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) studies bench_out .pytest_cache .hypothesis
