@@ -158,6 +158,12 @@ def save_inference_data(obj, path: str | Path) -> Path:
     return path
 
 
+def arviz_group(obj, name: str):
+    """A group of an InferenceData (arviz 0.2x) or DataTree (1.x), as an xarray Dataset."""
+    group = getattr(obj, name) if hasattr(obj, name) else obj[name]
+    return group.to_dataset() if hasattr(group, "to_dataset") else group
+
+
 def highest_density_interval(draws: np.ndarray, prob: float) -> tuple[float, float]:
     """The narrowest interval [x_i, x_(i+k)] of the sorted draws that holds k = floor(prob n)
     steps of them (the draws' units): the HDI of a unimodal posterior."""
@@ -209,7 +215,7 @@ def forest(draws: dict[str, dict[str, np.ndarray]], labels: dict[str, str], path
 def plot_effects(obj, path: str | Path) -> Path:
     """Forest plot of the effects if they do anything (`effect_slab`), labelled "category:
     hypothesis", in the order of the hypothesis dimension (grouped by category); PNG."""
-    posterior = obj.posterior if hasattr(obj, "posterior") else obj["posterior"]
+    posterior = arviz_group(obj, "posterior")
     names = [str(n) for n in posterior["hypothesis"].values]
     labels = {name: f"{cat}: {name}" for name, cat in zip(names,
                                                           posterior["category_of"].values)}

@@ -320,6 +320,13 @@ class Beliefs:
     def copy(self) -> Beliefs:
         return copy.deepcopy(self)
 
+    def fresh(self, prior: BeliefPrior | None = None) -> Beliefs:
+        """The same model (hypotheses, interactions, seed and device effects) with no runs yet,
+        under `prior` (default: this one's)."""
+        return Beliefs(self._hypotheses, interactions=self.interactions,
+                       seed_effects=self.seed_effects, device_effects=self.device_effects,
+                       prior=self.prior if prior is None else prior)
+
     # ---- standardisation -------------------------------------------------------------------
 
     def standardisation(self) -> tuple[float, float]:

@@ -145,8 +145,9 @@ def sampler_diagnostics(idata) -> SamplerDiagnostics:
     import arviz as az
 
     names = ["baseline", "effect", "category_mean", "category_scale", "sigma"]
-    stats = idata.sample_stats if hasattr(idata, "sample_stats") else idata["sample_stats"]
-    posterior = idata.posterior if hasattr(idata, "posterior") else idata["posterior"]
+    from beliefs.export import arviz_group
+
+    stats, posterior = arviz_group(idata, "sample_stats"), arviz_group(idata, "posterior")
     chains = int(posterior.sizes["chain"])
     ess = az.ess(idata, var_names=names, method="bulk")
     max_rhat = math.nan

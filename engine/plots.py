@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from beliefs import Beliefs  # noqa: E402
-from beliefs.export import forest  # noqa: E402
+from beliefs.export import arviz_group, forest  # noqa: E402
 from engine.summary import StudySummary  # noqa: E402
 from policies.types import TERM_UNITS  # noqa: E402
 
@@ -28,18 +28,12 @@ def plot_forest(models: list, beliefs: Beliefs, summary: StudySummary, path: Pat
     order = sorted(beliefs.hypotheses, key=lambda h: (h.category, h.name))
     draws = {}
     for k, (name, obj) in enumerate(models):
-        posterior = _group(obj, "posterior")
+        posterior = arviz_group(obj, "posterior")
         effect = posterior["effect_slab"] if k == 0 else sign * posterior["effect"]
         draws[name] = {h.name: np.asarray(effect.sel(hypothesis=h.name)) for h in order}
     return forest(draws, {h.name: f"{h.category}: {h.name}" for h in order}, path,
                   f"Effect on {summary.metric} if the change does anything\n(slab; "
                   f"{summary.direction} is better)")
-
-
-def _group(obj, name: str):
-    """A group of an InferenceData (arviz 0.2x) or DataTree (1.x), as an xarray Dataset."""
-    group = getattr(obj, name) if hasattr(obj, name) else obj[name]
-    return group.to_dataset() if hasattr(group, "to_dataset") else group
 
 
 def plot_incumbent(summary: StudySummary, path: Path) -> Path:
@@ -124,9 +118,7 @@ def p_better_trajectory(summary: StudySummary, beliefs: Beliefs) -> dict[str, li
         if concluded else []
     trajectory: dict[str, list[tuple]] = {}
     for row in (concluded[i] for i in pick):
-        fitted = Beliefs(beliefs.hypotheses, interactions=beliefs.interactions,
-                         seed_effects=beliefs.seed_effects,
-                         device_effects=beliefs.device_effects, prior=beliefs.prior)
+        fitted = beliefs.fresh()
         fitted.update([o for o, step in zip(observations, steps) if step <= row["step"]])
         incumbent = frozenset(row["incumbent"].get("kept", []))
         for h in beliefs.hypotheses:

@@ -303,4 +303,3 @@ def waiting(state: StudyState) -> bool:
     plan = state.plans[newest]
     return (plan.kind == "stop" and newest in state.unconcluded
             and plan.after == len(state.concluded))
-

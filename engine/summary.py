@@ -167,9 +167,7 @@ def own_evidence(summary: StudySummary, state: StudyState, rules: StudyRules) ->
     beliefs = state.beliefs
     if not beliefs.prior.effect_priors:
         return summary  # nothing transferred: the posterior is the study's own already
-    own = Beliefs(beliefs.hypotheses, interactions=beliefs.interactions,
-                  seed_effects=beliefs.seed_effects, device_effects=beliefs.device_effects,
-                  prior=dataclasses.replace(beliefs.prior, effect_priors={}))
+    own = beliefs.fresh(dataclasses.replace(beliefs.prior, effect_priors={}))
     own.update(beliefs.observations)
     effects, categories = _findings(own, state, rules)
     return dataclasses.replace(summary, effects=effects, categories=categories,
