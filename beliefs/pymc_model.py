@@ -135,8 +135,8 @@ class SamplerDiagnostics:
         if self.chains > 1 and not self.max_rhat <= RHAT_LIMIT:
             found.append(f"r-hat up to {self.max_rhat:.3f} (> {RHAT_LIMIT})")
         if not self.min_ess_bulk >= ESS_PER_CHAIN * self.chains:
-            found.append(f"bulk ESS down to {self.min_ess_bulk:.0f} "
-                         f"(< {ESS_PER_CHAIN} per chain)")
+            found.append(f"bulk ESS down to {self.min_ess_bulk:.0f} (< {ESS_PER_CHAIN} per "
+                         f"chain, {ESS_PER_CHAIN * self.chains} in all)")
         return found
 
 
