@@ -41,6 +41,7 @@ from engine.validate import (
     cross_field_problems,
     got,
     heading,
+    read_patches,
     suggest,
     validate_hypotheses,
     validate_table,
@@ -137,6 +138,8 @@ def parse_config(
         tables[section] = validate_table(
             f"[{section}]", table, fields, problems, env_kind=env_kind)
     hypotheses = validate_hypotheses(data.get("hypotheses", []), SCHEMA["hypotheses"], problems)
+    read_patches(hypotheses, Path(source).parent if source != "<dict>" else Path.cwd(),
+                 problems)
     problems += cross_field_problems(tables, hypotheses_given=bool(data.get("hypotheses")))
     if problems:
         raise ConfigError(source, problems)
@@ -228,6 +231,10 @@ def as_made(cfg: StudyConfig, record: dict) -> StudyConfig:
     they were added), else the value from before the setting existed; so a resume never
     changes a study's model by a new default."""
     settings = record.get("settings", {})
+    stored_patches = {h["name"]: h.get("patch", "") for h in settings.get("hypotheses", [])}
+    cfg = dataclasses.replace(cfg, hypotheses=tuple(  # the diff it ran, not its file's text now
+        dataclasses.replace(h, patch=stored_patches.get(h.name, h.patch)) if h.patch else h
+        for h in cfg.hypotheses))
     for (section, key), before in MODEL_SETTINGS_ADDED.items():
         if key not in cfg.raw.get(section, {}):
             value = settings.get(section, {}).get(key, before)

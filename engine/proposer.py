@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.schema import REQUIRED, Knobs, Matches, knobs_problem, setting
+from engine.schema import REQUIRED, Knobs, Matches, PathText, knobs_problem, setting
 
 HYPOTHESIS_NAME = r"[A-Za-z0-9_.-]+"
 NAME_PATTERN = re.compile(HYPOTHESIS_NAME)  # whole strings only: fullmatch, since $ passes "a\n"
@@ -35,13 +35,19 @@ class Hypothesis:
     name: str = setting(REQUIRED, Matches(HYPOTHESIS_NAME), "unique name")
     category: str = setting("general", Matches(HYPOTHESIS_CATEGORY),
                             "category, for category-level effects", config_only=True)
-    change: dict = setting(REQUIRED, Knobs(), "merged into the base config when applied",
-                           hash=False)
+    change: dict = setting({}, Knobs(non_empty=False),
+                           "merged into the base config when applied (a hypothesis has a "
+                           "change, a patch or both)", hash=False)
     description: str = setting("", None, "free text")
+    patch: str = setting(
+        "", PathText(allow_empty=True),
+        "a unified diff of the trainer's model or optimizer code (gpt env: train/model.py, "
+        "train/optim.py), as the path of its file relative to the config file; the validated "
+        "hypothesis holds the diff's text")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "category": self.category, "change": self.change,
-                "description": self.description}
+                "description": self.description, **({"patch": self.patch} if self.patch else {})}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from engine.state import (
     with_step_done,
     with_step_observed,
 )
+from envs.patched import PATCHES_KEY
 from memory import Ledger
 from policies import RunRecord, StudyView
 from policies.types import MoveMenu, move_members
@@ -106,8 +107,24 @@ def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozens
     conflicts = conflicting_pairs(state)
     composable = [move for move in moves
                   if not any(frozenset(pair) in conflicts
-                             for pair in combinations(state.incumbent | move_members(move), 2))]
+                             for pair in combinations(state.incumbent | move_members(move), 2))
+                  and patch_conflict(state, rules, state.incumbent | move_members(move)) is None]
     return composable, reopened & frozenset(composable)
+
+
+def patches_of(state: StudyState, applied: frozenset[str]) -> list[str]:
+    """The code patches of the applied hypotheses, in declaration order (the order they apply)."""
+    return [h.patch for name, h in state.hypotheses.items() if name in applied and h.patch]
+
+
+def patch_conflict(state: StudyState, rules: StudyRules, applied: frozenset[str]) -> str | None:
+    """Why the applied hypotheses' patches do not apply together, or None. A patch that no
+    longer applies on top of the incumbent's is not offered; one whose lines only moved is
+    rebased (envs.patch)."""
+    patches = patches_of(state, applied)
+    if len(patches) < 2 or rules.patch_problem is None:
+        return None
+    return rules.patch_problem(patches)
 
 
 def conflicting_pairs(state: StudyState) -> frozenset[frozenset[str]]:
@@ -247,11 +264,15 @@ def stop_reason(state: StudyState, rules: StudyRules) -> str:
 
 
 def config_for(state: StudyState, rules: StudyRules, applied: frozenset[str]) -> dict:
-    """The base config with each applied hypothesis's change merged in, in declaration order."""
+    """The base config with each applied hypothesis's change merged in, in declaration order,
+    and its code patches in that order under PATCHES_KEY."""
     config = dict(rules.base_config)
     for name, hypothesis in state.hypotheses.items():
         if name in applied:
             config.update(hypothesis.change)
+    patches = patches_of(state, applied)
+    if patches:
+        config[PATCHES_KEY] = patches
     return config
 
 

@@ -93,6 +93,9 @@ ENV_FIELDS: dict[str, Field] = {
     # A python objective runs in this process, where nothing can time it out.
     "timeout_s": Field(FLOAT, 600.0, Range(0, lo_open=True), "per-run timeout in seconds",
                        GPT + SYNTHETIC + COMMAND),
+    "memory_limit_mb": Field(INT, 16384, Range(0),
+                             "memory cap (RLIMIT_DATA, MiB) of each process of a run that applies "
+                             "code patches; 0 = none", GPT),
     "metric": Field(STR, ByKind({"gpt": "val_bpb", "synthetic": "loss", "python": "value"}),
                     NonEmpty(),
                     "name of the metric a run reports"),

@@ -12,7 +12,7 @@ Metric values inside are lower-is-better: a higher-is-better metric is negated o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +40,20 @@ class StudyRules:
     sign: float  # +1 when lower is better, -1 when higher is (values inside are sign * metric)
     base_config: Mapping[str, Any]
     workers: int = 1
+    # The env's check of code patches applied together (Env.patch_problem); None: no patches.
+    patch_problem: Callable[[Sequence[str]], str | None] | None = None
 
     @classmethod
-    def from_config(cls, cfg: StudyConfig, policy: Policy) -> StudyRules:
+    def from_config(cls, cfg: StudyConfig, policy: Policy,
+                    patch_problem: Callable[[Sequence[str]], str | None] | None = None
+                    ) -> StudyRules:
         runner = cfg.runner
         workers = 1 if runner.kind == "local" else len(runner.devices) or runner.workers
         return cls(study=cfg.study, policy=policy, keep_rule=policy.keep_rule,
                    interactions=cfg.beliefs.interactions, kappa=cfg.policy.kappa,
                    sign=1.0 if cfg.env["direction"] == "lower" else -1.0,
-                   base_config=dict(cfg.env.get("base", {})), workers=workers)
+                   base_config=dict(cfg.env.get("base", {})), workers=workers,
+                   patch_problem=patch_problem)
 
     @property
     def runs_ahead(self) -> int:

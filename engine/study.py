@@ -83,7 +83,7 @@ class Study:
         self.ledger = Ledger(self.out_dir / "study.db")
         params = {k: v for k, v in dataclasses.asdict(cfg.policy).items() if k != "kind"}
         policy = make_policy(cfg.policy.kind, keep_rule=cfg.decision.keep_rule(), **params)
-        self.rules = StudyRules.from_config(cfg, policy)
+        self.rules = StudyRules.from_config(cfg, policy, patch_problem=self.env.patch_problem)
         self.runner = make_runner(cfg.runner)
         self.shared_memory = Ledger(Path(cfg.memory.path)) if cfg.memory.path else None
         self.proposer = self._make_proposer()
@@ -230,7 +230,7 @@ class Study:
                            objective=self._objective)
         except ValueError as exc:
             raise ConfigError(source, [str(exc)]) from None
-        problems = change_problems(self.cfg.hypotheses, env.change_problem)
+        problems = change_problems(self.cfg.hypotheses, env.change_problem, env.patch_problem)
         preflight = None if problems else env.preflight_problem()
         problems += [preflight] if preflight else []
         if problems:

@@ -12,6 +12,7 @@ import difflib
 import reprlib
 import string
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.schema import FLOAT, INT, REQUIRED, ByKind, Derived, Field
@@ -105,6 +106,10 @@ def validate_hypotheses(
         label = entry.get("name") if isinstance(entry.get("name"), str) else None
         where = f"[[hypotheses]] #{index}" + (f" ({label})" if label else "")
         values = validate_table(where, entry, fields, problems)
+        if not entry.get("change") and not entry.get("patch") and "change" in values:
+            problems.append(f"{where} change: " + ("got {}, " if "change" in entry else
+                                                   "missing; ")
+                            + "expected a non-empty table of knobs, or a patch")
         name = values.get("name")
         if name in first_index:
             problems.append(f"{where} name: got {name!r}, "
@@ -163,11 +168,35 @@ def cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> lis
 
 
 def change_problems(hypotheses: Sequence[Any],
-                    change_problem: Callable[[Mapping[str, Any]], str | None]) -> list[str]:
-    """What the env refuses in each [[hypotheses]] change (`change_problem`: its check)."""
+                    change_problem: Callable[[Mapping[str, Any]], str | None],
+                    patch_problem: Callable[[Sequence[str]], str | None]) -> list[str]:
+    """What the env refuses in each [[hypotheses]] change and patch (its `change_problem` and
+    `patch_problem` checks; a patch is checked alone, on the pristine trainer)."""
     problems = []
     for index, hypothesis in enumerate(hypotheses, start=1):
+        where = f"[[hypotheses]] #{index} ({hypothesis.name})"
         problem = change_problem(hypothesis.change)
         if problem is not None:
-            problems.append(f"[[hypotheses]] #{index} ({hypothesis.name}) change: {problem}")
+            problems.append(f"{where} change: {problem}")
+        problem = patch_problem([hypothesis.patch]) if hypothesis.patch else None
+        if problem is not None:
+            problems.append(f"{where} patch: refused before any run: {problem}")
     return problems
+
+
+def read_patches(hypotheses: list[dict[str, Any]], folder: Path, problems: list[str]) -> None:
+    """Replace each hypothesis's `patch` path (relative to `folder`, the config file's) by the
+    text of its diff."""
+    for index, values in enumerate(hypotheses, start=1):
+        where = f"[[hypotheses]] #{index}" + (f" ({values['name']})" if "name" in values else "")
+        if not values.get("patch"):
+            continue
+        path = folder / values["patch"]
+        try:
+            values["patch"] = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            problems.append(f"{where} patch: cannot read {str(path)!r} ({reason})")
+            continue
+        if not values["patch"].strip():
+            problems.append(f"{where} patch: {str(path)!r} is empty")

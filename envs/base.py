@@ -11,7 +11,7 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,6 +122,11 @@ class Env:
         set, a value it refuses), or None. The engine asks before any run, for the config's
         hypotheses and for every proposal alike."""
         return None
+
+    def patch_problem(self, diffs: Sequence[str]) -> str | None:
+        """Why a configuration may not apply these code patches (unified diffs, in order), or
+        None. Only the gpt env takes patches."""
+        return f"[env] kind = {self.kind!r} takes no code patches (kind = 'gpt' does)"
 
     def preflight_problem(self) -> str | None:
         """Why no run of this env's set-up can succeed, found before the study starts (the

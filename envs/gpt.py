@@ -12,6 +12,7 @@ trainer refuses (exit 3, a REFUSED line) training data that repeats the validati
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -33,7 +34,8 @@ from envs.base import (
     register_env,
     stable_hash,
 )
-from envs.process import run_process, tail
+from envs.patched import PATCHES_KEY, patch_problem, run_patched
+from envs.process import ProcessResult, run_process, tail
 from train.config import FIELD_TYPES, ConfigError, build_config
 from train.vocabulary import BACKENDS
 
@@ -108,6 +110,16 @@ def _line_starting(prefix: str, *streams: str) -> str | None:
     return None
 
 
+def _steps(summary: dict[str, Any]) -> int | None:
+    steps = summary.get("num_steps")
+    return steps if isinstance(steps, int) else None
+
+
+def _failed(result: ProcessResult, extra: dict[str, Any], status: str, reason: str) -> Outcome:
+    return Outcome(None, status, result.seconds, _steps(extra),
+                   {**extra, "reason": reason, "stderr_tail": tail(result.stderr)})
+
+
 def train_code_hash() -> str:
     """Hash of the train/ package's Python sources (what a run's code was)."""
     return hash_files(list(TRAIN_PACKAGE.rglob("*.py")), TRAIN_PACKAGE)
@@ -119,7 +131,8 @@ class GptEnv(Env):
 
     kind: ClassVar[str] = "gpt"
     section_keys: ClassVar[frozenset[str]] = frozenset(
-        {"backend", "time_budget", "steps", "base", "timeout_s", "metric", "direction"}
+        {"backend", "time_budget", "steps", "base", "timeout_s", "metric", "direction",
+         "memory_limit_mb"}
     )
 
     def __init__(
@@ -130,6 +143,7 @@ class GptEnv(Env):
         steps: int = 0,
         base: Mapping[str, Any] | None = None,
         timeout_s: float = 600.0,
+        memory_limit_mb: int = 16384,
         metric: str = "val_bpb",
         direction: Direction = "lower",
         base_dir: Path = Path("."),
@@ -157,6 +171,9 @@ class GptEnv(Env):
         self.base = dict(base or {})
         self._check_base()
         self.timeout_s = float(timeout_s)
+        if memory_limit_mb < 0:
+            raise ValueError(f"[env] memory_limit_mb = {memory_limit_mb!r} must be >= 0")
+        self.memory_limit_mb = int(memory_limit_mb)
         self.metric_name = metric
         self.direction = direction
         self.base_dir = Path(base_dir).resolve()
@@ -183,54 +200,90 @@ class GptEnv(Env):
                 else ["--time-budget", str(self.time_budget)])
 
     def run(self, config: dict, seed: int) -> Outcome:
+        flags = ["--seed", str(seed), "--backend", self.backend, *self.budget_flags()]
+        if config.get(PATCHES_KEY):
+            return self._run_patched(config, seed, flags)
         with tempfile.TemporaryDirectory(prefix="gpt-env-") as folder:
             config_path = Path(folder) / "config.json"
             config_path.write_text(json.dumps(config))
-            argv = [*self.trainer_command, "--config", str(config_path), "--seed", str(seed),
-                    "--backend", self.backend, *self.budget_flags()]
+            argv = [*self.trainer_command, "--config", str(config_path), *flags]
             result = run_process(argv, cwd=self.base_dir, timeout_s=self.timeout_s,
                                  env=self._child_environment(), owner=self.owner)
         summary = parse_summary(result.stdout) or {}
-        steps = summary.get("num_steps") if isinstance(summary.get("num_steps"), int) else None
         extra: dict[str, Any] = {**summary, "argv": argv, "returncode": result.returncode}
+        return self._failure(result, extra) or self._judged(summary, extra, result)
 
-        def failed(status: str, reason: str) -> Outcome:
-            return Outcome(None, status, result.seconds, steps,
-                           {**extra, "reason": reason, "stderr_tail": tail(result.stderr)})
+    def _run_patched(self, config: dict, seed: int, flags: list[str]) -> Outcome:
+        """A run whose configuration applies code patches (envs.patched)."""
+        made = run_patched(config, seed, flags=flags, timeout_s=self.timeout_s,
+                           memory_limit_mb=self.memory_limit_mb, owner=self.owner,
+                           child_environment=self._child_environment())
+        trained = made.trained
+        summary = parse_summary(trained.stdout) or {}
+        extra: dict[str, Any] = {**summary, **made.extra, "returncode": trained.returncode}
+        if made.refused:
+            return _failed(trained, extra, "refused", made.refused)
+        failure = self._failure(trained, extra)
+        if failure and "PermissionError" in trained.stderr:
+            failure.extra["reason"] += (": the confinement denied it a file (a patch may read "
+                                        "and write only its own folder)")
+        if failure or made.judged is None:
+            return failure or _failed(trained, extra, "crash",
+                                      "the patched trainer saved no weights")
+        judged = made.judged
+        verdict = parse_summary(judged.stdout) or {}
+        extra = {**extra, **verdict, "judge_returncode": judged.returncode}
+        failure = self._failure(judged, extra, "the judge (train.judge)")
+        if failure:
+            return failure
+        seconds = trained.seconds + judged.seconds
+        return self._judged({**summary, **verdict}, extra, dataclasses.replace(trained,
+                                                                                seconds=seconds))
 
+    def _failure(self, result: ProcessResult, extra: dict[str, Any],
+                 who: str = "the trainer") -> Outcome | None:
+        """The outcome of a process that was killed, timed out, refused, failed or crashed;
+        None if it exited 0."""
         if result.killed:
-            return failed("crash", "killed: the study was interrupted")
+            return _failed(result, extra, "crash", "killed: the study was interrupted")
         if result.timed_out:
-            return failed("timeout", f"killed after timeout_s = {self.timeout_s} s")
+            return _failed(result, extra, "timeout", f"killed after timeout_s = {self.timeout_s} s")
         refused_line = _line_starting("REFUSED", result.stdout, result.stderr)
         if refused_line is not None:
-            return failed("refused", refused_line)
+            return _failed(result, extra, "refused", refused_line)
         fail_line = _line_starting("FAIL", result.stdout, result.stderr)
         if fail_line is not None:
-            return failed("nan", fail_line)
+            return _failed(result, extra, "nan", fail_line)
         if result.returncode != 0:
-            return failed("crash", f"the trainer exited with status {result.returncode}")
+            return _failed(result, extra, "crash", f"{who} exited with status {result.returncode}")
+        return None
+
+    def _judged(self, summary: dict[str, Any], extra: dict[str, Any],
+                result: ProcessResult) -> Outcome:
+        """The outcome of a run whose processes exited 0, read from its summary: refused where
+        its evaluation hash differs from the study's."""
         if not summary:
-            return failed("crash",
-                          "the trainer printed no summary block ('---' then 'key: value' lines)")
+            return _failed(result, extra, "crash",
+                           "the trainer printed no summary block ('---' then 'key: value' lines)")
         value = summary.get(self.metric_name)
         if not isinstance(value, float):
-            return failed("crash",
-                          f"the summary has no numeric {self.metric_name!r} (got {value!r})")
+            return _failed(result, extra, "crash",
+                           f"the summary has no numeric {self.metric_name!r} (got {value!r})")
         if not math.isfinite(value) or abs(value) > METRIC_LIMIT:
-            return failed("nan", f"{self.metric_name} = {value}")
+            return _failed(result, extra, "nan", f"{self.metric_name} = {value}")
         eval_hash = summary.get("eval_hash")
         if not eval_hash:
-            return failed("crash",
-                          "the summary has no eval_hash, so the evaluation cannot be checked")
+            return _failed(result, extra, "crash",
+                           "the summary has no eval_hash, so the evaluation cannot be checked")
         with self._pin_lock:
             if self.pinned_eval_hash is None:
                 self.pinned_eval_hash = eval_hash
             pinned = self.pinned_eval_hash
         if eval_hash != pinned:
-            return failed("refused", f"eval_hash {eval_hash} differs from the study's {pinned}: "
-                                     "the evaluation code changed")
-        return Outcome(value, "ok", result.seconds, steps, extra)
+            return _failed(result, extra, "refused",
+                           f"eval_hash {eval_hash} differs from the study's {pinned}: "
+                           "the evaluation code changed")
+        return Outcome(value, "ok", result.seconds, _steps(summary), extra)
 
     def _check_base(self) -> None:
         """[env] base: trainer knobs only, none that [env] sets itself, values the trainer
@@ -261,6 +314,15 @@ class GptEnv(Env):
         except ConfigError as exc:
             return f"on top of [env] base, {exc}"
         return None
+
+    def patch_problem(self, diffs: Sequence[str]) -> str | None:
+        """Why the diffs, in order, do not patch the trainer's mutable files (envs.patched), or
+        why this trainer takes no patches."""
+        if self.backend == "mlx":
+            return "a patch edits the PyTorch model; [env] backend = 'mlx' runs another"
+        if self.trainer_command != list(TRAINER_COMMAND):
+            return "a stand-in trainer takes no patches"
+        return patch_problem(diffs)
 
     def mutable_knobs(self) -> tuple[str, ...]:
         return MUTABLE_KNOBS

@@ -1,5 +1,10 @@
 """python -m train [--config FILE.toml|FILE.json] [--seed N] [--steps N | --time-budget S]
                    [--backend B] [--knob VALUE ...] [--help]
+                   [--training-split FILE.npz --save-weights FILE.pt]
+
+The last two make a patched run (docs/ARCHITECTURE.md, "Code-patch hypotheses"): it trains on a
+split that holds no validation text, saves its weights and is not evaluated here; train.judge
+evaluates it in another process.
 
 Prints progress to stderr and ends stdout with the summary block (docs/ARCHITECTURE.md). Exit 0 on
 success, 1 with a line starting FAIL on a NaN or exploding loss, 2 on a bad flag, config or data,
@@ -12,13 +17,14 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared 2-core box spinning threads fight
 # other processes and made steps up to 6x slower in our measurements. Must precede importing torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from train.config import ConfigError, TrainConfig, parse_args
-from train.data import DataError, LeakError, prepare
+from train.data import DataError, LeakError, prepare, read_training_split
 from train.loop import Backend, TrainingFailed, train
 
 
@@ -44,6 +50,27 @@ def usage() -> str:
     return "\n".join([__doc__.strip(), "", "knobs (also the keys of a config file):", *knobs])
 
 
+RUN_FLAGS = ("--training-split", "--save-weights")
+
+
+def split_run_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The RUN_FLAGS and their values, and the knob arguments left."""
+    flags: dict[str, str] = {}
+    rest: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in RUN_FLAGS:
+            value = next(tokens, None)
+            if value is None:
+                raise ConfigError(f"flag {token!r} needs a value")
+            flags[token] = value
+        else:
+            rest.append(token)
+    if len(flags) == 1:
+        raise ConfigError(f"{' and '.join(RUN_FLAGS)} go together")
+    return flags, rest
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
@@ -51,9 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     try:
+        flags, argv = split_run_flags(argv)
         config = parse_args(argv)
-        data = prepare(config.data, config.text_column, config.eval_tokens)
-        result = train(config, data, make_backend(config), started)
+        if flags:
+            if config.backend == "mlx":
+                raise ConfigError("a patched run needs the torch backend (mlx has no save)")
+            data = read_training_split(Path(flags["--training-split"]))
+        else:
+            data = prepare(config.data, config.text_column, config.eval_tokens)
+        backend = make_backend(config)
+        result = train(config, data, backend, started, evaluate=not flags)
+        if flags:
+            backend.save_weights(Path(flags["--save-weights"]))
     except LeakError as error:
         print(f"REFUSED: {error}", flush=True)
         return 3

@@ -307,6 +307,22 @@ def prepare(data: str, text_column: str, eval_tokens: int) -> PreparedData:
     return PreparedData(train_tokens, train_starts, val_tokens, key)
 
 
+def write_training_split(path: Path, data: PreparedData) -> None:
+    """The training split alone, for a patched run: its code never sees the validation text."""
+    write_atomically(path, {"train_tokens": data.train_tokens, "train_starts": data.train_starts,
+                            "source_id": np.array(data.source_id)})
+
+
+def read_training_split(path: Path) -> PreparedData:
+    """A split written by write_training_split, with no validation tokens."""
+    try:
+        with np.load(path) as saved:
+            return PreparedData(saved["train_tokens"], saved["train_starts"],
+                                np.zeros(0, dtype=np.uint16), str(saved["source_id"]))
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"bad training split {str(path)!r} ({error})") from None
+
+
 def sample_batch(
     tokens: np.ndarray, starts: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ class TrainingFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class RunResult:
-    val_bpb: float
+    val_bpb: float | None  # None when the run is evaluated by train.judge instead
     training_seconds: float
     total_seconds: float
     peak_vram_mb: float
@@ -53,7 +53,7 @@ class RunResult:
     num_steps: int
     num_params: int
     depth: int
-    eval_hash: str
+    eval_hash: str  # "" when val_bpb is None
     backend: str
     device: str  # the hardware (a GPU's name): runs on two kinds differ by more than luck
     seed: int
@@ -61,7 +61,7 @@ class RunResult:
     def summary(self) -> str:
         """The summary block of the trainer's command-line contract (docs/ARCHITECTURE.md)."""
         rows = [
-            ("val_bpb", f"{self.val_bpb:.6f}"),
+            *([("val_bpb", f"{self.val_bpb:.6f}")] if self.val_bpb is not None else []),
             ("training_seconds", f"{self.training_seconds:.1f}"),
             ("total_seconds", f"{self.total_seconds:.1f}"),
             ("peak_vram_mb", f"{self.peak_vram_mb:.1f}"),
@@ -71,7 +71,7 @@ class RunResult:
             ("num_steps", str(self.num_steps)),
             ("num_params_M", f"{self.num_params / 1e6:.3f}"),
             ("depth", str(self.depth)),
-            ("eval_hash", self.eval_hash),
+            *([("eval_hash", self.eval_hash)] if self.eval_hash else []),
             ("backend", self.backend),
             ("device_name", self.device),
             ("seed", str(self.seed)),
@@ -90,8 +90,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def train(config: TrainConfig, data: PreparedData, backend: Backend, started: float) -> RunResult:
-    """Train until `steps` steps or `time_budget` timed seconds, evaluate, and return the result.
+def train(config: TrainConfig, data: PreparedData, backend: Backend, started: float,
+          evaluate: bool = True) -> RunResult:
+    """Train until `steps` steps or `time_budget` timed seconds, evaluate (unless `evaluate` is
+    false: a patched run, which train.judge evaluates), and return the result.
 
     Progress (which drives the lr schedule) is step / steps in fixed-step mode, else timed
     seconds / time_budget; the first `untimed_steps` steps are excluded from the timed seconds.
@@ -123,12 +125,16 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
             last_log = time.perf_counter()
             _log(f"step {step:5d} | loss {loss:.4f} | lr x{multiplier:.3f} | "
                  f"{training_seconds:.1f}s")
-    _log(f"trained {step} steps; evaluating on {config.eval_tokens} validation tokens")
-    val_bpb = evaluate_val_bpb(
-        backend.per_token_nats, data.val_tokens, config.eval_seq_len, config.eval_tokens
-    )
-    if not math.isfinite(val_bpb):
-        raise TrainingFailed(f"val_bpb is {val_bpb}")
+    val_bpb, evaluation_hash = None, ""
+    if evaluate:
+        _log(f"trained {step} steps; evaluating on {config.eval_tokens} validation tokens")
+        val_bpb = evaluate_val_bpb(
+            backend.per_token_nats, data.val_tokens, config.eval_seq_len, config.eval_tokens
+        )
+        if not math.isfinite(val_bpb):
+            raise TrainingFailed(f"val_bpb is {val_bpb}")
+        evaluation_hash = current_eval_hash(
+            data.val_tokens, config.eval_seq_len, config.eval_tokens)
     timed_tokens = max(step - config.untimed_steps, 0) * config.tokens_per_step
     achieved_flops = (
         backend.flops_per_token * timed_tokens / training_seconds if training_seconds > 0 else 0.0
@@ -144,7 +150,7 @@ def train(config: TrainConfig, data: PreparedData, backend: Backend, started: fl
         num_steps=step,
         num_params=backend.num_params,
         depth=config.n_layer,
-        eval_hash=current_eval_hash(data.val_tokens, config.eval_seq_len, config.eval_tokens),
+        eval_hash=evaluation_hash,
         backend=backend.name,
         device=backend.device_name(),
         seed=config.seed,

@@ -90,6 +90,21 @@ class TorchBackend:
         )
         return nats.view(targets.shape).double().cpu().numpy()
 
+    def save_weights(self, path) -> None:
+        """The model's state dict, for train.judge and train.logits."""
+        torch.save(self.model.state_dict(), path)
+
+    def load_weights(self, path) -> None:
+        self.model.load_state_dict(torch.load(path, map_location=self.name, weights_only=True))
+
+    @torch.no_grad()
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's logits for `inputs` (rows, T): float32 of shape (rows, T, vocabulary)."""
+        self.model.eval()
+        with self._autocast():
+            logits = self.model(self._tensor(inputs))
+        return logits.float().cpu().numpy()
+
     def peak_memory_mb(self) -> float:
         """Peak accelerator memory allocated (MiB); 0.0 on cpu/mps, where it is not tracked."""
         return torch.cuda.max_memory_allocated() / 2**20 if self.name == "cuda" else 0.0

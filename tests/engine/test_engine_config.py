@@ -119,6 +119,7 @@ def test_full_config_round_trips_with_defaults_filled(tmp_path, monkeypatch):
     assert cfg.env == {
         "kind": "gpt", "timeout_s": 600.0, "metric": "val_bpb", "direction": "lower",
         "backend": "cpu", "time_budget": 0.0, "steps": 50, "base": {"n_layer": 2, "n_embd": 64},
+        "memory_limit_mb": 16384,
     }
     assert [h.name for h in cfg.hypotheses] == ["wider", "lr.high-2"]
     assert (cfg.hypotheses[0].change == {"n_embd": 96}
@@ -525,7 +526,7 @@ def validated_value(cfg, section: str, key: str):
 CROSS_FIELD_KEYS = {("env", "kind"), ("env", "time_budget"), ("env", "command"),
                     ("env", "truth_command"), ("decision", "min_replicates"),
                     ("decision", "max_replicates"), ("proposer", "kind"),
-                    ("runner", "devices")}
+                    ("runner", "devices"), ("hypotheses", "change"), ("hypotheses", "patch")}
 
 
 @pytest.mark.parametrize("section, key", ALL_KEYS, ids=[f"{s}.{k}" for s, k in ALL_KEYS])

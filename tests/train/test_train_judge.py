@@ -1,0 +1,84 @@
+"""train.judge: its nats against torch's cross-entropy, its causality check against models whose
+dependence on later tokens is known, and its val_bpb against the trainer's own evaluation of the
+same weights."""
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from envs.gpt import parse_summary
+from train.data import VOCAB_SIZE
+from train.judge import causal_change, per_token_nats, receive_array, send_array
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_nats_match_torch_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, size=(3, 5, VOCAB_SIZE)).astype(np.float32)
+    targets = rng.integers(0, VOCAB_SIZE, size=(3, 5))
+    reference = F.cross_entropy(torch.from_numpy(logits).double().view(-1, VOCAB_SIZE),
+                                torch.from_numpy(targets).view(-1), reduction="none")
+    np.testing.assert_allclose(per_token_nats(logits, targets), reference.view(3, 5).numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+
+def prefix_model(reach: int):
+    """Logits at t are a function of tokens up to t + reach (reach 0: a causal model)."""
+    def logits(rows: np.ndarray) -> np.ndarray:
+        padded = np.pad(rows, ((0, 0), (0, reach)))
+        seen = np.cumsum(padded, axis=1)[:, reach:].astype(np.float32)
+        return np.repeat(seen[..., None], VOCAB_SIZE, axis=-1) / 100.0
+    return logits
+
+
+def test_a_causal_model_does_not_change_and_one_that_peeks_does():
+    rows = np.random.default_rng(1).integers(0, VOCAB_SIZE, size=(6, 32))
+    assert causal_change(prefix_model(0), rows, np.random.default_rng(0)) == 0.0
+    assert causal_change(prefix_model(1), rows, np.random.default_rng(0)) > 0.01
+
+
+def test_arrays_cross_the_pipe_intact_and_oversized_ones_are_refused():
+    stream = io.BytesIO()
+    array = np.arange(12, dtype=np.int64).reshape(3, 4)
+    send_array(stream, array)
+    stream.seek(0)
+    np.testing.assert_array_equal(receive_array(stream, 10_000), array)
+    assert receive_array(stream, 10_000) is None
+    stream = io.BytesIO()
+    send_array(stream, np.zeros(10_000))
+    stream.seek(0)
+    with pytest.raises(ValueError, match="at most 1000"):
+        receive_array(stream, 1000)
+
+
+def test_the_judge_of_trained_weights_gives_the_trainers_own_val_bpb(tmp_path, run_cli,
+                                                                     tiny_flags, cache_env):
+    """The same seed and steps on a CPU make the same weights: the trainer's in-process
+    evaluation of them and the judge's, through the confined logits server of a copy of the
+    trainer, must agree."""
+    from train.data import prepare, write_training_split
+
+    flags = [*tiny_flags, "--steps", "20", "--seed", "5", "--backend", "cpu"]
+    own = run_cli(flags)
+    assert own.returncode == 0, own.stderr
+    shutil.copytree(REPO / "train", tmp_path / "train",
+                    ignore=shutil.ignore_patterns("data", "__pycache__"))
+    write_training_split(tmp_path / "split.npz", prepare("", "text", 4096))
+    saved = run_cli([*flags, "--training-split", str(tmp_path / "split.npz"),
+                     "--save-weights", str(tmp_path / "weights.pt")])
+    assert saved.returncode == 0, saved.stderr
+    assert "val_bpb" not in saved.stdout and "eval_hash" not in saved.stdout
+    judged = run_cli([*flags, "--weights", str(tmp_path / "weights.pt"),
+                      "--candidate", str(tmp_path)], module="train.judge")
+    assert judged.returncode == 0, judged.stderr
+    trained, verdict = parse_summary(own.stdout), parse_summary(judged.stdout)
+    assert abs(verdict["val_bpb"] - trained["val_bpb"]) < 1e-5
+    assert verdict["eval_hash"] == trained["eval_hash"]
+    assert verdict["causal_change"] == 0.0
