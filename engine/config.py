@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,15 @@ class StudyConfig:
 
 
 def parse_config(
-    data: dict, *, source: str = "<dict>", out_dir: str | None = None
+    data: dict, *, source: str = "<dict>", out_dir: str | None = None,
+    patches: Mapping[str, str] | None = None,
 ) -> StudyConfig:
     """Validate a parsed config document; raise ConfigError listing every problem.
 
     `source` names the document in messages; its file stem is the default study name
-    ("study" for the default "<dict>"). `out_dir` overrides [study] out_dir (the CLI's --out).
+    ("study" for the default "<dict>"), and its folder is where [[hypotheses]] patch paths
+    start. `out_dir` overrides [study] out_dir (the CLI's --out). `patches` gives a diff's
+    text by hypothesis name instead of its file (a stored study's, `parse_stored`).
     """
     if not isinstance(data, dict):
         raise ConfigError(source, [f"the document: got {got(data)}, expected a table of sections"])
@@ -139,7 +143,7 @@ def parse_config(
             f"[{section}]", table, fields, problems, env_kind=env_kind)
     hypotheses = validate_hypotheses(data.get("hypotheses", []), SCHEMA["hypotheses"], problems)
     read_patches(hypotheses, Path(source).parent if source != "<dict>" else Path.cwd(),
-                 problems)
+                 patches or {}, problems)
     problems += cross_field_problems(tables, hypotheses_given=bool(data.get("hypotheses")))
     if problems:
         raise ConfigError(source, problems)
@@ -215,10 +219,18 @@ def stored_changes(record: dict, cfg: StudyConfig) -> list[str]:
     same value on both sides, whatever hash was stored then; a file this version refuses is a
     change."""
     try:
-        stored_cfg = as_made(parse_config(record["config"], source=str(cfg.source_path)), record)
+        stored_cfg = as_made(parse_stored(record, str(cfg.source_path)), record)
     except ConfigError as exc:
         return ["its file is refused by this version: " + "; ".join(exc.problems)]
     return config_changes(stored_cfg, cfg)
+
+
+def parse_stored(record: dict, source: str) -> StudyConfig:
+    """The config of a ledger's record, validated again: its hypotheses' patches are the diffs
+    it stored, not what their files hold now (or wherever they are)."""
+    patches = {h["name"]: h["patch"] for h in record.get("settings", {}).get("hypotheses", [])
+               if h.get("patch")}
+    return parse_config(record["config"], source=source, patches=patches)
 
 
 # Settings that change the model, with the value a study made before they existed had.
@@ -231,10 +243,6 @@ def as_made(cfg: StudyConfig, record: dict) -> StudyConfig:
     they were added), else the value from before the setting existed; so a resume never
     changes a study's model by a new default."""
     settings = record.get("settings", {})
-    stored_patches = {h["name"]: h.get("patch", "") for h in settings.get("hypotheses", [])}
-    cfg = dataclasses.replace(cfg, hypotheses=tuple(  # the diff it ran, not its file's text now
-        dataclasses.replace(h, patch=stored_patches.get(h.name, h.patch)) if h.patch else h
-        for h in cfg.hypotheses))
     for (section, key), before in MODEL_SETTINGS_ADDED.items():
         if key not in cfg.raw.get(section, {}):
             value = settings.get(section, {}).get(key, before)

@@ -238,7 +238,8 @@ def record_outcome(study: Study, plan: PlannedRun, outcome: Outcome,
     row = dict(role=plan.role, hypotheses=sorted(plan.applied), config=plan.config,
                seed=plan.seed, metric=outcome.metric, status=outcome.status,
                steps=outcome.steps, seconds=outcome.seconds, backend=env.backend,
-               code_hash=env.code_hash, eval_hash=outcome.extra.get("eval_hash", env.eval_hash),
+               code_hash=extra.pop("code_hash", env.code_hash),  # a patched run's own code
+               eval_hash=outcome.extra.get("eval_hash", env.eval_hash),
                extra=json.loads(json.dumps(extra, default=str)),
                started=started, finished=finished)
     study.ledger.record_run(study.study_id, plan.step, plan.slot, **row)

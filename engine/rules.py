@@ -104,7 +104,7 @@ def open_moves(state: StudyState, rules: StudyRules) -> tuple[list[str], frozens
     menu = MoveMenu(tuple(state.hypotheses), state.incumbent, state.closed, rules.interactions,
                     candidate_runs(state))
     moves, reopened = rules.policy.open_moves(menu, state.beliefs)
-    conflicts = conflicting_pairs(state)
+    conflicts = conflicting_pairs(state, rules)
     composable = [move for move in moves
                   if not any(frozenset(pair) in conflicts
                              for pair in combinations(state.incumbent | move_members(move), 2))
@@ -127,14 +127,20 @@ def patch_conflict(state: StudyState, rules: StudyRules, applied: frozenset[str]
     return rules.patch_problem(patches)
 
 
-def conflicting_pairs(state: StudyState) -> frozenset[frozenset[str]]:
-    """Every pair of known hypotheses that set a common config key (alternatives)."""
+def conflicting_pairs(state: StudyState, rules: StudyRules) -> frozenset[frozenset[str]]:
+    """Every pair of known hypotheses that set a common config key, or whose code patches do
+    not apply together on top of the incumbent's (alternatives)."""
     setters: dict[str, list[str]] = {}
     for name, hypothesis in state.hypotheses.items():
         for key in hypothesis.change:
             setters.setdefault(key, []).append(name)
-    return frozenset(frozenset((a, b)) for names in setters.values()
-                     for i, a in enumerate(names) for b in names[i + 1:])
+    pairs = {frozenset((a, b)) for names in setters.values()
+             for i, a in enumerate(names) for b in names[i + 1:]}
+    patched = [name for name, h in state.hypotheses.items()
+               if h.patch and name not in state.incumbent]
+    pairs |= {frozenset(pair) for pair in combinations(patched, 2)
+              if patch_conflict(state, rules, state.incumbent | frozenset(pair)) is not None}
+    return frozenset(pairs)
 
 
 def candidate_runs(state: StudyState, concluding: int | None = None) -> dict[str, int]:
@@ -205,7 +211,7 @@ def view(state: StudyState, rules: StudyRules, concluding: int | None = None) ->
                      runs_left=rules.study.budget_trials - state.runs_committed,
                      seconds_left=None, expected_seconds={c: mean_seconds for c in candidates},
                      open_hypothesis=undecided[-1] if undecided else None, step_runs=step_runs,
-                     conflicts=conflicting_pairs(state), in_flight=flying, pending=pending)
+                     conflicts=conflicting_pairs(state, rules), in_flight=flying, pending=pending)
 
 
 def incumbent_runs_per_step(rules: StudyRules) -> int:

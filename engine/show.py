@@ -1,6 +1,8 @@
 """Look at a study without running anything: its decisions, incumbent, runs and budget.
 
     python -m engine.show STUDY_DIR [--json] [--compare OTHER_DIR]
+    python -m engine.show STUDY_DIR --diff [STEP | FROM TO]
+    python -m engine.show STUDY_DIR --export FOLDER
     engine show STUDY_DIR ...
 
 It reads the folder's ledger read-only (a running study may be shown; nothing is refitted or
@@ -8,17 +10,24 @@ written). Each hypothesis shows its latest decision: verdict, P(better) and the 
 its effect on the metric (of the set's effect, and named, where it was decided only as part of
 a set: a design's confirmation or a pair), and the candidate runs it has had; `--compare` puts
 two studies side by side, e.g. an engine study and a ratchet study on the same env.
+
+`--diff` prints the code the incumbent changed, as one unified diff of the trainer's mutable
+files: from the base to the incumbent now, to the incumbent after STEP, or from the incumbent
+after FROM to the one after TO. `--export` writes the incumbent trainer to FOLDER: `train/`
+with its kept patches applied, `incumbent.diff`, and `config.json` with its knobs, so that
+`PYTHONPATH=FOLDER python -m train --config FOLDER/config.json` trains it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import ConfigError, parse_config
+from engine.config import ConfigError, parse_stored
 from policies.types import PAIR_JOINER
 
 
@@ -40,12 +49,12 @@ def read_study(folder: str | Path) -> dict[str, Any]:
         decisions = connection.execute("SELECT step, hypothesis, verdict, p_better, lo, hi, "
                                        "n_runs FROM decisions WHERE study_id = ? ORDER BY step",
                                        (study["id"],)).fetchall()
-        last_step = connection.execute("SELECT incumbent_json FROM steps WHERE study_id = ? "
-                                       "ORDER BY step DESC LIMIT 1", (study["id"],)).fetchone()
+        steps = connection.execute("SELECT step, incumbent_json FROM steps WHERE study_id = ? "
+                                   "ORDER BY step", (study["id"],)).fetchall()
     finally:
         connection.close()
     try:
-        cfg = parse_config(json.loads(study["config_json"])["config"], source=str(path))
+        cfg = parse_stored(json.loads(study["config_json"]), source=str(path))
     except ConfigError as exc:
         raise ValueError(f"{path}: its config no longer validates: {exc}") from None
     runs_of: dict[str, dict[str, int]] = {h.name: {"ok": 0, "failed": 0} for h in cfg.hypotheses}
@@ -61,7 +70,7 @@ def read_study(folder: str | Path) -> dict[str, Any]:
     via: dict[str, str] = {}
     for move in sorted((m for m in latest if PAIR_JOINER in m), key=lambda m: latest[m]["step"]):
         via.update(dict.fromkeys(move.split(PAIR_JOINER), move))  # the latest decided wins
-    incumbent = json.loads(last_step["incumbent_json"]) if last_step else None
+    incumbent = json.loads(steps[-1]["incumbent_json"]) if steps else None
     return {
         "name": study["name"], "folder": str(Path(folder).resolve()),
         "status": study["status"], "stop_reason": study["stop_reason"],
@@ -71,6 +80,10 @@ def read_study(folder: str | Path) -> dict[str, Any]:
                    "failed_runs": sum(r["status"] != "ok" for r in runs),
                    "seconds": sum(r["seconds"] or 0.0 for r in runs)},
         "incumbent": incumbent,
+        "kept_after": {row["step"]: json.loads(row["incumbent_json"])["kept"] for row in steps},
+        "base_config": cfg.env.get("base", {}),
+        "changes": {h.name: h.change for h in cfg.hypotheses},
+        "patches": {h.name: h.patch for h in cfg.hypotheses if h.patch},
         "hypotheses": [{"name": name, "runs": counts["ok"] + counts["failed"],
                         "failed_runs": counts["failed"],
                         "via": None if name in latest else via.get(name),
@@ -131,16 +144,82 @@ def render_comparison(left: dict[str, Any], right: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def kept_at(shown: dict[str, Any], step: int | None) -> list[str]:
+    """The incumbent's kept hypotheses after `step` (None: now; -1: the base config)."""
+    if step == -1:
+        return []
+    if step is None:
+        return shown["incumbent"]["kept"] if shown["incumbent"] else []
+    if step not in shown["kept_after"]:
+        raise ValueError(f"step {step} is not a concluded step of {shown['name']} "
+                         f"(steps: 0 to {max(shown['kept_after'], default=-1)})")
+    return shown["kept_after"][step]
+
+
+def trainer_of(shown: dict[str, Any], kept: list[str]) -> dict[str, str]:
+    """The mutable files with the kept hypotheses' patches applied, in declaration order."""
+    from envs.patch import PatchError, apply_diffs
+    from envs.patched import pristine_sources
+
+    try:
+        return apply_diffs(pristine_sources(), [text for name, text in shown["patches"].items()
+                                                if name in kept])
+    except PatchError as error:
+        raise ValueError(f"the kept patches no longer apply to this trainer: {error}") from None
+
+
+def code_diff(shown: dict[str, Any], steps: list[int]) -> str:
+    """One unified diff of the mutable files: base -> incumbent now, base -> incumbent after
+    steps[0], or incumbent after steps[0] -> after steps[1]."""
+    from envs.patch import diff_between
+
+    before, after = ([-1, None] if not steps else [-1, steps[0]] if len(steps) == 1
+                     else steps)
+    return diff_between(trainer_of(shown, kept_at(shown, before)),
+                        trainer_of(shown, kept_at(shown, after)))
+
+
+def export_trainer(shown: dict[str, Any], folder: Path) -> None:
+    """Write the incumbent trainer to `folder` (see the module's doc)."""
+    from envs.patched import PROJECT
+
+    kept = kept_at(shown, None)
+    shutil.copytree(PROJECT / "train", folder / "train", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # with its shipped corpus
+    for relative, text in trainer_of(shown, kept).items():
+        (folder / relative).write_text(text)
+    config = dict(shown["base_config"])
+    for name, change in shown["changes"].items():
+        if name in kept:
+            config.update(change)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "incumbent.diff").write_text(code_diff(shown, []))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.show", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("folder", help="the study folder (holding study.db)")
     parser.add_argument("--json", action="store_true", help="print the study as JSON")
     parser.add_argument("--compare", metavar="OTHER", help="a second study folder to compare")
+    parser.add_argument("--diff", nargs="*", type=int, metavar="STEP",
+                        help="print the code the incumbent changed (see above)")
+    parser.add_argument("--export", metavar="FOLDER", help="write the incumbent trainer there")
     args = parser.parse_args(argv)
+    if args.diff is not None and len(args.diff) > 2:
+        parser.error("--diff takes at most two steps (FROM TO)")
     try:
         shown = read_study(args.folder)
         other = read_study(args.compare) if args.compare else None
+        if args.diff is not None:
+            print(code_diff(shown, args.diff) or "(no code changes)\n", end="")
+            return 0
+        if args.export:
+            export_trainer(shown, Path(args.export))
+            kept = ", ".join(kept_at(shown, None)) or "nothing kept: the base trainer"
+            print(f"wrote the incumbent trainer ({kept}) to {args.export}: train/, "
+                  "config.json, incumbent.diff")
+            return 0
     except (ValueError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

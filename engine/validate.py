@@ -184,12 +184,16 @@ def change_problems(hypotheses: Sequence[Any],
     return problems
 
 
-def read_patches(hypotheses: list[dict[str, Any]], folder: Path, problems: list[str]) -> None:
+def read_patches(hypotheses: list[dict[str, Any]], folder: Path, known: Mapping[str, str],
+                 problems: list[str]) -> None:
     """Replace each hypothesis's `patch` path (relative to `folder`, the config file's) by the
-    text of its diff."""
+    text of its diff: `known[name]` where given, else its file's."""
     for index, values in enumerate(hypotheses, start=1):
         where = f"[[hypotheses]] #{index}" + (f" ({values['name']})" if "name" in values else "")
         if not values.get("patch"):
+            continue
+        if values.get("name") in known:
+            values["patch"] = known[values["name"]]
             continue
         path = folder / values["patch"]
         try:

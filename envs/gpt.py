@@ -215,6 +215,10 @@ class GptEnv(Env):
 
     def _run_patched(self, config: dict, seed: int, flags: list[str]) -> Outcome:
         """A run whose configuration applies code patches (envs.patched)."""
+        problem = patch_problem(config[PATCHES_KEY])
+        if problem is not None:
+            return Outcome(None, "refused", 0.0, None,
+                           {"reason": f"the patches do not apply together: {problem}"})
         made = run_patched(config, seed, flags=flags, timeout_s=self.timeout_s,
                            memory_limit_mb=self.memory_limit_mb, owner=self.owner,
                            child_environment=self._child_environment())

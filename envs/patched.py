@@ -13,6 +13,7 @@ own folder:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +52,11 @@ def pristine_sources() -> dict[str, str]:
 def patch_problem(diffs: Sequence[str]) -> str | None:
     """Why `diffs`, applied in order to the pristine mutable files, do not make a trainer: a
     path outside MUTABLE_FILES, a malformed diff or a hunk that does not apply."""
+    return _patch_problem(tuple(diffs))
+
+
+@functools.lru_cache(maxsize=4096)  # the engine asks for every pair of patches at every step
+def _patch_problem(diffs: tuple[str, ...]) -> str | None:
     try:
         apply_diffs(pristine_sources(), diffs)
     except PatchError as error:

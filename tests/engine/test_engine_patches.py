@@ -1,0 +1,176 @@
+"""Code-patch hypotheses through the engine: read from the config, refused before any run where
+they overreach, composed with the incumbent (or not offered where they no longer apply), stored
+in the ledger, shown as one diff and exported as a trainer that trains."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beliefs import BeliefPrior
+from engine.config import ConfigError, load_config, parse_config
+from engine.proposer import Hypothesis
+from engine.rules import config_for, conflicting_pairs, open_moves
+from engine.show import code_diff, export_trainer
+from engine.show import main as show_main
+from engine.state import StudyRules, StudyState
+from engine.study import Study
+from envs.patch import apply_diffs, diff_between
+from envs.patched import PATCHES_KEY, patch_problem, pristine_sources
+from policies import KeepRule, make_policy
+from tests.engine.test_engine_core import section
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "patches"
+GELU, SILU, VALUE = ((EXAMPLES / f"{name}.diff").read_text()
+                     for name in ("gelu-mlp", "silu-mlp", "no-value-lambda"))
+TINY = ("{ n_layer = 1, n_embd = 32, n_head = 2, seq_len = 32, batch_size = 2, eval_seq_len = 32, "
+        "eval_tokens = 1024, threads = 1 }")
+
+
+def study_text(hypotheses: str, budget: int = 4) -> str:
+    return (f'[study]\nname = "patched"\nseed = 1\nbudget_trials = {budget}\nbase_runs = 2\n'
+            f'[env]\nkind = "gpt"\nbackend = "cpu"\nsteps = 3\ntimeout_s = 120\nbase = {TINY}\n'
+            f'{hypotheses}\n[policy]\nkind = "voi"\n[beliefs]\nfit_pymc = false\n')
+
+
+def patch_block(name: str, path: str) -> str:
+    return f'[[hypotheses]]\nname = "{name}"\ncategory = "architecture"\npatch = "{path}"\n'
+
+
+def test_a_patch_is_read_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "gelu.diff").write_text(GELU)
+    config = tmp_path / "study.toml"
+    config.write_text(study_text(patch_block("gelu", "p/gelu.diff")))
+    monkeypatch.chdir(Path("/"))
+    cfg = load_config(config)
+    assert cfg.hypotheses[0].patch == GELU and cfg.hypotheses[0].change == {}
+
+
+def test_unreadable_patches_and_empty_hypotheses_are_refused_with_their_names(tmp_path):
+    (tmp_path / "empty.diff").write_text("\n")
+    doc = {"env": {"kind": "gpt", "steps": 3},
+           "hypotheses": [{"name": "gone", "patch": str(tmp_path / "missing.diff")},
+                          {"name": "blank", "patch": str(tmp_path / "empty.diff")},
+                          {"name": "nothing"}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    problems = "\n".join(info.value.problems)
+    assert "#1 (gone) patch: cannot read" in problems and "missing.diff" in problems
+    assert "#2 (blank) patch:" in problems and "is empty" in problems
+    assert "#3 (nothing) change: missing; expected a non-empty table of knobs, or a patch" \
+        in problems
+
+
+def test_a_patch_of_the_evaluation_is_refused_before_any_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path / "cache"))
+    evaluate = "train/evaluate.py"
+    source = (Path(__file__).resolve().parents[2] / evaluate).read_text()
+    cheat = diff_between({evaluate: source},
+                         {evaluate: source.replace("def bits_per_byte", "def _honest", 1)})
+    (tmp_path / "cheat.diff").write_text(cheat)
+    config = tmp_path / "s.toml"
+    config.write_text(study_text(patch_block("cheat", "cheat.diff")))
+    with pytest.raises(ConfigError, match=r"#1 \(cheat\) patch: refused before any run: "
+                                          r"'train/evaluate.py' is not a file a patch may edit"):
+        Study(load_config(config, out_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def rules_and_state(incumbent: frozenset[str]) -> tuple[StudyRules, StudyState]:
+    rule = KeepRule()
+    rules = StudyRules(study=section(), policy=make_policy("voi", keep_rule=rule),
+                       keep_rule=rule, interactions=False, kappa=2.0, sign=1.0,
+                       base_config={"n_layer": 1}, patch_problem=patch_problem)
+    hypotheses = [Hypothesis("gelu", "a", patch=GELU), Hypothesis("silu", "a", patch=SILU),
+                  Hypothesis("value", "a", patch=VALUE),
+                  Hypothesis("wd", "o", {"weight_decay": 0.0})]
+    state = StudyState.start(hypotheses, BeliefPrior(), False)
+    return rules, dataclasses.replace(state, incumbent=incumbent)
+
+
+def test_patches_that_rewrite_the_same_lines_are_alternatives():
+    rules, state = rules_and_state(frozenset())
+    assert frozenset({"gelu", "silu"}) in conflicting_pairs(state, rules)
+    assert frozenset({"gelu", "value"}) not in conflicting_pairs(state, rules)
+
+
+def test_a_kept_patch_composes_with_later_patches_and_knobs_and_shuts_out_its_rival():
+    rules, state = rules_and_state(frozenset({"gelu"}))
+    moves, _ = open_moves(state, rules)
+    assert "silu" not in moves and {"value", "wd"} <= set(moves)
+    config = config_for(state, rules, frozenset({"gelu", "value", "wd"}))
+    assert config[PATCHES_KEY] == [GELU, VALUE] and config["weight_decay"] == 0.0
+    patched = apply_diffs(pristine_sources(), config[PATCHES_KEY])["train/model.py"]
+    assert "F.gelu(self.c_fc(x))" in patched and "v = v + value_embed" in patched
+    assert PATCHES_KEY not in config_for(state, rules, frozenset({"wd"}))
+
+
+def shown_with(kept_after: dict[int, list[str]]) -> dict:
+    return {"name": "s", "incumbent": {"kept": kept_after[max(kept_after)]},
+            "kept_after": kept_after, "base_config": {"n_layer": 1},
+            "changes": {"gelu": {}, "value": {}, "wd": {"weight_decay": 0.0}},
+            "patches": {"gelu": GELU, "value": VALUE}}
+
+
+def test_the_diff_between_steps_is_the_code_their_incumbents_differ_by():
+    shown = shown_with({0: [], 1: ["gelu"], 2: ["gelu", "wd", "value"]})
+    base = pristine_sources()
+    with_gelu = apply_diffs(base, [GELU])
+    assert code_diff(shown, []) == diff_between(base, apply_diffs(base, [GELU, VALUE]))
+    assert code_diff(shown, [1]) == diff_between(base, with_gelu)
+    assert code_diff(shown, [1, 2]) == diff_between(with_gelu, apply_diffs(base, [GELU, VALUE]))
+    assert code_diff(shown, [0, 0]) == ""
+    with pytest.raises(ValueError, match="step 7 is not a concluded step"):
+        code_diff(shown, [7])
+
+
+def test_the_exported_incumbent_trainer_trains(tmp_path):
+    shown = shown_with({0: [], 1: ["gelu", "wd"]})
+    export_trainer(shown, tmp_path / "x")
+    assert "F.gelu(self.c_fc(x))" in (tmp_path / "x" / "train" / "model.py").read_text()
+    assert json.loads((tmp_path / "x" / "config.json").read_text()) == {
+        "n_layer": 1, "weight_decay": 0.0}
+    assert (tmp_path / "x" / "incumbent.diff").read_text() == code_diff(shown, [])
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path / "x"),
+                   "TRAIN_DATA_DIR": str(tmp_path / "cache")}
+    trained = subprocess.run(
+        [sys.executable, "-P", "-m", "train", "--config", str(tmp_path / "x" / "config.json"),
+         "--n-embd", "32", "--n-head", "2", "--seq-len", "32", "--batch-size", "2",
+         "--eval-seq-len", "32", "--eval-tokens", "1024", "--steps", "2", "--threads", "1"],
+        capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    assert "val_bpb:" in trained.stdout
+
+
+def test_a_patched_study_on_the_real_trainer_stores_its_diffs_and_refuses_an_edited_one(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path / "cache"))
+    (tmp_path / "gelu.diff").write_text(GELU)
+    config = tmp_path / "s.toml"
+    config.write_text(study_text(patch_block("gelu", "gelu.diff")))
+    out = tmp_path / "out"
+    result = Study(load_config(config, out_dir=str(out))).run()
+    assert result.runs_used == 4
+    with sqlite3.connect(out / "study.db") as connection:
+        runs = connection.execute("SELECT role, config_json, status, code_hash, extra_json "
+                                  "FROM runs ORDER BY step, slot").fetchall()
+        decisions = connection.execute("SELECT hypothesis FROM decisions").fetchall()
+    patched = [r for r in runs if r[0] == "candidate"]
+    assert len(patched) == 2 and all(r[2] == "ok" for r in runs), runs
+    assert all(json.loads(r[1])[PATCHES_KEY] == [GELU] for r in patched)
+    base_hashes = {r[3] for r in runs if r[0] == "base"}
+    assert len(base_hashes) == 1 and {r[3] for r in patched}.isdisjoint(base_hashes)
+    assert all("confinement" in json.loads(r[4]) for r in patched)
+    assert decisions == [("gelu",)]
+    assert show_main([str(out), "--diff"]) == 0
+    assert capsys.readouterr().out == "(no code changes)\n"  # nothing was kept
+    (tmp_path / "gelu.diff").write_text(SILU)  # the same hypothesis, another diff
+    with pytest.raises(ConfigError, match=r"different config \(\[\[hypotheses\]\] 1"):
+        Study(load_config(config, out_dir=str(out)))
