@@ -35,7 +35,7 @@ from engine.folder import FolderLock, Marker, write_marker
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer
 from engine.quiet import quiet_libraries
-from engine.rules import run_record
+from engine.rules import patches_of, run_record
 from engine.runner import PlannedRun, Runner
 from engine.scope import Interruption, one_blas_thread
 from engine.state import StudyRules, StudyState
@@ -208,9 +208,14 @@ def propose(study: Study, step: int) -> tuple[Any, ...]:
     memory = study.shared_memory or study.ledger
     insights = memory.insights(env_fingerprint=study.env.fingerprint())
     context = render_summary(insights, max_chars=1500)
-    proposal = study.proposer.propose(step, set(study.state.hypotheses), context)
+    kept_patches = patches_of(study.state, study.state.incumbent)
+    proposal = study.proposer.propose(
+        step, set(study.state.hypotheses), context, study.env.mutable_sources(kept_patches),
+        lambda diff: study.env.patch_problem([*kept_patches, diff]))
     if proposal is None:
         return ()
+    study.ledger.record_proposals(study.study_id, step, [h.name for h in proposal.accepted],
+                                  proposal.rejected, proposal.error)
     for problem in proposal.rejected:
         study.progress.say(f"  proposer: rejected {problem}")
     if proposal.error:

@@ -128,6 +128,11 @@ class Env:
         None. Only the gpt env takes patches."""
         return f"[env] kind = {self.kind!r} takes no code patches (kind = 'gpt' does)"
 
+    def mutable_sources(self, diffs: Sequence[str]) -> dict[str, str] | None:
+        """The files a code patch may edit, with `diffs` applied (a proposer is shown the
+        incumbent's); None for an env that takes no patches."""
+        return None
+
     def preflight_problem(self) -> str | None:
         """Why no run of this env's set-up can succeed, found before the study starts (the
         gpt env's training data repeating its validation text), or None."""

@@ -34,7 +34,8 @@ from envs.base import (
     register_env,
     stable_hash,
 )
-from envs.patched import PATCHES_KEY, patch_problem, run_patched
+from envs.patch import apply_diffs
+from envs.patched import PATCHES_KEY, patch_problem, pristine_sources, run_patched
 from envs.process import ProcessResult, run_process, tail
 from train.config import FIELD_TYPES, ConfigError, build_config
 from train.vocabulary import BACKENDS
@@ -327,6 +328,11 @@ class GptEnv(Env):
         if self.trainer_command != list(TRAINER_COMMAND):
             return "a stand-in trainer takes no patches"
         return patch_problem(diffs)
+
+    def mutable_sources(self, diffs: Sequence[str]) -> dict[str, str] | None:
+        if self.patch_problem(diffs) is not None:
+            return None
+        return apply_diffs(pristine_sources(), diffs)
 
     def mutable_knobs(self) -> tuple[str, ...]:
         return MUTABLE_KNOBS

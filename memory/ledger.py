@@ -429,6 +429,25 @@ class Ledger:
             self._db["decisions"].rows_where("study_id = ?", [study_id], order_by="step, id")
         )
 
+    def record_proposals(self, study_id: int, step: int, accepted: Iterable[str],
+                         refused: Iterable[str], error: str | None = None) -> None:
+        """One proposer call's outcome: the names it added, why each other offer was refused,
+        and why the call failed whole (`error`)."""
+        rows = ([("accepted", name, "") for name in accepted]
+                + [("refused", None, reason) for reason in refused]
+                + ([("failed", None, error)] if error else []))
+        with self.transaction():
+            self.study(study_id)
+            for outcome, name, reason in rows:
+                self._db["proposals"].insert({"study_id": study_id, "step": int(step),
+                                              "outcome": outcome, "name": name,
+                                              "reason": reason, "created": _now()})
+
+    def proposals(self, study_id: int) -> list[dict[str, Any]]:
+        """The study's proposer offers by (step, id)."""
+        return list(
+            self._db["proposals"].rows_where("study_id = ?", [study_id], order_by="step, id"))
+
     def results_rows(self, study_id: int) -> list[ResultRow]:
         """The results.tsv rows derived from this study's runs and decisions."""
         return results_rows(self.runs(study_id), self.decisions(study_id), self.plans(study_id))

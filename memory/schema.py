@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 
 #: The version this code writes and reads.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1_STATEMENTS = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -160,6 +160,21 @@ _V4_STATEMENTS = (
 )
 
 
+_V5_STATEMENTS = (
+    # Every hypothesis a proposer offered and what became of it: accepted (then it is in the
+    # step's plan too), refused (with the check that refused it), or the call failing whole.
+    """CREATE TABLE proposals (
+        id INTEGER PRIMARY KEY,
+        study_id INTEGER NOT NULL REFERENCES studies(id),
+        step INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'refused', 'failed')),
+        name TEXT,
+        reason TEXT NOT NULL,
+        created TEXT NOT NULL
+    )""",
+)
+
+
 def _run(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
     for statement in statements:
         conn.execute(statement)
@@ -188,12 +203,18 @@ def migrate_v3_to_v4(conn: sqlite3.Connection) -> None:
     _run(conn, _V4_STATEMENTS)
 
 
+def migrate_v4_to_v5(conn: sqlite3.Connection) -> None:
+    """Version 5: the proposals table (what a proposer offered, accepted or refused)."""
+    _run(conn, _V5_STATEMENTS)
+
+
 #: MIGRATIONS[v] takes a database at version v to version v + 1 (0 = empty file).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: build_schema_v1,
     1: migrate_v1_to_v2,
     2: migrate_v2_to_v3,
     3: migrate_v3_to_v4,
+    4: migrate_v4_to_v5,
 }
 
 

@@ -2,8 +2,8 @@
 
 With the scales fixed, the NUTS posterior is exactly the fast path's normal-inverse-gamma, so any
 disagreement beyond Monte Carlo error is a bug in the conjugate algebra, the design or the priors.
-MC error at 2 x 1500 draws: ~0.04 posterior sd for a 5%/95% quantile and ~0.03 for a mean, well
-inside 0.15 and 0.1.
+MC error at 2 x 1500 draws of independent-looking effects: ~0.04 posterior sd for a 5%/95%
+quantile and ~0.03 for a mean, well inside 0.15 and 0.1 (correlated effects need more draws).
 (The fully hierarchical fit, which also integrates the scales, is compared in
 experiments/bench_beliefs.py; its disagreement is a modelling difference, not an error.)
 """
@@ -33,10 +33,10 @@ def test_fast_path_matches_nuts_with_the_same_hyperparameters():
     _check_nuts_agrees(_study(np.random.default_rng(0)))
 
 
-def _check_nuts_agrees(beliefs: Beliefs) -> None:
+def _check_nuts_agrees(beliefs: Beliefs, draws: int = 1500) -> None:
     """NUTS with the scales fixed at the fast path's: effect means within 0.1 and 5%/95%
     quantiles within 0.15 posterior sd of the conjugate path's, sigma within 2%."""
-    idata = fit_pymc(beliefs, draws=1500, tune=500, chains=2, seed=1, hierarchical=False)
+    idata = fit_pymc(beliefs, draws=draws, tune=500, chains=2, seed=1, hierarchical=False)
     effects = beliefs.effects()
     draws = idata.posterior["effect"].values.reshape(-1, len(effects))
     sd = np.array([e.sd for e in effects])
@@ -51,7 +51,10 @@ def _check_nuts_agrees(beliefs: Beliefs) -> None:
 @pytest.mark.slow
 def test_fast_path_matches_nuts_with_seed_effects():
     """Runs at 6 shared seeds, luck sd 3 noise sds that half the categories keep: the seed and
-    luck columns, fixed at their fitted scales, give NUTS the fast path's posterior too."""
+    luck columns, fixed at their fitted scales, give NUTS the fast path's posterior too. The
+    seed columns correlate the effects' draws, so NUTS's effective sample is smaller here and
+    its quantiles need four times the draws to settle inside the same tolerance (at the usual
+    draws, the sampler seed alone moved them across it)."""
     rng = np.random.default_rng(2)
     categories = ["keeps", "own"]
     hypotheses = [Hypothesis(f"h{i:02d}", categories[i % 2]) for i in range(12)]
@@ -67,7 +70,7 @@ def test_fast_path_matches_nuts_with_seed_effects():
                                    + noise * rng.normal(), seed=int(s)))
     beliefs = Beliefs(hypotheses, seed_effects=True, prior=BeliefPrior(hyper_uncertainty=False))
     beliefs.update(obs)
-    _check_nuts_agrees(beliefs)
+    _check_nuts_agrees(beliefs, draws=6000)
 
 
 @pytest.mark.slow

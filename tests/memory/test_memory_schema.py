@@ -39,7 +39,7 @@ def test_v1_database_migrates_after_writing_a_backup(tmp_path):
     make_v1_database(path)
     assert "episodes" not in tables(path)
     with Ledger(path) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 4
+        assert ledger.schema_version == SCHEMA_VERSION == 5
         (run,) = ledger.runs(1)
         assert (run["metric"], run["seed"], run["eval_hash"], run["extra"]) == (1.5, 11, None, {})
         assert ledger.decisions(1)[0]["hypothesis"] == "rope"
@@ -83,7 +83,7 @@ def test_v2_insights_get_an_empty_source_and_sources_then_coexist(tmp_path):
     path = tmp_path / "memory.db"
     make_v2_database(path)
     with Ledger(path) as ledger:
-        assert ledger.schema_version == SCHEMA_VERSION == 4
+        assert ledger.schema_version == SCHEMA_VERSION == 5
         (old,) = ledger.insights()
         assert (old.source, old.evidence, old.active, old.presentations) == ("", 15, True, (0.0,))
         new = ledger.upsert_insight(env_fingerprint="env", kind="effect", subject="rope",
