@@ -33,7 +33,7 @@ from engine.core import (
 )
 from engine.folder import FolderLock, Marker, write_marker
 from engine.progress import Progress
-from engine.proposer import BuiltinProposer
+from engine.proposer import BuiltinProposer, ProposalRequest
 from engine.quiet import quiet_libraries
 from engine.rules import patches_of, run_record
 from engine.runner import PlannedRun, Runner
@@ -209,13 +209,22 @@ def propose(study: Study, step: int) -> tuple[Any, ...]:
     insights = memory.insights(env_fingerprint=study.env.fingerprint())
     context = render_summary(insights, max_chars=1500)
     kept_patches = patches_of(study.state, study.state.incumbent)
-    proposal = study.proposer.propose(
-        step, set(study.state.hypotheses), context, study.env.mutable_sources(kept_patches),
-        lambda diff: study.env.patch_problem([*kept_patches, diff]))
+    calls, spent = study.ledger.proposer_spend(study.study_id)
+    proposal = study.proposer.propose(ProposalRequest(
+        step, frozenset(study.state.hypotheses), context,
+        study.env.mutable_sources(kept_patches),
+        lambda diff: study.env.patch_problem([*kept_patches, diff]), calls, spent))
     if proposal is None:
         return ()
-    study.ledger.record_proposals(study.study_id, step, [h.name for h in proposal.accepted],
-                                  proposal.rejected, proposal.error)
+    outcome = ("answered" if proposal.called and not proposal.error else
+               "failed" if proposal.called else "not made")
+    study.ledger.record_proposer_call(
+        study.study_id, step, outcome=outcome, cost_usd=proposal.cost_usd,
+        reason=proposal.error or "", accepted=[h.name for h in proposal.accepted],
+        refused=proposal.rejected)
+    if proposal.called:
+        study.progress.say(f"  proposer: {calls + 1} LLM calls made, "
+                           f"${spent + proposal.cost_usd:.4f} spent")
     for problem in proposal.rejected:
         study.progress.say(f"  proposer: rejected {problem}")
     if proposal.error:

@@ -6,6 +6,7 @@ garbage is reported and survived, never trusted.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -58,11 +59,29 @@ class Hypothesis:
 
 @dataclass(frozen=True)
 class Proposal:
-    """What one proposer call produced: accepted hypotheses and the reasons others were refused."""
+    """What one proposer call produced: accepted hypotheses, the reasons others were refused,
+    why the call failed or was not made (`error`), and whether an LLM was called at what cost."""
 
     accepted: tuple[Hypothesis, ...]
     rejected: tuple[str, ...] = ()
     error: str | None = None
+    called: bool = False
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    """What a proposer is told before a step: the names known, the insight summary, and, where
+    the env takes code patches, the incumbent's mutable files (`code`) and the check of a patch
+    on top of them; and the LLM calls the study has made and what they cost (its ledger's)."""
+
+    step: int
+    known: frozenset[str]
+    insights: str = ""
+    code: Mapping[str, str] | None = None
+    patch_problem: PatchCheck | None = None
+    calls_made: int = 0
+    spent_usd: float = 0.0
 
 
 def parse_hypotheses(items: object, known: set[str], limit: int,
@@ -127,12 +146,8 @@ class BuiltinProposer:
     def initial(self) -> list[Hypothesis]:
         return list(self.hypotheses)
 
-    def propose(self, step: int, known: set[str], context: str,
-                code: Mapping[str, str] | None = None,
-                patch_problem: PatchCheck | None = None) -> Proposal | None:
-        """New hypotheses (None: none asked for). `context` is the insight summary; `code` the
-        incumbent's mutable files, where the env takes patches, which `patch_problem` checks
-        on top of the incumbent's."""
+    def propose(self, request: ProposalRequest) -> Proposal | None:
+        """New hypotheses, or None: none asked for at this step."""
         return None
 
 
@@ -143,45 +158,78 @@ class LLMProposer(BuiltinProposer):
 
     def __init__(self, hypotheses, *, model: str, max_new: int, every: int, mock_response: str,
                  base_config: dict, knobs: Sequence[str] | None = None,
-                 change_problem: ChangeCheck | None = None):
+                 change_problem: ChangeCheck | None = None, max_calls: int = 0,
+                 max_cost_usd: float = 0.0, api_base: str = ""):
         """knobs: the keys a change may set, told to the model (None: not known);
-        change_problem: the env's check of a proposed change."""
+        change_problem: the env's check of a proposed change; max_calls, max_cost_usd: the
+        study's LLM budget (0: no cap); api_base: the provider's URL, if not its default."""
         super().__init__(hypotheses)
         self.model, self.max_new, self.every = model, max_new, every
         self.mock_response = mock_response or None
         self.base_config = base_config
         self.knobs = None if knobs is None else tuple(knobs)
         self.change_problem = change_problem
+        self.max_calls, self.max_cost_usd, self.api_base = max_calls, max_cost_usd, api_base
+        self._spent_said = False  # the budget's end is reported once, then calls just stop
 
-    def propose(self, step: int, known: set[str], context: str,
-                code: Mapping[str, str] | None = None,
-                patch_problem: PatchCheck | None = None) -> Proposal | None:
-        if self.max_new == 0 or step % self.every != 0:
+    def propose(self, request: ProposalRequest) -> Proposal | None:
+        if self.max_new == 0 or request.step % self.every != 0:
             return None
-        # litellm's import tries to fetch a cost map unless told to use its local copy
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         try:
-            import litellm
+            litellm = import_litellm()
         except ImportError:
             return Proposal(
                 (), (), "[proposer] kind = 'llm' needs litellm: pip install -e '.[llm]'")
-        prompt = self._prompt(known, context, code)
+        messages = [{"role": "user", "content": self._prompt(request.known, request.insights,
+                                                             request.code)}]
+        worst = worst_case_cost(litellm, self.model, messages)
+        spent = self.budget_problem(request, worst)
+        if spent is not None:
+            if self._spent_said:
+                return None
+            self._spent_said = True
+            return Proposal((), (), spent)
         try:
-            reply = litellm.completion(model=self.model,
-                                       messages=[{"role": "user", "content": prompt}],
-                                       mock_response=self.mock_response, timeout=120)
+            reply = litellm.completion(model=self.model, messages=messages,
+                                       mock_response=self.mock_response, timeout=120,
+                                       max_tokens=REPLY_TOKENS,
+                                       **({"api_base": self.api_base} if self.api_base else {}))
             text = reply.choices[0].message.content or ""
         except Exception as exc:  # any provider failure is reported and survived
-            return Proposal((), (), f"LLM call failed: {type(exc).__name__}: {exc}")
+            return Proposal((), (), f"LLM call failed: {type(exc).__name__}: {exc}", called=True)
+        try:
+            cost = float(litellm.completion_cost(completion_response=reply, model=self.model))
+        except Exception:  # a price litellm lacks: count the most the call could have cost
+            cost = worst or 0.0
         if len(text) > MAX_REPLY_CHARS:
             return Proposal((), (), f"LLM reply of {len(text)} characters refused unread "
-                                    f"(at most {MAX_REPLY_CHARS})")
+                                    f"(at most {MAX_REPLY_CHARS})", called=True, cost_usd=cost)
         try:
             items = json.loads(_json_block(text))
         except json.JSONDecodeError as exc:
-            return Proposal((), (), f"LLM reply is not JSON ({exc.msg}): {text[:200]!r}")
-        return parse_hypotheses(items, known, self.max_new, self.change_problem,
-                                patch_problem if code else None)
+            return Proposal((), (), f"LLM reply is not JSON ({exc.msg}): {text[:200]!r}",
+                            called=True, cost_usd=cost)
+        parsed = parse_hypotheses(items, request.known, self.max_new, self.change_problem,
+                                  request.patch_problem if request.code else None)
+        return dataclasses.replace(parsed, called=True, cost_usd=cost)
+
+    def budget_problem(self, request: ProposalRequest, worst: float | None) -> str | None:
+        """Why the next call may not be made: max_calls reached, or a call that could cost
+        `worst` USD (None: litellm knows no price) would take the spend past max_cost_usd."""
+        if self.max_calls and request.calls_made >= self.max_calls:
+            return (f"LLM budget spent: {request.calls_made} of max_calls = {self.max_calls} "
+                    "calls made; the study goes on with the hypotheses it has")
+        if not self.max_cost_usd:
+            return None
+        if worst is None:
+            return (f"[proposer] max_cost_usd = {self.max_cost_usd:g}, but litellm has no price "
+                    f"for {self.model!r}, so the cap cannot be checked: no call made (register "
+                    "its price with litellm.register_model, or set max_cost_usd = 0)")
+        if request.spent_usd + worst > self.max_cost_usd:
+            return (f"LLM budget spent: ${request.spent_usd:.4f} spent and the next call could "
+                    f"cost ${worst:.4f}, over max_cost_usd = ${self.max_cost_usd:g}; the study "
+                    "goes on with the hypotheses it has")
+        return None
 
     def _prompt(self, known: set[str], context: str,
                 code: Mapping[str, str] | None = None) -> str:
@@ -213,6 +261,28 @@ class LLMProposer(BuiltinProposer):
 
 
 QUOTE_START, QUOTE_END = "<<<DATA", "DATA>>>"
+REPLY_TOKENS = 4096  # the most a reply may be, which bounds a call's cost
+
+
+def import_litellm() -> Any:
+    """litellm, imported offline: its import fetches a price map from the network unless told
+    to use the copy it ships."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm
+
+
+def worst_case_cost(litellm: Any, model: str, messages: list[dict]) -> float | None:
+    """The most a call could cost in USD: its prompt's tokens and REPLY_TOKENS of reply at the
+    model's prices; None where litellm has no price for the model."""
+    try:
+        prompt = litellm.token_counter(model=model, messages=messages)
+        costs = litellm.cost_per_token(model=model, prompt_tokens=prompt,
+                                       completion_tokens=REPLY_TOKENS)
+    except Exception:  # litellm raises for a model it has no price for
+        return None
+    return float(sum(costs))
 
 
 def quoted(text: str) -> str:

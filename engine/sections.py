@@ -260,6 +260,12 @@ class ProposerSection:
     max_new: int = setting(3, Range(0), "hypotheses the LLM may add per call")
     every: int = setting(10, Range(1), "call the LLM every N steps")
     mock_response: str = setting("", None, "litellm's offline mock response (tests)")
+    max_calls: int = setting(50, Range(0), "LLM calls the study may make; 0 = no cap")
+    max_cost_usd: float = setting(
+        1.0, Range(0), "USD the study's LLM calls may cost (litellm's prices, checked before "
+        "each call against the most it could cost); 0 = no cap")
+    api_base: str = setting("", None, "the provider's URL, where not litellm's default (a "
+                            "local or self-hosted OpenAI-compatible server)")
 
 
 DEVICE_PATTERN = r"cpu|cuda:[0-9]+"

@@ -250,7 +250,10 @@ class Study:
                                mock_response=self.cfg.proposer.mock_response,
                                base_config=dict(self.rules.base_config),
                                knobs=self.env.mutable_knobs(),
-                               change_problem=self.env.change_problem)
+                               change_problem=self.env.change_problem,
+                               max_calls=self.cfg.proposer.max_calls,
+                               max_cost_usd=self.cfg.proposer.max_cost_usd,
+                               api_base=self.cfg.proposer.api_base)
         return BuiltinProposer(specs)
 
     def check_folder(self) -> None:

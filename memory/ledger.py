@@ -429,24 +429,38 @@ class Ledger:
             self._db["decisions"].rows_where("study_id = ?", [study_id], order_by="step, id")
         )
 
-    def record_proposals(self, study_id: int, step: int, accepted: Iterable[str],
-                         refused: Iterable[str], error: str | None = None) -> None:
-        """One proposer call's outcome: the names it added, why each other offer was refused,
-        and why the call failed whole (`error`)."""
-        rows = ([("accepted", name, "") for name in accepted]
-                + [("refused", None, reason) for reason in refused]
-                + ([("failed", None, error)] if error else []))
+    def record_proposer_call(self, study_id: int, step: int, *, outcome: str, cost_usd: float,
+                             reason: str = "", accepted: Iterable[str] = (),
+                             refused: Iterable[str] = ()) -> int:
+        """One proposer call (outcome 'answered', 'failed' or 'not made'), what it cost, the
+        names it added and why each other offer was refused; returns the call's id."""
         with self.transaction():
             self.study(study_id)
-            for outcome, name, reason in rows:
-                self._db["proposals"].insert({"study_id": study_id, "step": int(step),
-                                              "outcome": outcome, "name": name,
-                                              "reason": reason, "created": _now()})
+            call = int(self._db["proposer_calls"].insert(
+                {"study_id": study_id, "step": int(step), "outcome": outcome,
+                 "cost_usd": float(cost_usd), "reason": reason, "created": _now()}).last_pk)
+            for name in accepted:
+                self._db["proposals"].insert({"call_id": call, "outcome": "accepted",
+                                              "name": name, "reason": ""})
+            for why in refused:
+                self._db["proposals"].insert({"call_id": call, "outcome": "refused",
+                                              "name": None, "reason": why})
+        return call
+
+    def proposer_spend(self, study_id: int) -> tuple[int, float]:
+        """(calls made, USD they cost) of the study's proposer."""
+        calls, cost = self._db.execute(
+            "SELECT count(*), coalesce(sum(cost_usd), 0) FROM proposer_calls "
+            "WHERE study_id = ? AND outcome != 'not made'", [study_id]).fetchone()
+        return int(calls), float(cost)
 
     def proposals(self, study_id: int) -> list[dict[str, Any]]:
-        """The study's proposer offers by (step, id)."""
-        return list(
-            self._db["proposals"].rows_where("study_id = ?", [study_id], order_by="step, id"))
+        """The study's proposer offers, each with its call's step, in the order made."""
+        cursor = self._db.execute(
+            "SELECT c.step, p.outcome, p.name, p.reason FROM proposals p "
+            "JOIN proposer_calls c ON c.id = p.call_id WHERE c.study_id = ? ORDER BY p.id",
+            [study_id])
+        return [dict(zip(("step", "outcome", "name", "reason"), row)) for row in cursor]
 
     def results_rows(self, study_id: int) -> list[ResultRow]:
         """The results.tsv rows derived from this study's runs and decisions."""

@@ -161,16 +161,25 @@ _V4_STATEMENTS = (
 
 
 _V5_STATEMENTS = (
-    # Every hypothesis a proposer offered and what became of it: accepted (then it is in the
-    # step's plan too), refused (with the check that refused it), or the call failing whole.
-    """CREATE TABLE proposals (
+    # Every proposer call (an LLM's): made and answered, failed, or not made because the
+    # study's LLM budget was spent; and what it cost.
+    """CREATE TABLE proposer_calls (
         id INTEGER PRIMARY KEY,
         study_id INTEGER NOT NULL REFERENCES studies(id),
         step INTEGER NOT NULL,
-        outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'refused', 'failed')),
-        name TEXT,
+        outcome TEXT NOT NULL CHECK (outcome IN ('answered', 'failed', 'not made')),
+        cost_usd REAL NOT NULL,
         reason TEXT NOT NULL,
         created TEXT NOT NULL
+    )""",
+    # Every hypothesis a call offered: accepted (then it is in the step's plan too) or refused,
+    # with the check that refused it.
+    """CREATE TABLE proposals (
+        id INTEGER PRIMARY KEY,
+        call_id INTEGER NOT NULL REFERENCES proposer_calls(id),
+        outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'refused')),
+        name TEXT,
+        reason TEXT NOT NULL
     )""",
 )
 
@@ -204,7 +213,8 @@ def migrate_v3_to_v4(conn: sqlite3.Connection) -> None:
 
 
 def migrate_v4_to_v5(conn: sqlite3.Connection) -> None:
-    """Version 5: the proposals table (what a proposer offered, accepted or refused)."""
+    """Version 5: the proposer_calls and proposals tables (what an LLM was asked, what it cost,
+    and what it offered, accepted or refused)."""
     _run(conn, _V5_STATEMENTS)
 
 

@@ -13,6 +13,7 @@ from memory import (
     priors_from_insights,
     sd_from_interval,
 )
+from memory.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def run_fields(**overrides):
 
 
 def test_fresh_database_is_wal_at_current_version(ledger):
-    assert ledger.schema_version == 4
+    assert ledger.schema_version == SCHEMA_VERSION
     journal = sqlite3.connect(ledger.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
 

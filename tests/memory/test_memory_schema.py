@@ -180,6 +180,8 @@ def test_a_v3_ledger_gains_the_views(tmp_path):
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("DROP VIEW run_moves")
     conn.execute("DROP VIEW hypothesis_runs")
+    conn.execute("DROP TABLE proposals")
+    conn.execute("DROP TABLE proposer_calls")
     conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     conn.close()
     with Ledger(path) as ledger:
@@ -188,3 +190,27 @@ def test_a_v3_ledger_gains_the_views(tmp_path):
     views = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='view'")}
     conn.close()
     assert views == {"run_moves", "hypothesis_runs"}
+
+
+def test_a_v4_ledger_gains_the_proposer_tables_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "study.db"
+    with Ledger(path) as ledger:
+        study = ledger.start_study("s", {"config": {}}, "env", 0)
+        ledger.record_run(study, 0, 0, role="base", hypotheses=[], config={}, seed=1,
+                          status="ok", metric=1.0)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE proposals")
+    conn.execute("DROP TABLE proposer_calls")
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.close()
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert len(ledger.runs(study)) == 1
+        call = ledger.record_proposer_call(study, 1, outcome="answered", cost_usd=0.5,
+                                           accepted=["a"], refused=["'b': bad"])
+        ledger.record_proposer_call(study, 2, outcome="not made", cost_usd=0.0,
+                                    reason="budget spent")
+        assert call == 1 and ledger.proposer_spend(study) == (1, 0.5)
+        assert ledger.proposals(study) == [
+            {"step": 1, "outcome": "accepted", "name": "a", "reason": ""},
+            {"step": 1, "outcome": "refused", "name": None, "reason": "'b': bad"}]
