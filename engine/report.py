@@ -6,6 +6,7 @@ Everything here is derived from the ledger and the final beliefs; nothing here i
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,7 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
                      f"[{e.lo:+.4f}, {e.hi:+.4f}] | {e.p_no_effect:.3f} |")
     if diagnostics is not None:
         lines += ["", "## Full-Bayes fit (PyMC, NUTS)", "", diagnostics_line(diagnostics) + "."]
+    lines += code_patch_lines(summary) + proposer_lines(summary)
     lines += ["", "## Insights", ""] + [f"- {md(i['statement'])}" for i in insights]
     lines += ["", "## Files", ""]
     lines += [f"- `{p.relative_to(summary.out_dir)}`" for p in paths.values()
@@ -149,3 +151,43 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
               "anything. `beliefs_pymc.nc` (slab only) is on the internal lower-is-better "
               "scale.", ""]
     return "\n".join(lines)
+
+
+def code_patch_lines(summary: StudySummary) -> list[str]:
+    """The report's section on code-patch hypotheses (none when the study has none)."""
+    if not summary.patches:
+        return []
+    confinement = [r["extra"]["confinement"] for r in summary.runs
+                   if (r.get("extra") or {}).get("confinement")]
+    out = summary.out_dir
+    lines = ["", "## Code patches", "",
+             "Each patched run trained in its own copy of the trainer, confined by "
+             f"{md(confinement[-1]) if confinement else '(no patched run was made)'}, and was "
+             "evaluated by the engine's own judge (train/judge.py), causality check included. "
+             f"The incumbent's code: `python -m engine.show {md(out)} --diff`; the incumbent "
+             f"trainer: `python -m engine.show {md(out)} --export FOLDER`.", "",
+             "| hypothesis | files | lines added / removed | cannot apply with |",
+             "|---|---|---|---|"]
+    lines += [f"| {md(p.name)} | {md(', '.join(p.files))} | +{p.added} / -{p.removed} | "
+              f"{md(', '.join(p.rivals)) or '—'} |" for p in summary.patches]
+    return lines
+
+
+def proposer_lines(summary: StudySummary) -> list[str]:
+    """The report's section on the LLM proposer's calls and offers (none without calls)."""
+    calls = summary.proposer_calls
+    if not calls:
+        return []
+    made = [c for c in calls if c["outcome"] != "not made"]
+    offers = summary.proposals
+    accepted = [o["name"] for o in offers if o["outcome"] == "accepted"]
+    lines = ["", "## Proposer (LLM)", "",
+             f"- calls: {len(made)} made ({sum(c['outcome'] == 'failed' for c in made)} failed), "
+             f"${sum(c['cost_usd'] for c in calls):.4f} spent",
+             f"- accepted: {md(', '.join(accepted)) or 'none'}"]
+    refused = Counter(o["reason"] for o in offers if o["outcome"] == "refused")
+    lines += [f"- refused{f' ({n} times)' if n > 1 else ''}: {md(reason)}"
+              for reason, n in refused.items()]
+    lines += [f"- call at step {c['step']} {c['outcome']}: {md(c['reason'])}" for c in calls
+              if c["reason"]]
+    return lines

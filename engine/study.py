@@ -217,7 +217,9 @@ class Study:
             time_budget=budget, policy=self.cfg.policy.kind,
             decisions=tuple(map(StepDecision.from_json, self.ledger.decisions(self.study_id))),
             steps=tuple(self.ledger.steps(self.study_id)),
-            runs=tuple(self.ledger.runs(self.study_id)))
+            runs=tuple(self.ledger.runs(self.study_id)),
+            proposer_calls=tuple(self.ledger.proposer_calls(self.study_id)),
+            proposals=tuple(self.ledger.proposals(self.study_id)))
 
     # ----------------------------------------------------------------------------- set-up
     def _make_env(self) -> Env:

@@ -11,11 +11,40 @@ from typing import Any
 from beliefs import Beliefs
 from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
-from engine.rules import candidate_runs, config_for
+from engine.rules import candidate_runs, config_for, conflicting_pairs
 from engine.state import StudyRules, StudyState
 from policies import decide
 from policies.keep import probability_better_than
 from policies.types import move_members
+
+
+@dataclass(frozen=True)
+class PatchLine:
+    """A code-patch hypothesis: the files its diff edits, the lines it adds and removes, and the
+    hypotheses whose patches cannot apply with it (on top of the incumbent's)."""
+
+    name: str
+    files: tuple[str, ...]
+    added: int
+    removed: int
+    rivals: tuple[str, ...]
+
+
+def patch_lines(state: StudyState, rules: StudyRules) -> tuple[PatchLine, ...]:
+    """One PatchLine per hypothesis with a patch, in declaration order."""
+    pairs = conflicting_pairs(state, rules)
+    lines = []
+    for name, h in state.hypotheses.items():
+        if not h.patch:
+            continue
+        rows = h.patch.splitlines()
+        lines.append(PatchLine(
+            name, tuple(row[6:] for row in rows if row.startswith("+++ b/")),
+            sum(r.startswith("+") and not r.startswith("+++") for r in rows),
+            sum(r.startswith("-") and not r.startswith("---") for r in rows),
+            tuple(other for other, o in state.hypotheses.items() if o.patch
+                  and frozenset((name, other)) in pairs)))
+    return tuple(lines)
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,9 @@ class StudySummary:
     # (step, slot, role) of each of the beliefs' observations, in the order they were taken in
     observed: tuple[tuple[int, int, str], ...] = ()
     epsilon: float = 0.0  # the keep rule's margin: better means by more than this
+    patches: tuple[PatchLine, ...] = ()
+    proposer_calls: tuple[dict[str, Any], ...] = ()  # the ledger's rows
+    proposals: tuple[dict[str, Any], ...] = ()  # the ledger's offers, each with its step
 
 
 def _findings(beliefs: Beliefs, state: StudyState,
@@ -139,7 +171,8 @@ def claimed_without_gain(state: StudyState) -> float:
 def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path, env_kind: str,
               backend: str, env_fingerprint: str, metric: str, time_budget: float | None,
               policy: str, decisions: tuple[StepDecision, ...], steps: tuple[dict, ...],
-              runs: tuple[dict, ...]) -> StudySummary:
+              runs: tuple[dict, ...], proposer_calls: tuple[dict, ...] = (),
+              proposals: tuple[dict, ...] = ()) -> StudySummary:
     beliefs = state.beliefs
     effects, categories = _findings(beliefs, state, rules)
     return StudySummary(
@@ -152,7 +185,8 @@ def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path,
         noise_sd=beliefs.noise_sd(), incumbent=incumbent_summary(state, rules),
         incumbent_config=config_for(state, rules, state.incumbent), decisions=decisions,
         undecided=undecided_moves(state, rules), effects=effects, categories=categories,
-        steps=steps, runs=runs,
+        steps=steps, runs=runs, patches=patch_lines(state, rules),
+        proposer_calls=proposer_calls, proposals=proposals,
         observed=tuple((r.step, r.slot, r.role) for step in sorted(state.concluded)
                        for r in state.runs_of(step) if r.value is not None))
 

@@ -454,6 +454,11 @@ class Ledger:
             "WHERE study_id = ? AND outcome != 'not made'", [study_id]).fetchone()
         return int(calls), float(cost)
 
+    def proposer_calls(self, study_id: int) -> list[dict[str, Any]]:
+        """The study's proposer calls by id: step, outcome, cost_usd, reason."""
+        return list(self._db["proposer_calls"].rows_where("study_id = ?", [study_id],
+                                                          order_by="id"))
+
     def proposals(self, study_id: int) -> list[dict[str, Any]]:
         """The study's proposer offers, each with its call's step, in the order made."""
         cursor = self._db.execute(

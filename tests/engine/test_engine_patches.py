@@ -16,6 +16,7 @@ import pytest
 from beliefs import BeliefPrior
 from engine.config import ConfigError, load_config, parse_config
 from engine.proposer import Hypothesis, ProposalRequest
+from engine.report import render_report
 from engine.rules import config_for, conflicting_pairs, open_moves
 from engine.show import code_diff, export_trainer
 from engine.show import main as show_main
@@ -220,7 +221,12 @@ def test_a_patched_study_on_the_real_trainer(tmp_path, monkeypatch, capsys):
                 f"mock_response = {json.dumps(json.dumps(llm_offers()))}\n")
     config.write_text(study_text(patch_block("loud", "loud.diff") + proposer, budget=8))
     out = tmp_path / "out"
-    Study(load_config(config, out_dir=str(out))).run(write_report=False)
+    study = Study(load_config(config, out_dir=str(out)))
+    study.run(write_report=False)
+    report = render_report(study.summary(), "stop", [], {"report": out / "report.md"})
+    assert "| loud | train/model.py | +4 / -0 | — |" in report
+    assert "| llm-gelu | train/model.py | +1 / -1 | — |" in report
+    assert "- accepted: llm-gelu" in report and "'llm-eval' patch:" in report
     with sqlite3.connect(out / "study.db") as connection:
         offers = connection.execute("SELECT outcome, name, reason FROM proposals "
                                     "ORDER BY id").fetchall()
