@@ -96,6 +96,10 @@ ENV_FIELDS: dict[str, Field] = {
     "memory_limit_mb": Field(INT, 16384, Range(0),
                              "memory cap (RLIMIT_DATA, MiB) of each process of a run that applies "
                              "code patches; 0 = none", GPT),
+    "guard_command": Field(STR, "", None,
+                           "a check each configuration must pass before its runs count (e.g. "
+                           "the trainer's tests or a smoke run): a template with {python}, "
+                           "{trainer} and {config}, run without a shell; \"\" = none", GPT),
     "metric": Field(STR, ByKind({"gpt": "val_bpb", "synthetic": "loss", "python": "value"}),
                     NonEmpty(),
                     "name of the metric a run reports"),

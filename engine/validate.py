@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.schema import FLOAT, INT, REQUIRED, ByKind, Derived, Field
 from engine.sections import ARRAY_SECTIONS
+from envs.guard import guard_template_problem
 
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 5, 5
@@ -154,6 +155,11 @@ def cross_field_problems(tables: dict[str, dict], hypotheses_given: bool) -> lis
         problems.append("[env] time_budget: got 0.0, "
                         "expected a number > 0 when steps = 0 "
                         "(or set steps > 0 for fixed-step mode)")
+    if kind == "gpt" and env.get("guard_command"):
+        reason = guard_template_problem(env["guard_command"])
+        if reason:
+            problems.append(f"[env] guard_command: got {got(env['guard_command'])}, which "
+                            f"{reason}")
     if kind == "command" and "base" in env:
         known = {"seed", *env["base"]}
         for key in ("command", "truth_command"):

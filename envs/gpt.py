@@ -34,8 +34,9 @@ from envs.base import (
     register_env,
     stable_hash,
 )
+from envs.guard import GuardInterrupted, guard_argv, guard_template_problem, run_guard
 from envs.patch import apply_diffs
-from envs.patched import PATCHES_KEY, patch_problem, pristine_sources, run_patched
+from envs.patched import PATCHES_KEY, PROJECT, patch_problem, pristine_sources, run_patched
 from envs.process import ProcessResult, run_process, tail
 from train.config import FIELD_TYPES, ConfigError, build_config
 from train.vocabulary import BACKENDS
@@ -133,7 +134,7 @@ class GptEnv(Env):
     kind: ClassVar[str] = "gpt"
     section_keys: ClassVar[frozenset[str]] = frozenset(
         {"backend", "time_budget", "steps", "base", "timeout_s", "metric", "direction",
-         "memory_limit_mb"}
+         "memory_limit_mb", "guard_command"}
     )
 
     def __init__(
@@ -145,6 +146,7 @@ class GptEnv(Env):
         base: Mapping[str, Any] | None = None,
         timeout_s: float = 600.0,
         memory_limit_mb: int = 16384,
+        guard_command: str = "",
         metric: str = "val_bpb",
         direction: Direction = "lower",
         base_dir: Path = Path("."),
@@ -175,6 +177,13 @@ class GptEnv(Env):
         if memory_limit_mb < 0:
             raise ValueError(f"[env] memory_limit_mb = {memory_limit_mb!r} must be >= 0")
         self.memory_limit_mb = int(memory_limit_mb)
+        problem = guard_template_problem(guard_command) if guard_command else None
+        if problem:
+            raise ValueError(f"[env] guard_command = {guard_command!r} {problem}")
+        self.guard_command = guard_command
+        # A configuration's guard verdict (None: it passed), by stable_hash(config): the guard
+        # runs once per configuration and process.
+        self._guard_verdicts: dict[str, str | None] = {}
         self.metric_name = metric
         self.direction = direction
         self.base_dir = Path(base_dir).resolve()
@@ -202,11 +211,29 @@ class GptEnv(Env):
 
     def run(self, config: dict, seed: int) -> Outcome:
         flags = ["--seed", str(seed), "--backend", self.backend, *self.budget_flags()]
-        if config.get(PATCHES_KEY):
-            return self._run_patched(config, seed, flags)
+        key = stable_hash(config)
+        failed_guard = self._guard_verdicts.get(key)
+        if failed_guard:
+            return Outcome(None, "refused", 0.0, None, {"reason": failed_guard})
+        try:
+            if config.get(PATCHES_KEY):
+                return self._run_patched(config, seed, flags, key)
+            return self._run_plain(config, flags, key)
+        except GuardInterrupted as stop:
+            return Outcome(None, "crash", 0.0, None, {"reason": str(stop)})
+
+    def _run_plain(self, config: dict, flags: list[str], key: str) -> Outcome:
         with tempfile.TemporaryDirectory(prefix="gpt-env-") as folder:
             config_path = Path(folder) / "config.json"
             config_path.write_text(json.dumps(config))
+            if self.guard_command and key not in self._guard_verdicts:
+                argv = guard_argv(self.guard_command, trainer=PROJECT, config=config_path)
+                self._guard_verdicts[key] = run_guard(
+                    argv, cwd=Path(folder), environment=self._child_environment(),
+                    timeout_s=self.timeout_s, owner=self.owner)
+                if self._guard_verdicts[key]:
+                    return Outcome(None, "refused", 0.0, None,
+                                   {"reason": self._guard_verdicts[key]})
             argv = [*self.trainer_command, "--config", str(config_path), *flags]
             result = run_process(argv, cwd=self.base_dir, timeout_s=self.timeout_s,
                                  env=self._child_environment(), owner=self.owner)
@@ -214,15 +241,18 @@ class GptEnv(Env):
         extra: dict[str, Any] = {**summary, "argv": argv, "returncode": result.returncode}
         return self._failure(result, extra) or self._judged(summary, extra, result)
 
-    def _run_patched(self, config: dict, seed: int, flags: list[str]) -> Outcome:
+    def _run_patched(self, config: dict, seed: int, flags: list[str], key: str) -> Outcome:
         """A run whose configuration applies code patches (envs.patched)."""
         problem = patch_problem(config[PATCHES_KEY])
         if problem is not None:
             return Outcome(None, "refused", 0.0, None,
                            {"reason": f"the patches do not apply together: {problem}"})
+        guard = self.guard_command if key not in self._guard_verdicts else ""
         made = run_patched(config, seed, flags=flags, timeout_s=self.timeout_s,
                            memory_limit_mb=self.memory_limit_mb, owner=self.owner,
-                           child_environment=self._child_environment())
+                           child_environment=self._child_environment(), guard_command=guard)
+        if guard:
+            self._guard_verdicts[key] = made.refused if made.guard_failed else None
         trained = made.trained
         summary = parse_summary(trained.stdout) or {}
         extra: dict[str, Any] = {**summary, **made.extra, "returncode": trained.returncode}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.base import hash_files
+from envs.guard import guard_argv, run_guard
 from envs.patch import PatchError, apply_diffs
 from envs.process import ProcessResult, run_process
 from train.config import build_config, to_dict
@@ -80,20 +81,23 @@ def _immutable_hashes(root: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PatchedResult:
-    """The two processes of a patched run (judged is None when training failed), what the
-    run's files were and why it is refused, if it is."""
+    """The two processes of a patched run (judged is None when training failed or did not
+    start), what the run's files were and why it is refused, if it is."""
 
     trained: ProcessResult
     judged: ProcessResult | None
     extra: dict[str, Any]
     refused: str | None = None
+    guard_failed: bool = False  # the refusal is the guard's (a verdict on the configuration)
 
 
 def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
-                memory_limit_mb: int, owner: str, child_environment: dict[str, str]
-                ) -> PatchedResult:
+                memory_limit_mb: int, owner: str, child_environment: dict[str, str],
+                guard_command: str = "") -> PatchedResult:
     """Make one patched run: `config` holds the knobs and PATCHES_KEY; `flags` the seed,
-    backend and budget flags of both the trainer and the judge."""
+    backend and budget flags of both the trainer and the judge. A `guard_command` (envs.guard)
+    checks the working copy first, confined like the training; one that fails refuses the
+    run (`guard_failed`)."""
     knobs = {key: value for key, value in config.items() if key != PATCHES_KEY}
     sources = apply_diffs(pristine_sources(), config[PATCHES_KEY])
     with tempfile.TemporaryDirectory(prefix="gpt-patched-") as folder:
@@ -114,11 +118,21 @@ def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
         command = [sys.executable, "-P", "-m", "train", "--config", "config.json", *flags,
                    "--training-split", "training-split.npz", "--save-weights", "weights.pt"]
         read = library_folders(keep_out=[PROJECT, cache_dir()])
-        trained = run_process(confined(command, read=read, write=[str(work)],
-                                       memory_mb=memory_limit_mb),
-                              cwd=work, timeout_s=timeout_s, env=environment, owner=owner)
+
+        def confine(argv: list[str]) -> list[str]:
+            return confined(argv, read=read, write=[str(work)], memory_mb=memory_limit_mb)
+
         extra = {"code_hash": hash_files(trainer_files(work), work),
                  "confinement": confinement()}
+        if guard_command:
+            argv = guard_argv(guard_command, trainer=work, config=work / "config.json")
+            failed = run_guard(confine(argv), cwd=work, environment=environment,
+                               timeout_s=timeout_s, owner=owner)
+            if failed:
+                return PatchedResult(ProcessResult(None, "", "", 0.0, False), None, extra,
+                                     failed, guard_failed=True)
+        trained = run_process(confine(command), cwd=work, timeout_s=timeout_s, env=environment,
+                              owner=owner)
         changed = sorted(path for path, digest in _immutable_hashes(work).items()
                          if before.get(path) != digest)
         if changed:

@@ -119,7 +119,7 @@ def test_full_config_round_trips_with_defaults_filled(tmp_path, monkeypatch):
     assert cfg.env == {
         "kind": "gpt", "timeout_s": 600.0, "metric": "val_bpb", "direction": "lower",
         "backend": "cpu", "time_budget": 0.0, "steps": 50, "base": {"n_layer": 2, "n_embd": 64},
-        "memory_limit_mb": 16384,
+        "memory_limit_mb": 16384, "guard_command": "",
     }
     assert [h.name for h in cfg.hypotheses] == ["wider", "lr.high-2"]
     assert (cfg.hypotheses[0].change == {"n_embd": 96}
@@ -526,7 +526,8 @@ def validated_value(cfg, section: str, key: str):
 CROSS_FIELD_KEYS = {("env", "kind"), ("env", "time_budget"), ("env", "command"),
                     ("env", "truth_command"), ("decision", "min_replicates"),
                     ("decision", "max_replicates"), ("proposer", "kind"),
-                    ("runner", "devices"), ("hypotheses", "change"), ("hypotheses", "patch")}
+                    ("runner", "devices"), ("hypotheses", "change"), ("hypotheses", "patch"),
+                    ("env", "guard_command")}
 
 
 @pytest.mark.parametrize("section, key", ALL_KEYS, ids=[f"{s}.{k}" for s, k in ALL_KEYS])
@@ -669,3 +670,11 @@ def test_a_wrong_direction_names_the_synonyms():
     doc["env"]["direction"] = "max"
     with pytest.raises(ConfigError, match="'maximize' for 'higher'"):
         parse_config(doc)
+
+
+def test_a_guard_command_with_an_unknown_placeholder_is_refused_up_front():
+    doc = {"env": {"kind": "gpt", "steps": 3, "guard_command": "{python} -m pytest {tests}"},
+           "hypotheses": [{"name": "h", "change": {"depth": 2}}]}
+    problems = problems_of(doc)
+    assert any(p.startswith("[env] guard_command: got '{python} -m pytest {tests}', which uses "
+                            "placeholder(s) {tests}") for p in problems), problems

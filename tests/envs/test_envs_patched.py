@@ -3,6 +3,8 @@ code-patch issue names is refused, or cannot move val_bpb. The reference is an u
 the same seed, which makes the same weights on a CPU."""
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from envs import GptEnv
@@ -92,3 +94,38 @@ def test_patches_outside_the_mutable_files_are_refused_before_any_run(env):
     note = edit("class MLP(nn.Module):", "# a note\nclass MLP(nn.Module):")
     assert env.patch_problem([note]) is None
     assert "mlx" in GptEnv(backend="mlx", steps=5).patch_problem([evaluate])
+
+
+def test_a_configuration_that_fails_the_guard_is_refused_and_the_guard_runs_once(monkeypatch):
+    """The guard sees the run's trainer: here it fails where train/model.py uses GELU, so the
+    GELU patch's runs are refused with the guard's reason, and the base's runs go on. The
+    guard runs once per configuration (counted by a spy around the real run_guard)."""
+    import envs.gpt
+    import envs.patched
+    from envs.guard import run_guard
+
+    calls = []
+
+    def counted(argv, **options):
+        calls.append(argv)
+        return run_guard(argv, **options)
+
+    monkeypatch.setattr(envs.gpt, "run_guard", counted)
+    monkeypatch.setattr(envs.patched, "run_guard", counted)
+    check = ("import sys, pathlib; "
+             "src = pathlib.Path(sys.argv[1], 'train', 'model.py').read_text(); "
+             "sys.exit('F.gelu' in src and 'guard: GELU is not allowed here')")
+    guarded = GptEnv(backend="cpu", steps=20, base=TINY,
+                     guard_command=f"{{python}} -c {shlex.quote(check)} {{trainer}}")
+    gelu = edit("        return self.c_proj(F.relu(self.c_fc(x), inplace=True).square())",
+                "        return self.c_proj(F.gelu(self.c_fc(x)))")
+    for seed in (3, 4):
+        outcome = guarded.run({**TINY, "patches": [gelu]}, seed)
+        assert outcome.status == "refused"
+        assert outcome.extra["reason"] == ("the guard command failed (exit status 1): "
+                                           "guard: GELU is not allowed here")
+    assert guarded.run(dict(TINY), 3).status == "ok"
+    assert guarded.run(dict(TINY), 4).status == "ok"
+    assert len(calls) == 2  # the GELU configuration once, the base once
+    with pytest.raises(ValueError, match=r"guard_command .* placeholder\(s\) \{model\}"):
+        GptEnv(backend="cpu", steps=5, guard_command="{python} {model}")
