@@ -99,7 +99,8 @@ ENV_FIELDS: dict[str, Field] = {
     "guard_command": Field(STR, "", None,
                            "a check each configuration must pass before its runs count (e.g. "
                            "the trainer's tests or a smoke run): a template with {python}, "
-                           "{trainer} and {config}, run without a shell; \"\" = none", GPT),
+                           "{trainer}, {config} and {split}, run without a shell; \"\" = none",
+                           GPT),
     "metric": Field(STR, ByKind({"gpt": "val_bpb", "synthetic": "loss", "python": "value"}),
                     NonEmpty(),
                     "name of the metric a run reports"),

@@ -39,6 +39,7 @@ from envs.patch import apply_diffs
 from envs.patched import PATCHES_KEY, PROJECT, patch_problem, pristine_sources, run_patched
 from envs.process import ProcessResult, run_process, tail
 from train.config import FIELD_TYPES, ConfigError, build_config
+from train.data import prepare, write_training_split
 from train.vocabulary import BACKENDS
 
 TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
@@ -227,7 +228,12 @@ class GptEnv(Env):
             config_path = Path(folder) / "config.json"
             config_path.write_text(json.dumps(config))
             if self.guard_command and key not in self._guard_verdicts:
-                argv = guard_argv(self.guard_command, trainer=PROJECT, config=config_path)
+                settings = build_config(config)
+                split = Path(folder) / "training-split.npz"
+                write_training_split(split, prepare(settings.data, settings.text_column,
+                                                    settings.eval_tokens))
+                argv = guard_argv(self.guard_command, trainer=PROJECT, config=config_path,
+                                  split=split)
                 self._guard_verdicts[key] = run_guard(
                     argv, cwd=Path(folder), environment=self._child_environment(),
                     timeout_s=self.timeout_s, owner=self.owner)

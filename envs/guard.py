@@ -2,9 +2,11 @@
 
 The autoresearch Guard, enforced by the engine: e.g. the trainer's own tests, or a smoke run of
 a few steps. The template is shlex-split, then each argument is filled on its own and run
-without a shell, with the placeholders `{python}` (this interpreter), `{trainer}` (the folder
-holding the `train/` package the run uses: a patched run's working copy, else the project) and
-`{config}` (the run's config file). It runs once per configuration per process, before the
+without a shell, in a folder of its own, with the placeholders `{python}` (this interpreter),
+`{trainer}` (the folder holding the `train/` package the run uses: a patched run's working
+copy, else the project), `{config}` (the run's config file) and `{split}` (the training split,
+for a smoke run: `{python} -m train --config {config} --steps 2 --training-split {split}
+--save-weights guard.pt`). It runs once per configuration per process, before the
 configuration's first run; a configuration that fails it has every run `refused` with the
 guard's reason, so its trial is reverted, never kept. A patched configuration's guard runs
 confined like its training (envs.patched): the guard runs the patch's code too.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from envs.process import run_process
 
-GUARD_PLACEHOLDERS = ("python", "trainer", "config")
+GUARD_PLACEHOLDERS = ("python", "trainer", "config", "split")
 GUARD_OUTPUT_CHARS = 300  # of the guard's last output line kept in the reason
 
 
@@ -40,9 +42,10 @@ def guard_template_problem(template: str) -> str | None:
     return None
 
 
-def guard_argv(template: str, *, trainer: Path, config: Path) -> list[str]:
+def guard_argv(template: str, *, trainer: Path, config: Path, split: Path) -> list[str]:
     """The guard's argv for one configuration."""
-    values = {"python": sys.executable, "trainer": str(trainer), "config": str(config)}
+    values = {"python": sys.executable, "trainer": str(trainer), "config": str(config),
+              "split": str(split)}
     return [word.format(**values) for word in shlex.split(template)]
 
 

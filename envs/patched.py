@@ -125,7 +125,8 @@ def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
         extra = {"code_hash": hash_files(trainer_files(work), work),
                  "confinement": confinement()}
         if guard_command:
-            argv = guard_argv(guard_command, trainer=work, config=work / "config.json")
+            argv = guard_argv(guard_command, trainer=work, config=work / "config.json",
+                              split=work / "training-split.npz")
             failed = run_guard(confine(argv), cwd=work, environment=environment,
                                timeout_s=timeout_s, owner=owner)
             if failed:

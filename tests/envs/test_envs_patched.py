@@ -129,3 +129,16 @@ def test_a_configuration_that_fails_the_guard_is_refused_and_the_guard_runs_once
     assert len(calls) == 2  # the GELU configuration once, the base once
     with pytest.raises(ValueError, match=r"guard_command .* placeholder\(s\) \{model\}"):
         GptEnv(backend="cpu", steps=5, guard_command="{python} {model}")
+
+
+def test_the_documented_smoke_run_guard_passes_plain_and_patched_configurations(env):
+    smoke = ("{python} -m train --config {config} --steps 2 --training-split {split} "
+             "--save-weights guard.pt")
+    guarded = GptEnv(backend="cpu", steps=20, base=TINY, guard_command=smoke)
+    assert guarded.run(dict(TINY), 3).status == "ok"
+    note = edit("class MLP(nn.Module):", "# a note\nclass MLP(nn.Module):")
+    outcome = guarded.run({**TINY, "patches": [note]}, 3)
+    assert outcome.status == "ok", outcome.extra
+    broken = edit("class MLP(nn.Module):", "class MLP(nn.Module):\n    x = undefined_name")
+    outcome = guarded.run({**TINY, "patches": [broken]}, 3)
+    assert outcome.status == "refused" and "NameError" in outcome.extra["reason"]
