@@ -174,16 +174,22 @@ def test_the_views_join_each_run_to_its_move_and_to_each_hypothesis_it_applied(t
         conn.close()
 
 
+def roll_back(path, version: int, statements: list[str]) -> None:
+    """Undo what the migrations after `version` built, and mark the ledger at `version`."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.close()
+
+
+V5_TABLES = ["DROP TABLE proposals", "DROP TABLE proposer_calls"]
+
+
 def test_a_v3_ledger_gains_the_views(tmp_path):
     path = tmp_path / "study.db"
     Ledger(path).close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP VIEW run_moves")
-    conn.execute("DROP VIEW hypothesis_runs")
-    conn.execute("DROP TABLE proposals")
-    conn.execute("DROP TABLE proposer_calls")
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    conn.close()
+    roll_back(path, 3, ["DROP VIEW run_moves", "DROP VIEW hypothesis_runs", *V5_TABLES])
     with Ledger(path) as ledger:
         assert ledger.schema_version == SCHEMA_VERSION
     conn = sqlite3.connect(path)
@@ -198,11 +204,7 @@ def test_a_v4_ledger_gains_the_proposer_tables_and_keeps_its_runs(tmp_path):
         study = ledger.start_study("s", {"config": {}}, "env", 0)
         ledger.record_run(study, 0, 0, role="base", hypotheses=[], config={}, seed=1,
                           status="ok", metric=1.0)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE proposals")
-    conn.execute("DROP TABLE proposer_calls")
-    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    conn.close()
+    roll_back(path, 4, V5_TABLES)
     with Ledger(path) as ledger:
         assert ledger.schema_version == SCHEMA_VERSION
         assert len(ledger.runs(study)) == 1
