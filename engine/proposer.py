@@ -195,8 +195,10 @@ class LLMProposer(BuiltinProposer):
                                        max_tokens=REPLY_TOKENS,
                                        **({"api_base": self.api_base} if self.api_base else {}))
             text = reply.choices[0].message.content or ""
-        except Exception as exc:  # any provider failure is reported and survived
-            return Proposal((), (), f"LLM call failed: {type(exc).__name__}: {exc}", called=True)
+        except Exception as exc:  # any provider failure is reported and survived; it may
+            # still be billed (a timeout), so it counts at the most it could have cost
+            return Proposal((), (), f"LLM call failed: {type(exc).__name__}: {exc}", called=True,
+                            cost_usd=worst or 0.0)
         try:
             cost = float(litellm.completion_cost(completion_response=reply, model=self.model))
         except Exception:  # a price litellm lacks: count the most the call could have cost

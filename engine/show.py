@@ -51,6 +51,8 @@ def read_study(folder: str | Path) -> dict[str, Any]:
                                        (study["id"],)).fetchall()
         steps = connection.execute("SELECT step, incumbent_json FROM steps WHERE study_id = ? "
                                    "ORDER BY step", (study["id"],)).fetchall()
+        plans = connection.execute("SELECT action_json FROM plans WHERE study_id = ? "
+                                   "ORDER BY step", (study["id"],)).fetchall()
     finally:
         connection.close()
     try:
@@ -71,6 +73,9 @@ def read_study(folder: str | Path) -> dict[str, Any]:
     for move in sorted((m for m in latest if PAIR_JOINER in m), key=lambda m: latest[m]["step"]):
         via.update(dict.fromkeys(move.split(PAIR_JOINER), move))  # the latest decided wins
     incumbent = json.loads(steps[-1]["incumbent_json"]) if steps else None
+    # the config's hypotheses, then the proposer's in the order proposed (the order they apply)
+    hypotheses = [h.to_dict() for h in cfg.hypotheses] + [
+        h for row in plans for h in json.loads(row["action_json"]).get("proposed", [])]
     return {
         "name": study["name"], "folder": str(Path(folder).resolve()),
         "status": study["status"], "stop_reason": study["stop_reason"],
@@ -82,8 +87,8 @@ def read_study(folder: str | Path) -> dict[str, Any]:
         "incumbent": incumbent,
         "kept_after": {row["step"]: json.loads(row["incumbent_json"])["kept"] for row in steps},
         "base_config": cfg.env.get("base", {}),
-        "changes": {h.name: h.change for h in cfg.hypotheses},
-        "patches": {h.name: h.patch for h in cfg.hypotheses if h.patch},
+        "changes": {h["name"]: h.get("change", {}) for h in hypotheses},
+        "patches": {h["name"]: h["patch"] for h in hypotheses if h.get("patch")},
         "hypotheses": [{"name": name, "runs": counts["ok"] + counts["failed"],
                         "failed_runs": counts["failed"],
                         "via": None if name in latest else via.get(name),

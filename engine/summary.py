@@ -13,6 +13,7 @@ from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
 from engine.rules import candidate_runs, config_for, conflicting_pairs
 from engine.state import StudyRules, StudyState
+from envs.patch import parse_diff
 from policies import decide
 from policies.keep import probability_better_than
 from policies.types import move_members
@@ -37,11 +38,11 @@ def patch_lines(state: StudyState, rules: StudyRules) -> tuple[PatchLine, ...]:
     for name, h in state.hypotheses.items():
         if not h.patch:
             continue
-        rows = h.patch.splitlines()
+        files = parse_diff(h.patch)  # checked when the hypothesis was accepted
+        hunks = [hunk for f in files for hunk in f.hunks]
         lines.append(PatchLine(
-            name, tuple(row[6:] for row in rows if row.startswith("+++ b/")),
-            sum(r.startswith("+") and not r.startswith("+++") for r in rows),
-            sum(r.startswith("-") and not r.startswith("---") for r in rows),
+            name, tuple(f.path for f in files), sum(hunk.added for hunk in hunks),
+            sum(hunk.removed for hunk in hunks),
             tuple(other for other, o in state.hypotheses.items() if o.patch
                   and frozenset((name, other)) in pairs)))
     return tuple(lines)

@@ -26,6 +26,19 @@ REFUSED_HEADERS = ("new file mode", "deleted file mode", "rename from", "rename 
                    "similarity index")
 
 
+# Characters no patch may hold: the C0 controls but tab, newline, carriage return and form
+# feed (which Python source may hold), DEL, and the C1 controls.
+CONTROL_CHARACTERS = frozenset(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+                               if chr(c) not in "\t\n\r\x0c")
+
+
+def split_lines(text: str) -> list[str]:
+    """`text` cut after each newline, and only there (str.splitlines also cuts at form feeds
+    and Unicode line separators, which a diff's lines may hold)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+
+
 class PatchError(ValueError):
     """A diff that is malformed, touches what it may not, or does not apply."""
 
@@ -38,6 +51,8 @@ class Hunk:
     old_start: int
     old: tuple[str, ...]
     new: tuple[str, ...]
+    removed: int = 0  # of the old lines, those the hunk removes (the rest are context)
+    added: int = 0
 
     def header(self) -> str:
         return f"@@ -{self.old_start},{len(self.old)} +{len(self.new)} lines @@"
@@ -69,7 +84,12 @@ def check_path(path: str) -> str | None:
 def parse_diff(text: str) -> tuple[FilePatch, ...]:
     """The file patches of a unified diff, in order; PatchError if it is malformed or does more
     than edit lines of existing files."""
-    lines = text.splitlines(keepends=True)
+    bad = next((c for c in text if c in CONTROL_CHARACTERS), None)
+    if bad is not None:
+        line = text[:text.index(bad)].count("\n") + 1
+        raise PatchError(f"line {line}: control character {bad!r}: a patch is plain text (a "
+                         "terminal escape could hide its lines from a reviewer)")
+    lines = split_lines(text)
     files: list[FilePatch] = []
     index = 0
     while index < len(lines):
@@ -115,6 +135,7 @@ def _parse_hunks(lines: list[str], index: int) -> tuple[list[Hunk], int]:
         new_count = 1 if match[4] is None else int(match[4])
         old: list[str] = []
         new: list[str] = []
+        removed = added = 0
         index += 1
         while len(old) < old_count or len(new) < new_count:
             if index >= len(lines):
@@ -129,6 +150,8 @@ def _parse_hunks(lines: list[str], index: int) -> tuple[list[Hunk], int]:
                                  "line starting ' ', '-' or '+')")
             for side in sides:
                 side.append(body)
+            removed += tag == "-"
+            added += tag == "+"
             index += 1
             if index < len(lines) and lines[index].rstrip("\r\n") == NO_NEWLINE:
                 for side in sides:
@@ -137,7 +160,7 @@ def _parse_hunks(lines: list[str], index: int) -> tuple[list[Hunk], int]:
         if len(old) != old_count or len(new) != new_count:
             raise PatchError(f"hunk at line {old_start}: its lines do not match its header's "
                              f"counts ({old_count} old, {new_count} new)")
-        hunks.append(Hunk(old_start, tuple(old), tuple(new)))
+        hunks.append(Hunk(old_start, tuple(old), tuple(new), removed, added))
     return hunks, index
 
 
@@ -153,7 +176,7 @@ def _find(lines: list[str], wanted: tuple[str, ...], near: int, earliest: int) -
 
 def apply_file(source: str, patch: FilePatch) -> str:
     """`source` with every hunk of `patch` applied in order (PatchError where one does not)."""
-    lines = source.splitlines(keepends=True)
+    lines = split_lines(source)
     result: list[str] = []
     position = 0
     for number, hunk in enumerate(patch.hunks, start=1):
@@ -193,8 +216,8 @@ def diff_between(before: Mapping[str, str], after: Mapping[str, str],
     chunks = []
     for path in paths or sorted(before):
         if before[path] != after[path]:
-            chunks += difflib.unified_diff(before[path].splitlines(keepends=True),
-                                           after[path].splitlines(keepends=True),
+            chunks += difflib.unified_diff(split_lines(before[path]),
+                                           split_lines(after[path]),
                                            f"a/{path}", f"b/{path}")
     return "".join(line if line.endswith("\n") else line + "\n" + NO_NEWLINE + "\n"
                    for line in chunks)

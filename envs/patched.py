@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from envs.guard import guard_argv, run_guard
 from envs.patch import PatchError, apply_diffs
 from envs.process import ProcessResult, run_process
 from train.config import build_config, to_dict
-from train.confine import confined, landlock_abi, library_folders
+from train.confine import confined, kept_environment, landlock_abi, library_folders, what_holds
 from train.data import cache_dir, prepare, write_training_split
 
 TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
@@ -67,16 +68,27 @@ def _patch_problem(diffs: tuple[str, ...]) -> str | None:
 
 def confinement() -> str:
     """What confines a patched run on this machine, in words."""
-    abi = landlock_abi()
-    if abi:
-        return f"landlock ABI {abi} (files, network and signals) and RLIMIT_DATA"
-    return "RLIMIT_DATA only: no Landlock here, so files, network and signals are not confined"
+    return what_holds(landlock_abi())
 
 
-def _immutable_hashes(root: Path) -> dict[str, str]:
-    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in trainer_files(root)
-            if path.relative_to(root).as_posix() not in MUTABLE_FILES}
+def code_hashes(root: Path, relatives: Sequence[str]) -> dict[str, str]:
+    """sha256 of each file of `relatives` under `root`; "missing" for one that is gone and
+    "not a plain file" for a link, FIFO or device in its place (never read: a FIFO would hang
+    the engine, a link to /dev/zero fill its memory)."""
+    hashes = {}
+    for relative in relatives:
+        path = root / relative
+        hashes[relative] = (hashlib.sha256(path.read_bytes()).hexdigest() if _is_plain_file(path)
+                            else "not a plain file" if os.path.lexists(path) else "missing")
+    return hashes
+
+
+def _is_plain_file(path: Path) -> bool:
+    """Whether `path` is a regular file itself (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -101,51 +113,54 @@ def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
     knobs = {key: value for key, value in config.items() if key != PATCHES_KEY}
     sources = apply_diffs(pristine_sources(), config[PATCHES_KEY])
     with tempfile.TemporaryDirectory(prefix="gpt-patched-") as folder:
-        work = Path(folder)
-        for path in trainer_files(PROJECT):
-            relative = path.relative_to(PROJECT).as_posix()
+        # work/ holds the code, config and split, which confined processes may only read;
+        # work/out/ is the one folder they may write (weights, caches, temporary files).
+        work, out = Path(folder), Path(folder) / "out"
+        relatives = [p.relative_to(PROJECT).as_posix() for p in trainer_files(PROJECT)]
+        for relative in relatives:
             target = work / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(sources.get(relative, path.read_text()))
-        before = _immutable_hashes(work)
+            target.write_text(sources.get(relative, (PROJECT / relative).read_text()))
         settings = build_config(knobs)
         data = prepare(settings.data, settings.text_column, settings.eval_tokens)
         write_training_split(work / "training-split.npz", data)
         (work / "config.json").write_text(json.dumps(to_dict(settings)))
-        (work / "cache").mkdir()
-        environment = {**os.environ, "PYTHONPATH": str(work),
-                       "TRAIN_DATA_DIR": str(work / "cache"), "TMPDIR": str(work)}
+        (out / "cache").mkdir(parents=True)
+        before = code_hashes(work, [*relatives, "config.json", "training-split.npz"])
+        environment = kept_environment({**os.environ, "PYTHONPATH": str(work),
+                                        "TRAIN_DATA_DIR": str(out / "cache"),
+                                        "TMPDIR": str(out)})
         command = [sys.executable, "-P", "-m", "train", "--config", "config.json", *flags,
-                   "--training-split", "training-split.npz", "--save-weights", "weights.pt"]
-        read = library_folders(keep_out=[PROJECT, cache_dir()])
+                   "--training-split", "training-split.npz", "--save-weights", "out/weights.pt"]
+        read = [*library_folders(keep_out=[PROJECT, cache_dir()]), str(work)]
 
         def confine(argv: list[str]) -> list[str]:
-            return confined(argv, read=read, write=[str(work)], memory_mb=memory_limit_mb)
+            return confined(argv, read=read, write=[str(out)], memory_mb=memory_limit_mb)
 
         extra = {"code_hash": hash_files(trainer_files(work), work),
                  "confinement": confinement()}
         if guard_command:
             argv = guard_argv(guard_command, trainer=work, config=work / "config.json",
                               split=work / "training-split.npz")
-            failed = run_guard(confine(argv), cwd=work, environment=environment,
+            failed = run_guard(confine(argv), cwd=out, environment=environment,
                                timeout_s=timeout_s, owner=owner)
             if failed:
                 return PatchedResult(ProcessResult(None, "", "", 0.0, False), None, extra,
                                      failed, guard_failed=True)
         trained = run_process(confine(command), cwd=work, timeout_s=timeout_s, env=environment,
                               owner=owner)
-        changed = sorted(path for path, digest in _immutable_hashes(work).items()
-                         if before.get(path) != digest)
+        after = code_hashes(work, list(before))
+        changed = sorted(path for path, digest in after.items() if before[path] != digest)
         if changed:
             return PatchedResult(trained, None, extra,
                                  f"the run changed {', '.join(changed)} of its working copy "
-                                 "(only train/model.py and train/optim.py are mutable)")
-        if trained.returncode != 0 or not (work / "weights.pt").is_file():
+                                 "(its code, config and data are read-only to it)")
+        weights = out / "weights.pt"
+        if trained.returncode != 0 or not _is_plain_file(weights):
             return PatchedResult(trained, None, extra)
         judged = run_process([sys.executable, "-P", "-m", "train.judge", "--config",
-                              str(work / "config.json"), *flags, "--weights",
-                              str(work / "weights.pt"), "--candidate", str(work),
-                              "--memory-mb", str(memory_limit_mb)],
+                              str(work / "config.json"), *flags, "--weights", str(weights),
+                              "--candidate", str(work), "--memory-mb", str(memory_limit_mb)],
                              cwd=PROJECT, timeout_s=timeout_s, env=child_environment,
                              owner=owner)
         return PatchedResult(trained, judged, extra)

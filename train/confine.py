@@ -1,4 +1,4 @@
-"""python -P train/confine.py [--read DIR]... [--write DIR]... [--memory-mb N] -- COMMAND...
+"""python -I train/confine.py [--read DIR]... [--write DIR]... [--memory-mb N] -- COMMAND...
 
 Confines this process, then replaces it with COMMAND, which inherits the confinement: the way
 a patched trainer (code written by a hypothesis) is run. Standard library only, and run by its
@@ -10,7 +10,8 @@ path, so nothing of the confined code is imported before the walls are up.
   and read and write under the --write folders, and nothing else. So it cannot read the
   validation data, the study's ledger or other runs' folders, nor write to the project.
 - Network and signals (Landlock ABI 4 and 6): no TCP connect or bind, and no signals to
-  processes outside the confinement.
+  processes outside the confinement. UDP and UNIX sockets are not confined (`what_holds`).
+- Devices: only null, zero, random, shared memory and the GPUs' nodes.
 
 Where Landlock is missing (macOS, older kernels, containers that filter it), the memory limit
 still holds, and a line starting `confine: no Landlock` on stderr says the rest was skipped.
@@ -37,8 +38,34 @@ _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _TRUNCATE, _IOCTL_DEV = 1 << 14, 1 << 15
 _NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP
 _SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets and signals
-# Devices a trainer uses (null, random, GPUs) and the shared memory of its locks.
-_DEVICE_FOLDERS = ("/dev", "/dev/shm")
+# The devices a trainer uses: null, zero and random, the shared memory of its locks, and the
+# GPUs' nodes; no terminal, disk or other device.
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm",
+            "/dev/dri", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
+            "/dev/nvidia-modeset")
+_GPU_NODES = "/dev/nvidia"  # /dev/nvidia0, /dev/nvidia1, ...
+# What a confined command keeps of the environment: where programs and libraries are, the
+# locale, thread and device settings, and the run's own paths and tag. Nothing else (an API
+# key, say) reaches code a patch wrote.
+ENVIRONMENT_KEPT = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "PYTHONPATH", "TMPDIR",
+                    "TRAIN_DATA_DIR", "ENGINE_RUN_TAG", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                    "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK")
+
+
+def kept_environment(environment: dict[str, str]) -> dict[str, str]:
+    """The part of `environment` a confined command is given (ENVIRONMENT_KEPT)."""
+    return {key: value for key, value in environment.items() if key in ENVIRONMENT_KEPT}
+
+
+def what_holds(abi: int) -> str:
+    """In words, what Landlock ABI `abi` confines (with RLIMIT_DATA always)."""
+    if abi == 0:
+        return ("RLIMIT_DATA only: no Landlock here, so files, network and signals are not "
+                "confined")
+    held = ["reads and writes" if abi >= 3 else "reads and writes but not truncation"]
+    held.append("TCP" if abi >= 4 else "not TCP")
+    held.append("signals and abstract sockets" if abi >= 6 else "not signals")
+    return f"landlock ABI {abi} ({', '.join(held)}; not UDP or UNIX sockets) and RLIMIT_DATA"
 
 
 # Where the interpreter and its libraries live, besides its own prefixes: read, never written.
@@ -62,7 +89,9 @@ def confined(command: list[str], *, read: list[str], write: list[str],
     """The argv that runs `command` under this module's confinement."""
     options = [*(arg for f in read for arg in ("--read", f)),
                *(arg for f in write for arg in ("--write", f)), "--memory-mb", str(memory_mb)]
-    return [sys.executable, "-P", str(Path(__file__).resolve()), *options, "--", *command]
+    # -I: nothing of the caller's environment (PYTHONPATH, a sitecustomize there) is read
+    # before the walls are up; the command then runs with the environment it is given.
+    return [sys.executable, "-I", str(Path(__file__).resolve()), *options, "--", *command]
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -91,7 +120,8 @@ def _fs_rights(abi: int) -> int:
 
 def landlock(read: list[str], write: list[str]) -> int:
     """Restrict this process (and what it executes) to reading `read` and reading and writing
-    `write`, with no TCP and no signals out; returns the ABI used (0: nothing was done)."""
+    `write` (a folder in both is writable), with no TCP and no signals out, as far as the ABI
+    allows (`what_holds`); returns the ABI used (0: nothing was done)."""
     abi = landlock_abi()
     if abi == 0:
         return 0
@@ -106,7 +136,9 @@ def landlock(read: list[str], write: list[str]) -> int:
     reading = _EXECUTE | _READ_FILE | _READ_DIR
     devices = reading | _WRITE_FILE | ((_TRUNCATE | _IOCTL_DEV) & handled)
     rules = [(path, reading) for path in read] + [(path, handled) for path in write]
-    rules += [(path, devices) for path in _DEVICE_FOLDERS]
+    gpus = [f"/dev/{name}" for name in sorted(os.listdir("/dev"))
+            if f"/dev/{name}".startswith(_GPU_NODES) and name[6:].isdigit()]
+    rules += [(path, devices) for path in (*_DEVICES, *gpus)]
     try:
         for path, rights in rules:
             try:

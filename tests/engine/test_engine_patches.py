@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from engine.config import ConfigError, load_config, parse_config
 from engine.proposer import Hypothesis, ProposalRequest
 from engine.report import render_report
 from engine.rules import config_for, conflicting_pairs, open_moves
-from engine.show import code_diff, export_trainer
 from engine.show import main as show_main
 from engine.state import StudyRules, StudyState
 from engine.study import Study
@@ -27,7 +27,8 @@ from envs.patched import PATCHES_KEY, patch_problem, pristine_sources
 from policies import KeepRule, make_policy
 from tests.engine.test_engine_core import section
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "patches"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "experiments" / "patches"
 GELU, SILU, VALUE = ((EXAMPLES / f"{name}.diff").read_text()
                      for name in ("gelu-mlp", "silu-mlp", "no-value-lambda"))
 TINY = ("{ n_layer = 1, n_embd = 32, n_head = 2, seq_len = 32, batch_size = 2, eval_seq_len = 32, "
@@ -120,32 +121,67 @@ def shown_with(kept_after: dict[int, list[str]]) -> dict:
             "patches": {"gelu": GELU, "value": VALUE}}
 
 
-def test_the_diff_between_steps_is_the_code_their_incumbents_differ_by():
-    shown = shown_with({0: [], 1: ["gelu"], 2: ["gelu", "wd", "value"]})
-    base = pristine_sources()
-    with_gelu = apply_diffs(base, [GELU])
-    assert code_diff(shown, []) == diff_between(base, apply_diffs(base, [GELU, VALUE]))
-    assert code_diff(shown, [1]) == diff_between(base, with_gelu)
-    assert code_diff(shown, [1, 2]) == diff_between(with_gelu, apply_diffs(base, [GELU, VALUE]))
-    assert code_diff(shown, [0, 0]) == ""
-    with pytest.raises(ValueError, match="step 7 is not a concluded step"):
-        code_diff(shown, [7])
+def ledger_with_kept_patches(tmp_path: Path) -> Path:
+    """A study folder whose ledger says: step 0 kept nothing, step 1 kept the config's `gelu`,
+    step 2 also the knob `wd` and `llm-value`, a patch the LLM proposed at step 2."""
+    from engine.config import config_record
+    from memory import Ledger
+
+    (tmp_path / "gelu.diff").write_text(GELU)
+    config = tmp_path / "s.toml"
+    knob = '[[hypotheses]]\nname = "wd"\nchange = { weight_decay = 0.0 }\n'
+    config.write_text(study_text(patch_block("gelu", "gelu.diff") + knob))
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = load_config(config, out_dir=str(out))
+    proposed = Hypothesis("llm-value", "architecture", patch=VALUE)
+    with Ledger(out / "study.db") as ledger:
+        study = ledger.start_study("patched", config_record(cfg), "env", 1)
+        for step, kept in enumerate([[], ["gelu"], ["gelu", "llm-value", "wd"]]):
+            action = {"kind": "stop", "hypothesis": None, "n_runs": 0,
+                      "proposed": [proposed.to_dict()] if step == 2 else []}
+            ledger.plan_step(study, step, action=action)
+            ledger.record_step(study, step, action=action, appraisal={},
+                               incumbent={"kept": kept, "mean": 1.0, "interval": [0.9, 1.1]})
+    return out
 
 
-def test_the_exported_incumbent_trainer_trains(tmp_path):
-    shown = shown_with({0: [], 1: ["gelu", "wd"]})
-    export_trainer(shown, tmp_path / "x")
-    assert "F.gelu(self.c_fc(x))" in (tmp_path / "x" / "train" / "model.py").read_text()
-    assert json.loads((tmp_path / "x" / "config.json").read_text()) == {
-        "n_layer": 1, "weight_decay": 0.0}
-    assert (tmp_path / "x" / "incumbent.diff").read_text() == code_diff(shown, [])
+@pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
+def test_show_diff_between_steps_applies_with_gnu_patch_to_the_incumbents_code(tmp_path,
+                                                                               capsys):
+    out = ledger_with_kept_patches(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(REPO / "train", copy / "train", ignore=shutil.ignore_patterns("data"))
+    assert show_main([str(out), "--diff", "1"]) == 0
+    subprocess.run(["patch", "-p1", "--quiet"], input=capsys.readouterr().out, text=True,
+                   cwd=copy, check=True)
+    model = (copy / "train" / "model.py").read_text()
+    assert "F.gelu(self.c_fc(x))" in model and "v = v + value_embed" not in model
+    assert show_main([str(out), "--diff", "1", "2"]) == 0  # the LLM's patch, from the plans
+    subprocess.run(["patch", "-p1", "--quiet"], input=capsys.readouterr().out, text=True,
+                   cwd=copy, check=True)
+    model = (copy / "train" / "model.py").read_text()
+    assert "F.gelu(self.c_fc(x))" in model and "v = v + value_embed" in model
+    assert show_main([str(out), "--diff", "0", "0"]) == 0
+    assert capsys.readouterr().out == "(no code changes)\n"
+    assert show_main([str(out), "--diff", "7"]) == 2
+    assert "step 7 is not a concluded step" in capsys.readouterr().err
+
+
+def test_the_exported_incumbent_trainer_trains(tmp_path, capsys):
+    out = ledger_with_kept_patches(tmp_path)
+    assert show_main([str(out), "--export", str(tmp_path / "x")]) == 0
+    assert "gelu, llm-value, wd" in capsys.readouterr().out
+    model = (tmp_path / "x" / "train" / "model.py").read_text()
+    assert "F.gelu(self.c_fc(x))" in model and "v = v + value_embed" in model
+    config = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert config["weight_decay"] == 0.0 and config["n_layer"] == 1
     environment = {**os.environ, "PYTHONPATH": str(tmp_path / "x"),
                    "TRAIN_DATA_DIR": str(tmp_path / "cache")}
     trained = subprocess.run(
         [sys.executable, "-P", "-m", "train", "--config", str(tmp_path / "x" / "config.json"),
-         "--n-embd", "32", "--n-head", "2", "--seq-len", "32", "--batch-size", "2",
-         "--eval-seq-len", "32", "--eval-tokens", "1024", "--steps", "2", "--threads", "1"],
-        capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
+         "--steps", "2"], capture_output=True, text=True, cwd=tmp_path, env=environment,
+        timeout=120)
     assert trained.returncode == 0, trained.stderr
     assert "val_bpb:" in trained.stdout
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from envs.patch import PatchError, apply_diff, apply_diffs, diff_between, parse_diff
 
 PATH = "train/model.py"
-ROWS = ["a = 1", "b = 2", "", "def f():", "    return 3", "# x"]
+ROWS = ["a = 1", "b = 2", "", "def f():", "    return 3", "# x", "s = '\u2028\x0c'"]
 lines = st.lists(st.sampled_from(ROWS), max_size=12)
 
 
@@ -110,3 +110,17 @@ def test_a_path_outside_the_mutable_files_is_refused():
     evaluate = diff_between({"train/evaluate.py": "a\n"}, {"train/evaluate.py": "b\n"})
     with pytest.raises(PatchError, match="'train/evaluate.py' is not a file a patch may edit"):
         apply_diff({PATH: "a\n"}, evaluate)
+
+
+def test_a_patch_holding_control_characters_is_refused():
+    hidden = diff_between({PATH: "a = 1\n"}, {PATH: "a = 1  # \x1b[2K\x1b[1A\n"})
+    with pytest.raises(PatchError, match=r"line 5: control character '\\x1b'"):
+        parse_diff(hidden)
+
+
+def test_hunks_count_the_lines_they_remove_and_add_even_ones_that_look_like_headers():
+    before = {PATH: text_of(["-- a dashed line", "++ a plussed line", "keep"])}
+    after = {PATH: text_of(["keep", "-- new", "++ new", "more"])}
+    (patch,) = parse_diff(diff_between(before, after))
+    assert sum(h.removed for h in patch.hunks) == 2
+    assert sum(h.added for h in patch.hunks) == 3

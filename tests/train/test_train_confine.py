@@ -3,6 +3,7 @@ folder, connects nowhere, and meets its memory cap. Landlock is the kernel's; wh
 missing the file tests are skipped, and confine says so on stderr (tested)."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -10,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from train.confine import confined, landlock_abi, library_folders, parse
+from train.confine import (
+    confined,
+    kept_environment,
+    landlock_abi,
+    library_folders,
+    parse,
+    what_holds,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 needs_landlock = pytest.mark.skipif(landlock_abi() == 0, reason="no Landlock on this kernel")
@@ -89,3 +97,33 @@ def test_bad_arguments_are_refused():
         parse(["--read", "/usr"])
     with pytest.raises(ValueError, match="unknown option"):
         parse(["--mystery", "1", "--", "true"])
+
+
+@needs_landlock
+def test_a_sitecustomize_on_the_path_runs_only_inside_the_walls(tmp_path):
+    """The launcher is isolated (-I), so a sitecustomize.py that a confined process left on
+    PYTHONPATH is first imported by the command, inside the confinement."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    marker = tmp_path / "escaped"
+    (planted / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    command = confined([sys.executable, "-c", "print('ran')"],
+                       read=[*library_folders(keep_out=[REPO]), str(planted)],
+                       write=[str(work)], memory_mb=0)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=work,
+                            env={**os.environ, "PYTHONPATH": str(planted)})
+    assert not marker.exists(), result.stderr
+    assert "PermissionError" in result.stderr  # the command's own import, denied
+
+
+def test_a_confined_command_keeps_only_the_listed_environment():
+    kept = kept_environment({"PATH": "/bin", "OPENAI_API_KEY": "secret", "TMPDIR": "/t"})
+    assert kept == {"PATH": "/bin", "TMPDIR": "/t"}
+
+
+def test_what_holds_names_each_abi_gap():
+    assert "not truncation" in what_holds(2) and "not TCP" in what_holds(3)
+    assert "not signals" in what_holds(5) and "signals and abstract sockets" in what_holds(6)
+    assert what_holds(0).startswith("RLIMIT_DATA only")

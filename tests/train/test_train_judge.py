@@ -14,7 +14,13 @@ import torch.nn.functional as F
 
 from envs.gpt import parse_summary
 from train.data import VOCAB_SIZE
-from train.judge import causal_change, per_token_nats, receive_array, send_array
+from train.judge import (
+    causal_change,
+    per_token_nats,
+    perturbed_after_cuts,
+    receive_array,
+    send_array,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,19 +35,46 @@ def test_nats_match_torch_cross_entropy():
                                rtol=1e-12, atol=1e-12)
 
 
-def prefix_model(reach: int):
-    """Logits at t are a function of tokens up to t + reach (reach 0: a causal model)."""
+def prefix_model(reach: int, honest_at: frozenset[int] = frozenset()):
+    """Logits at t are a function of tokens up to t + reach (reach 0: a causal model), except
+    at the positions `honest_at`, where it looks no further than t (a cheat that guesses where
+    a check cuts)."""
     def logits(rows: np.ndarray) -> np.ndarray:
         padded = np.pad(rows, ((0, 0), (0, reach)))
         seen = np.cumsum(padded, axis=1)[:, reach:].astype(np.float32)
+        honest = np.cumsum(rows, axis=1).astype(np.float32)
+        for position in honest_at:
+            seen[:, position] = honest[:, position]
         return np.repeat(seen[..., None], VOCAB_SIZE, axis=-1) / 100.0
     return logits
 
 
 def test_a_causal_model_does_not_change_and_one_that_peeks_does():
     rows = np.random.default_rng(1).integers(0, VOCAB_SIZE, size=(6, 32))
-    assert causal_change(prefix_model(0), rows, np.random.default_rng(0)) == 0.0
-    assert causal_change(prefix_model(1), rows, np.random.default_rng(0)) > 0.01
+    perturbed, cuts = perturbed_after_cuts(rows, np.random.default_rng(0))
+    assert all((perturbed[r, :c + 1] == rows[r, :c + 1]).all()
+               and (perturbed[r, c + 1:] != rows[r, c + 1:]).all() for r, c in enumerate(cuts))
+    causal = prefix_model(0)
+    assert causal_change(causal(rows), causal(perturbed), cuts) == 0.0
+    peeking = prefix_model(1)
+    assert causal_change(peeking(rows), peeking(perturbed), cuts) > 0.01
+
+
+def test_the_judge_catches_a_peek_that_dodges_fixed_cut_positions(cache_env, tiny_flags):
+    """A model that peeks at the next token everywhere but at the positions a fixed check
+    would cut (as the first version's were) is caught: the judge's cuts are drawn anew; and a
+    causal model's val_bpb does not depend on the secret order the rows were sent in."""
+    from train.config import parse_args
+    from train.judge import judge
+
+    config = parse_args(tiny_flags)
+    length = config.eval_seq_len
+    fixed = frozenset((r + 1) * (length - 1) // 5 for r in range(4))
+    _, change = judge(config, prefix_model(1, honest_at=fixed), np.random.default_rng(7))
+    assert change > 0.01
+    first, causal_a = judge(config, prefix_model(0), np.random.default_rng(1))
+    second, causal_b = judge(config, prefix_model(0), np.random.default_rng(2))
+    assert first == second and causal_a == causal_b == 0.0
 
 
 def test_arrays_cross_the_pipe_intact_and_oversized_ones_are_refused():
