@@ -213,16 +213,21 @@ def config_changes(before: StudyConfig, after: StudyConfig) -> list[str]:
     return changes
 
 
-def stored_changes(record: dict, cfg: StudyConfig) -> list[str]:
+def stored_changes(record: dict, cfg: StudyConfig, patch_base: str = "") -> list[str]:
     """What makes the config record a study stored differ from `cfg` ([] for none), its file
     read again by this version (`as_made`): a study made before a setting was added has the
     same value on both sides, whatever hash was stored then; a file this version refuses is a
-    change."""
+    change. `patch_base` is the hash of the code patches apply to (`config_record`): a study
+    whose patches were checked against other code is changed too."""
     try:
         stored_cfg = as_made(parse_stored(record, str(cfg.source_path)), record)
     except ConfigError as exc:
         return ["its file is refused by this version: " + "; ".join(exc.problems)]
-    return config_changes(stored_cfg, cfg)
+    changes = config_changes(stored_cfg, cfg)
+    if record.get("patch_base", "") != patch_base and "patch_base" in record:
+        changes.append("the trainer's mutable files (train/model.py, train/optim.py) changed: "
+                       "the study's patches were checked against the code it began with")
+    return changes
 
 
 def parse_stored(record: dict, source: str) -> StudyConfig:
@@ -251,10 +256,12 @@ def as_made(cfg: StudyConfig, record: dict) -> StudyConfig:
     return cfg
 
 
-def config_record(cfg: StudyConfig) -> dict[str, Any]:
-    """What a ledger keeps of a study's config: the file as written, its hash, and every
-    validated setting (defaults filled), which `as_made` reads on a resume."""
-    return {"config_hash": config_hash(cfg), "config": cfg.raw, "settings": _identity(cfg)}
+def config_record(cfg: StudyConfig, patch_base: str = "") -> dict[str, Any]:
+    """What a ledger keeps of a study's config: the file as written, its hash, every validated
+    setting (defaults filled), which `as_made` reads on a resume, and, for an env that takes
+    code patches, the hash of the code they apply to (`patch_base`)."""
+    return {"config_hash": config_hash(cfg), "config": cfg.raw, "settings": _identity(cfg),
+            **({"patch_base": patch_base} if patch_base else {})}
 
 
 def _identity(cfg: StudyConfig) -> dict[str, Any]:

@@ -271,10 +271,12 @@ class Study:
         """Study `name` in `ledger` (the folder's, or the shared memory's copy), created or
         resumed; a different config is refused naming what changed."""
         try:
-            return ledger.start_study(name, config_record(self.cfg), self.env.fingerprint(),
+            return ledger.start_study(name, config_record(self.cfg, self.env.patch_base()),
+                                      self.env.fingerprint(),
                                       self.cfg.study.seed, same_config=self._same_config)
         except StudyMismatchError as exc:
-            what = ("; ".join(stored_changes(json.loads(exc.stored), self.cfg))
+            what = ("; ".join(stored_changes(json.loads(exc.stored), self.cfg,
+                                             self.env.patch_base()))
                     if exc.column == "config_json" else str(exc))
             raise ConfigError(str(self.cfg.source_path), [
                 f"{ledger.path} holds study {name!r} made with a different config ({what}); "
@@ -282,7 +284,7 @@ class Study:
 
     def _same_config(self, stored: dict) -> bool:
         """Whether a stored config record describes this study (engine.config.stored_changes)."""
-        return not stored_changes(stored, self.cfg)
+        return not stored_changes(stored, self.cfg, self.env.patch_base())
 
     def _prior(self) -> BeliefPrior:
         """Default priors, or priors recalled from the shared memory of other studies on this

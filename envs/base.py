@@ -133,6 +133,12 @@ class Env:
         incumbent's); None for an env that takes no patches."""
         return None
 
+    def patch_base(self) -> str:
+        """The hash of the code this env's patches apply to ("" for an env that takes none): a
+        replay of which patches compose needs the same code, so a resume compares it."""
+        sources = self.mutable_sources([])
+        return "" if sources is None else stable_hash(sources)
+
     def preflight_problem(self) -> str | None:
         """Why no run of this env's set-up can succeed, found before the study starts (the
         gpt env's training data repeating its validation text), or None."""

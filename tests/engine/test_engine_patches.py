@@ -375,3 +375,24 @@ def test_the_cost_cap_stops_llm_calls_at_the_cap(tmp_path, monkeypatch):
     message = [{"role": "user", "content": "x"}]
     assert worst_case_cost(litellm, model, message) == pytest.approx(
         litellm.token_counter(model=model, messages=message) * 1e-6 + REPLY_TOKENS * 2e-6)
+
+
+def test_a_resume_after_the_mutable_files_changed_is_refused(tmp_path, monkeypatch):
+    """Which patches compose is replayed from the code they apply to, so the study's record
+    keeps its hash and a resume on other code is refused, naming why."""
+    import envs.gpt
+    import envs.patched
+
+    monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path / "cache"))
+    (tmp_path / "gelu.diff").write_text(GELU)
+    config = tmp_path / "s.toml"
+    config.write_text(study_text(patch_block("gelu", "gelu.diff"), budget=2))
+    out = str(tmp_path / "out")
+    Study(load_config(config, out_dir=out)).run(write_report=False)
+    Study(load_config(config, out_dir=out))  # the same code: the study resumes
+    edited = {**pristine_sources()}
+    edited["train/optim.py"] += "# an edit\n"
+    monkeypatch.setattr(envs.patched, "pristine_sources", lambda: edited)
+    monkeypatch.setattr(envs.gpt, "pristine_sources", lambda: edited)
+    with pytest.raises(ConfigError, match=r"the trainer's mutable files .* changed"):
+        Study(load_config(config, out_dir=out))
