@@ -220,10 +220,10 @@ def propose(study: Study, step: int) -> tuple[Any, ...]:
                "failed" if proposal.called else "not made")
     study.ledger.record_proposer_call(
         study.study_id, step, outcome=outcome, cost_usd=proposal.cost_usd,
-        reason=proposal.error or "", accepted=[h.name for h in proposal.accepted],
-        refused=proposal.rejected)
+        attempts=proposal.calls, reason=proposal.error or "",
+        accepted=[h.name for h in proposal.accepted], refused=proposal.rejected)
     if proposal.called:
-        study.progress.say(f"  proposer: {calls + 1} LLM calls made, "
+        study.progress.say(f"  proposer: {calls + proposal.calls} LLM calls made, "
                            f"${spent + proposal.cost_usd:.4f} spent")
     for problem in proposal.rejected:
         study.progress.say(f"  proposer: rejected {problem}")

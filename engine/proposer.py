@@ -66,6 +66,7 @@ class Proposal:
     rejected: tuple[str, ...] = ()
     error: str | None = None
     called: bool = False
+    calls: int = 0  # LLM calls made, retries of a refused reply included
     cost_usd: float = 0.0
 
 
@@ -182,38 +183,56 @@ class LLMProposer(BuiltinProposer):
                 (), (), "[proposer] kind = 'llm' needs litellm: pip install -e '.[llm]'")
         messages = [{"role": "user", "content": self._prompt(request.known, request.insights,
                                                              request.code)}]
-        worst = worst_case_cost(litellm, self.model, messages)
-        spent = self.budget_problem(request, worst)
-        if spent is not None:
-            if self._spent_said:
-                return None
-            self._spent_said = True
-            return Proposal((), (), spent)
+        calls, cost, problems = 0, 0.0, []
+        for _ in range(1 + REPLY_RETRIES):
+            worst = worst_case_cost(litellm, self.model, messages)
+            spent = self.budget_problem(dataclasses.replace(
+                request, calls_made=request.calls_made + calls,
+                spent_usd=request.spent_usd + cost), worst)
+            if spent is not None:
+                if calls:  # a retry the budget does not allow: the attempts so far stand
+                    problems.append(spent)
+                    break
+                if self._spent_said:
+                    return None
+                self._spent_said = True
+                return Proposal((), (), spent)
+            text, call_cost, failure = self._call(litellm, messages, worst)
+            calls, cost = calls + 1, cost + call_cost
+            if failure:
+                problems.append(failure)
+                break
+            items, problem = reply_items(text)
+            if problem is None:
+                parsed = parse_hypotheses(items, request.known, self.max_new,
+                                          self.change_problem,
+                                          request.patch_problem if request.code else None)
+                return dataclasses.replace(parsed, called=True, calls=calls, cost_usd=cost)
+            problems.append(problem)
+            messages += [{"role": "assistant", "content": text[:MAX_ECHO_CHARS]},
+                         {"role": "user", "content": f"That reply was refused: {problem}. "
+                          "Reply with only the JSON list asked for."}]
+        return Proposal((), (), "; ".join(problems) + f" ({calls} attempts)", called=True,
+                        calls=calls, cost_usd=cost)
+
+    def _call(self, litellm: Any, messages: list[dict], worst: float | None
+              ) -> tuple[str, float, str | None]:
+        """(the reply's text, its cost, why the call failed or None). A failed call may still
+        be billed (a timeout), so it counts at the most it could have cost, as does one whose
+        price litellm lacks."""
         try:
             reply = litellm.completion(model=self.model, messages=messages,
                                        mock_response=self.mock_response, timeout=120,
                                        max_tokens=REPLY_TOKENS,
                                        **({"api_base": self.api_base} if self.api_base else {}))
             text = reply.choices[0].message.content or ""
-        except Exception as exc:  # any provider failure is reported and survived; it may
-            # still be billed (a timeout), so it counts at the most it could have cost
-            return Proposal((), (), f"LLM call failed: {type(exc).__name__}: {exc}", called=True,
-                            cost_usd=worst or 0.0)
+        except Exception as exc:  # any provider failure is reported and survived
+            return "", worst or 0.0, f"LLM call failed: {type(exc).__name__}: {exc}"
         try:
             cost = float(litellm.completion_cost(completion_response=reply, model=self.model))
-        except Exception:  # a price litellm lacks: count the most the call could have cost
+        except Exception:
             cost = worst or 0.0
-        if len(text) > MAX_REPLY_CHARS:
-            return Proposal((), (), f"LLM reply of {len(text)} characters refused unread "
-                                    f"(at most {MAX_REPLY_CHARS})", called=True, cost_usd=cost)
-        try:
-            items = json.loads(_json_block(text))
-        except json.JSONDecodeError as exc:
-            return Proposal((), (), f"LLM reply is not JSON ({exc.msg}): {text[:200]!r}",
-                            called=True, cost_usd=cost)
-        parsed = parse_hypotheses(items, request.known, self.max_new, self.change_problem,
-                                  request.patch_problem if request.code else None)
-        return dataclasses.replace(parsed, called=True, cost_usd=cost)
+        return text, cost, None
 
     def budget_problem(self, request: ProposalRequest, worst: float | None) -> str | None:
         """Why the next call may not be made: max_calls reached, or a call that could cost
@@ -264,6 +283,8 @@ class LLMProposer(BuiltinProposer):
 
 QUOTE_START, QUOTE_END = "<<<DATA", "DATA>>>"
 REPLY_TOKENS = 4096  # the most a reply may be, which bounds a call's cost
+REPLY_RETRIES = 2  # a reply refused whole is asked again this often, with why
+MAX_ECHO_CHARS = 2000  # of a refused reply, shown back to the model with the retry
 
 
 def import_litellm() -> Any:
@@ -295,6 +316,21 @@ def quoted(text: str) -> str:
         while marker in text:
             text = text.replace(marker, marker[:2])
     return text
+
+
+def reply_items(text: str) -> tuple[Any, str | None]:
+    """(the reply's JSON list, or why the reply as a whole is refused): one over
+    MAX_REPLY_CHARS is refused unread, one that is not a JSON list is refused."""
+    if len(text) > MAX_REPLY_CHARS:
+        return None, (f"LLM reply of {len(text)} characters refused unread "
+                      f"(at most {MAX_REPLY_CHARS})")
+    try:
+        items = json.loads(_json_block(text))
+    except json.JSONDecodeError as exc:
+        return None, f"LLM reply is not JSON ({exc.msg}): {text[:200]!r}"
+    if not isinstance(items, list):
+        return None, f"expected a JSON list of hypotheses, got {type(items).__name__}"
+    return items, None
 
 
 def _json_block(text: str) -> str:

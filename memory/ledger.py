@@ -430,15 +430,17 @@ class Ledger:
         )
 
     def record_proposer_call(self, study_id: int, step: int, *, outcome: str, cost_usd: float,
-                             reason: str = "", accepted: Iterable[str] = (),
+                             attempts: int = 1, reason: str = "", accepted: Iterable[str] = (),
                              refused: Iterable[str] = ()) -> int:
-        """One proposer call (outcome 'answered', 'failed' or 'not made'), what it cost, the
-        names it added and why each other offer was refused; returns the call's id."""
+        """One proposer call (outcome 'answered', 'failed' or 'not made'), the requests it took
+        and what they cost, the names it added and why each other offer was refused; returns
+        the call's id."""
         with self.transaction():
             self.study(study_id)
             call = int(self._db["proposer_calls"].insert(
                 {"study_id": study_id, "step": int(step), "outcome": outcome,
-                 "cost_usd": float(cost_usd), "reason": reason, "created": _now()}).last_pk)
+                 "attempts": int(attempts), "cost_usd": float(cost_usd), "reason": reason,
+                 "created": _now()}).last_pk)
             for name in accepted:
                 self._db["proposals"].insert({"call_id": call, "outcome": "accepted",
                                               "name": name, "reason": ""})
@@ -448,9 +450,9 @@ class Ledger:
         return call
 
     def proposer_spend(self, study_id: int) -> tuple[int, float]:
-        """(calls made, USD they cost) of the study's proposer."""
+        """(LLM requests made, USD they cost) of the study's proposer."""
         calls, cost = self._db.execute(
-            "SELECT count(*), coalesce(sum(cost_usd), 0) FROM proposer_calls "
+            "SELECT coalesce(sum(attempts), 0), coalesce(sum(cost_usd), 0) FROM proposer_calls "
             "WHERE study_id = ? AND outcome != 'not made'", [study_id]).fetchone()
         return int(calls), float(cost)
 

@@ -162,12 +162,14 @@ _V4_STATEMENTS = (
 
 _V5_STATEMENTS = (
     # Every proposer call (an LLM's): made and answered, failed, or not made because the
-    # study's LLM budget was spent; and what it cost.
+    # study's LLM budget was spent; how many requests it took (a refused reply is asked
+    # again) and what they cost.
     """CREATE TABLE proposer_calls (
         id INTEGER PRIMARY KEY,
         study_id INTEGER NOT NULL REFERENCES studies(id),
         step INTEGER NOT NULL,
         outcome TEXT NOT NULL CHECK (outcome IN ('answered', 'failed', 'not made')),
+        attempts INTEGER NOT NULL,
         cost_usd REAL NOT NULL,
         reason TEXT NOT NULL,
         created TEXT NOT NULL

@@ -298,19 +298,23 @@ def test_a_patched_study_on_the_real_trainer(tmp_path, monkeypatch, capsys):
 
 
 class FakeOpenAI:
-    """An OpenAI-compatible chat server on 127.0.0.1 that answers every request with `reply`
-    and says it used 1000 prompt and 500 completion tokens; it counts the requests."""
+    """An OpenAI-compatible chat server on 127.0.0.1 that answers the k-th request with
+    replies[k] (the last one once they run out) and says it used 1000 prompt and 500
+    completion tokens; it keeps the requests' messages."""
 
-    def __init__(self, reply: str):
+    def __init__(self, *replies: str):
         import http.server
         import threading
 
         outer = self
         self.requests = 0
+        self.messages: list[list[dict]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.messages.append(request["messages"])
+                reply = replies[min(outer.requests, len(replies) - 1)]
                 outer.requests += 1
                 body = json.dumps({
                     "id": f"fake-{outer.requests}", "object": "chat.completion",
@@ -346,11 +350,7 @@ def test_the_cost_cap_stops_llm_calls_at_the_cap(tmp_path, monkeypatch):
     from engine.proposer import REPLY_TOKENS, import_litellm, worst_case_cost
 
     litellm = import_litellm()
-    model = "openai/fake-priced-model"
-    litellm.register_model({model: {"input_cost_per_token": 1e-6,
-                                    "output_cost_per_token": 2e-6,
-                                    "litellm_provider": "openai", "mode": "chat"}})
-    monkeypatch.setenv("OPENAI_API_KEY", "not-a-key")
+    model = fake_priced_model(monkeypatch)
     offers = [{"name": f"llm-{i}", "category": "x", "change": {"boost": i}} for i in range(9)]
     server = FakeOpenAI(json.dumps(offers))
     try:
@@ -396,3 +396,40 @@ def test_a_resume_after_the_mutable_files_changed_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(envs.gpt, "pristine_sources", lambda: edited)
     with pytest.raises(ConfigError, match=r"the trainer's mutable files .* changed"):
         Study(load_config(config, out_dir=out))
+
+
+def fake_priced_model(monkeypatch) -> str:
+    from engine.proposer import import_litellm
+
+    model = "openai/fake-priced-model"
+    import_litellm().register_model({model: {"input_cost_per_token": 1e-6,
+                                             "output_cost_per_token": 2e-6,
+                                             "litellm_provider": "openai", "mode": "chat"}})
+    monkeypatch.setenv("OPENAI_API_KEY", "not-a-key")
+    return model
+
+
+def test_a_reply_refused_whole_is_asked_again_with_why_a_bounded_number_of_times(monkeypatch):
+    from engine.proposer import REPLY_RETRIES, LLMProposer
+
+    model = fake_priced_model(monkeypatch)
+    valid = json.dumps([{"name": "llm-a", "category": "x", "change": {"boost": 1}}])
+    server = FakeOpenAI("I think you should try RoPE", '{"name": "not a list"}', valid)
+    try:
+        proposer = LLMProposer([], model=model, max_new=2, every=1, mock_response="",
+                               base_config={}, api_base=server.url)
+        proposal = proposer.propose(ProposalRequest(0, frozenset()))
+        assert [h.name for h in proposal.accepted] == ["llm-a"] and proposal.calls == 3
+        assert proposal.cost_usd == pytest.approx(3 * 0.002)
+        second, third = server.messages[1], server.messages[2]
+        assert second[1] == {"role": "assistant", "content": "I think you should try RoPE"}
+        assert second[2]["content"].startswith("That reply was refused: LLM reply is not JSON")
+        assert "expected a JSON list of hypotheses, got dict" in third[-1]["content"]
+        hopeless = FakeOpenAI("no")
+        proposer.api_base = hopeless.url
+        failed = proposer.propose(ProposalRequest(1, frozenset()))
+        assert hopeless.requests == 1 + REPLY_RETRIES == failed.calls
+        assert failed.accepted == () and f"({1 + REPLY_RETRIES} attempts)" in failed.error
+        hopeless.close()
+    finally:
+        server.close()
