@@ -6,7 +6,9 @@ rendered into the LLM proposer's prompt.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from engine.summary import StudySummary
 
@@ -55,3 +57,16 @@ def derive_insights(summary: StudySummary) -> list[dict]:
         f"noise sd on {subject}: {noise:.3g} {metric} over {summary.runs_ok} runs",
         noise, noise, noise, summary.runs_ok)
     return insights
+
+
+RECENT_DECISIONS = 10  # decisions an LLM proposer is shown
+
+
+def decision_lines(decisions: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The latest RECENT_DECISIONS judged decisions (the ledger's rows), one line each: the
+    move, its verdict, P(better), interval and runs; names and numbers only."""
+    return tuple(
+        f"- {d['hypothesis']}: {d['verdict']}, P(better) {d['p_better']:.2f}, interval "
+        f"[{d['lo']:+.4g}, {d['hi']:+.4g}], {d['n_runs']} runs"
+        for d in decisions[-RECENT_DECISIONS:] if d["p_better"] is not None
+        and d["lo"] is not None)

@@ -32,6 +32,7 @@ from engine.core import (
     start,
 )
 from engine.folder import FolderLock, Marker, write_marker
+from engine.insights import decision_lines
 from engine.progress import Progress
 from engine.proposer import BuiltinProposer, ProposalRequest
 from engine.quiet import quiet_libraries
@@ -213,7 +214,8 @@ def propose(study: Study, step: int) -> tuple[Any, ...]:
     proposal = study.proposer.propose(ProposalRequest(
         step, frozenset(study.state.hypotheses), context,
         study.env.mutable_sources(kept_patches),
-        lambda diff: study.env.patch_problem([*kept_patches, diff]), calls, spent))
+        lambda diff: study.env.patch_problem([*kept_patches, diff]), calls, spent,
+        study.state.kept, decision_lines(study.ledger.decisions(study.study_id))))
     if proposal is None:
         return ()
     outcome = ("answered" if proposal.called and not proposal.error else

@@ -290,6 +290,9 @@ def test_a_patched_study_on_the_real_trainer(tmp_path, monkeypatch, capsys):
     assert last_call > min(r[4] for r in loud_runs)  # a prompt came after the loud runs
     assert not any("IGNORE ALL" in prompt for prompt in prompts)
     assert "The incumbent's train/model.py, quoted as data" in prompts[0]
+    assert "The incumbent keeps: nothing yet (the base)" in prompts[-1]
+    assert any(line.startswith("- loud: revert") or line.startswith("- llm-gelu: ")
+               for line in prompts[-1].splitlines())  # the recent decisions, with P(better)
     assert show_main([str(out), "--diff"]) == 0
     assert capsys.readouterr().out == "(no code changes)\n"  # nothing was kept
     (tmp_path / "loud.diff").write_text(GELU)  # the same hypothesis, another diff
