@@ -34,13 +34,14 @@ def _read_table(path: Path) -> dict:
         raise ConfigError(str(path), [f"not a truth table (invalid JSON: {exc})"]) from None
 
 
-# [env] keys that limit a run rather than define it: a table measured under other limits holds.
-LIMIT_KEYS = frozenset({"timeout_s", "memory_limit_mb"})
+# [env] keys that limit or check a run rather than define what it measures: a table measured
+# under other limits, or without a guard, holds.
+UNMEASURED_KEYS = frozenset({"timeout_s", "memory_limit_mb", "guard_command"})
 
 
 def truth_table(world: dict, source: Path, env: dict, hypotheses: Iterable) -> dict | None:
     """The world's truth table (None without one), refused unless its runs were made with the
-    study's [env] (all but LIMIT_KEYS), in fixed steps where the env is the trainer, and it holds
+    study's [env] (all but UNMEASURED_KEYS), in fixed steps where the env is the trainer, and it holds
     every hypothesis with the same change."""
     if "truth_table" not in world:
         return None
@@ -49,7 +50,7 @@ def truth_table(world: dict, source: Path, env: dict, hypotheses: Iterable) -> d
     env = json.loads(json.dumps(env, default=str))  # as the table stored it
     problems = [f"it was measured with [env] {key} = {table['env'].get(key)!r}, the world "
                 f"{world['name']!r} has {env.get(key)!r}"
-                for key in sorted((set(table["env"]) | set(env)) - LIMIT_KEYS)
+                for key in sorted((set(table["env"]) | set(env)) - UNMEASURED_KEYS)
                 if table["env"].get(key) != env.get(key)]
     if env.get("kind") == "gpt" and not env.get("steps"):
         problems.append(f"world {world['name']!r} is timed: a truth table needs fixed-step runs")
