@@ -41,8 +41,8 @@ UNMEASURED_KEYS = frozenset({"timeout_s", "memory_limit_mb", "guard_command"})
 
 def truth_table(world: dict, source: Path, env: dict, hypotheses: Iterable) -> dict | None:
     """The world's truth table (None without one), refused unless its runs were made with the
-    study's [env] (all but UNMEASURED_KEYS), in fixed steps where the env is the trainer, and it holds
-    every hypothesis with the same change."""
+    study's [env] (all but UNMEASURED_KEYS), in fixed steps where the env is the trainer, and it
+    holds every hypothesis with the same change."""
     if "truth_table" not in world:
         return None
     path = source.parent / world["truth_table"]
