@@ -116,7 +116,8 @@ def parse_hypotheses(items: object, known: set[str], limit: int,
             continue
         seen.add(item["name"])
         accepted.append(Hypothesis(item["name"], item["category"], dict(item.get("change", {})),
-                                   str(item.get("description", "")), item.get("patch", "")))
+                                   str(item.get("description") or item.get("rationale", "")),
+                                   item.get("patch", "")))
     return Proposal(tuple(accepted), tuple(rejected))
 
 

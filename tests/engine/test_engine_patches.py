@@ -191,7 +191,7 @@ def llm_offers(gelu_name: str = "llm-gelu") -> list[dict]:
     source = (Path(__file__).resolve().parents[2] / evaluate).read_text()
     return [
         {"name": gelu_name, "category": "architecture", "patch": GELU,
-         "description": "GELU in the MLP"},
+         "rationale": "GELU in the MLP", "predicted_effect": -0.01, "predicted_sd": 0.01},
         {"name": "llm-eval", "category": "evaluation",
          "patch": diff_between({evaluate: source}, {evaluate: source + "# x\n"})},
         {"name": "llm-escape", "category": "x",
@@ -212,6 +212,7 @@ def test_llm_patch_proposals_are_checked_and_the_overreaching_ones_refused():
                                                 lambda diff: env.patch_problem([diff])))
     assert [h.name for h in proposal.accepted] == ["llm-gelu"]
     assert proposal.accepted[0].patch == GELU
+    assert proposal.accepted[0].description == "GELU in the MLP"  # the schema's rationale
     refused = "\n".join(proposal.rejected)
     assert "'llm-eval' patch: 'train/evaluate.py' is not a file a patch may edit" in refused
     assert "'llm-escape' patch: line 1: '../../etc/x' is not a plain relative path" in refused
