@@ -228,10 +228,11 @@ class GptEnv(Env):
             config_path = Path(folder) / "config.json"
             config_path.write_text(json.dumps(config))
             if self.guard_command and key not in self._guard_verdicts:
-                settings = build_config(config)
                 split = Path(folder) / "training-split.npz"
-                write_training_split(split, prepare(settings.data, settings.text_column,
-                                                    settings.eval_tokens))
+                if "{split}" in self.guard_command:  # the data were checked before any run
+                    settings = build_config(config)
+                    write_training_split(split, prepare(settings.data, settings.text_column,
+                                                        settings.eval_tokens))
                 argv = guard_argv(self.guard_command, trainer=PROJECT, config=config_path,
                                   split=split)
                 self._guard_verdicts[key] = run_guard(

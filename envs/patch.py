@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,10 +27,18 @@ REFUSED_HEADERS = ("new file mode", "deleted file mode", "rename from", "rename 
                    "similarity index")
 
 
-# Characters no patch may hold: the C0 controls but tab, newline, carriage return and form
-# feed (which Python source may hold), DEL, and the C1 controls.
-CONTROL_CHARACTERS = frozenset(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-                               if chr(c) not in "\t\n\r\x0c")
+def hiding_character(text: str) -> int | None:
+    """The index of the first character that could show a reviewer other code than Python runs,
+    or None: a control character but tab, newline and form feed (a terminal escape; a carriage
+    return not before a newline, which Python reads as a line break a terminal overwrites), or
+    a format or separator character (the bidirectional overrides of "Trojan Source", zero-width
+    characters, U+2028)."""
+    for index, char in enumerate(text):
+        if char in "\t\n\x0c" or (char == "\r" and text[index + 1:index + 2] == "\n"):
+            continue
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            return index
+    return None
 
 
 def split_lines(text: str) -> list[str]:
@@ -84,11 +93,12 @@ def check_path(path: str) -> str | None:
 def parse_diff(text: str) -> tuple[FilePatch, ...]:
     """The file patches of a unified diff, in order; PatchError if it is malformed or does more
     than edit lines of existing files."""
-    bad = next((c for c in text if c in CONTROL_CHARACTERS), None)
-    if bad is not None:
-        line = text[:text.index(bad)].count("\n") + 1
-        raise PatchError(f"line {line}: control character {bad!r}: a patch is plain text (a "
-                         "terminal escape could hide its lines from a reviewer)")
+    hidden = hiding_character(text)
+    if hidden is not None:
+        line = text[:hidden].count("\n") + 1
+        raise PatchError(f"line {line}: character {text[hidden]!r}: a patch is plain text (a "
+                         "control, format or line-separator character could hide code from "
+                         "a reviewer)")
     lines = split_lines(text)
     files: list[FilePatch] = []
     index = 0

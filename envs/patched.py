@@ -113,9 +113,11 @@ def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
     knobs = {key: value for key, value in config.items() if key != PATCHES_KEY}
     sources = apply_diffs(pristine_sources(), config[PATCHES_KEY])
     with tempfile.TemporaryDirectory(prefix="gpt-patched-") as folder:
-        # work/ holds the code, config and split, which confined processes may only read;
-        # work/out/ is the one folder they may write (weights, caches, temporary files).
-        work, out = Path(folder), Path(folder) / "out"
+        # code/ holds the copy, config and split, which confined processes may only read;
+        # out/ is the one folder the training may write (weights, caches, temporary files);
+        # judge/ is the judge's, which no confined process may read or list.
+        work, out, scratch = (Path(folder) / name for name in ("code", "out", "judge"))
+        scratch.mkdir()
         relatives = [p.relative_to(PROJECT).as_posix() for p in trainer_files(PROJECT)]
         for relative in relatives:
             target = work / relative
@@ -130,8 +132,9 @@ def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
         environment = kept_environment({**os.environ, "PYTHONPATH": str(work),
                                         "TRAIN_DATA_DIR": str(out / "cache"),
                                         "TMPDIR": str(out)})
+        weights = out / "weights.pt"
         command = [sys.executable, "-P", "-m", "train", "--config", "config.json", *flags,
-                   "--training-split", "training-split.npz", "--save-weights", "out/weights.pt"]
+                   "--training-split", "training-split.npz", "--save-weights", str(weights)]
         read = [*library_folders(keep_out=[PROJECT, cache_dir()]), str(work)]
 
         def confine(argv: list[str]) -> list[str]:
@@ -155,12 +158,12 @@ def run_patched(config: dict, seed: int, *, flags: list[str], timeout_s: float,
             return PatchedResult(trained, None, extra,
                                  f"the run changed {', '.join(changed)} of its working copy "
                                  "(its code, config and data are read-only to it)")
-        weights = out / "weights.pt"
         if trained.returncode != 0 or not _is_plain_file(weights):
             return PatchedResult(trained, None, extra)
         judged = run_process([sys.executable, "-P", "-m", "train.judge", "--config",
                               str(work / "config.json"), *flags, "--weights", str(weights),
-                              "--candidate", str(work), "--memory-mb", str(memory_limit_mb)],
-                             cwd=PROJECT, timeout_s=timeout_s, env=child_environment,
-                             owner=owner)
+                              "--candidate", str(work), "--scratch", str(scratch),
+                              "--memory-mb", str(memory_limit_mb)],
+                             cwd=PROJECT, timeout_s=timeout_s,
+                             env=kept_environment(child_environment), owner=owner)
         return PatchedResult(trained, judged, extra)

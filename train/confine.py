@@ -69,7 +69,10 @@ def what_holds(abi: int) -> str:
 
 
 # Where the interpreter and its libraries live, besides its own prefixes: read, never written.
-_SYSTEM_FOLDERS = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys")
+_SYSTEM_FOLDERS = ("/usr", "/lib", "/lib64", "/bin", "/etc", "/sys")
+# Of /proc, only what a trainer reads about the machine, and the command's own /proc/PID (added
+# when it is confined: execv keeps the pid): not other processes' environments or memory.
+_PROC_FILES = ("/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/sys", "/proc/filesystems")
 
 
 def library_folders(*, keep_out: list[Path]) -> list[str]:
@@ -135,7 +138,8 @@ def landlock(read: list[str], write: list[str]) -> int:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     reading = _EXECUTE | _READ_FILE | _READ_DIR
     devices = reading | _WRITE_FILE | ((_TRUNCATE | _IOCTL_DEV) & handled)
-    rules = [(path, reading) for path in read] + [(path, handled) for path in write]
+    own = [f"/proc/{os.getpid()}", *_PROC_FILES]
+    rules = [(path, reading) for path in [*read, *own]] + [(path, handled) for path in write]
     gpus = [f"/dev/{name}" for name in sorted(os.listdir("/dev"))
             if f"/dev/{name}".startswith(_GPU_NODES) and name[6:].isdigit()]
     rules += [(path, devices) for path in (*_DEVICES, *gpus)]

@@ -1,19 +1,22 @@
-"""python -m train.judge --config FILE --weights FILE --candidate DIR [--memory-mb N] [--knob V]...
+"""python -m train.judge --config FILE --weights FILE --candidate DIR --scratch DIR
+                         [--memory-mb N] [--knob V]...
 
-The trusted evaluation of a patched run. The patched trainer in DIR (a working copy whose model
-code a hypothesis changed) has trained and saved its weights; this process, the engine's own
-code, reads the validation data, and asks the candidate's model for logits through
-train.logits, confined to reading its libraries and DIR. Nothing of the candidate's code runs
+The trusted evaluation of a patched run. The patched trainer whose code is in --candidate (the
+folder holding its train/) has trained and saved its weights; this process, the engine's own
+code, copies them (never through a link) into --scratch, a folder of its own, reads the
+validation data, and asks the candidate's model for logits through train.logits, confined to
+reading its libraries, the candidate's code and the copy. Nothing of the candidate's code runs
 in this process, so it cannot touch the evaluation: val_bpb and eval_hash come from this
 module and train.evaluate, the same definitions as an unpatched run's.
 
-The rows go to the model in a secret order, and the causality check hides among them: a few
-batches are sent again with the tokens after a secret position t of each row replaced, and the
-logits at positions up to t must not change. A model that sees the tokens it predicts (a
-removed causal mask, a peek at the next token) fails it. The secret is a seed from os.urandom,
-printed once the model has answered. Prints the summary block (`val_bpb`, `eval_hash`,
-`causal_change`, `judge_seed`); exit 1 with a FAIL line on a NaN val_bpb, 3 with a REFUSED
-line when the check fails, 4 when the candidate's model server dies or answers out of contract.
+The rows go to the model in a secret order; then a second server of the same model, which has
+seen none of them, gets a few of the batches with the tokens after a secret position t of each
+row replaced, and its logits at positions up to t must be the first server's. A model that sees
+the tokens it predicts (a removed causal mask, a peek at the next token) fails it. The secret is
+a seed from os.urandom, printed once the model has answered. Prints the summary block
+(`val_bpb`, `eval_hash`, `causal_change`, `judge_seed`); exit 1 with a FAIL line on a NaN
+val_bpb, 3 with a REFUSED line when the check fails, 4 when the weights are not a plain file or
+the candidate's model server dies or answers out of contract.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -43,7 +48,7 @@ from train.evaluate import (
 # Logits are nats; a causal model's change is exactly 0 on a CPU and round-off elsewhere.
 CAUSAL_TOLERANCE = 1e-3
 CHECK_BATCHES = 2  # scored batches also sent perturbed, for the causality check
-JUDGE_FLAGS = ("--weights", "--candidate", "--memory-mb")
+JUDGE_FLAGS = ("--weights", "--candidate", "--scratch", "--memory-mb")
 
 
 class ServerError(RuntimeError):
@@ -74,22 +79,20 @@ def receive_array(stream, max_bytes: int) -> np.ndarray | None:
 
 
 class ModelServer:
-    """The candidate's train.logits process: rows in, logits out, checked. It reads the
-    candidate's folder (its code) and its weights, and writes only a folder of its own."""
+    """A train.logits process of the candidate's code: rows in, logits out, checked. It reads
+    the candidate's code (`code`, the folder holding its train/) and `shared` (the weights and
+    config, copied there by the judge), and writes only a folder of its own, newly made under
+    `scratch` with a random name: no other server can find it (`scratch` is not readable)."""
 
-    def __init__(self, config: TrainConfig, weights: Path, candidate: Path, memory_mb: int):
-        self.folder = tempfile.TemporaryDirectory(prefix="judge-")
-        own = Path(self.folder.name)
-        config_path = own / "judged-config.json"
-        config_path.write_text(json.dumps(to_dict(config)))
-        environment = kept_environment({**os.environ, "PYTHONPATH": str(candidate),
+    def __init__(self, shared: Path, code: Path, scratch: Path, memory_mb: int):
+        own = Path(tempfile.mkdtemp(prefix="server-", dir=scratch))
+        environment = kept_environment({**os.environ, "PYTHONPATH": str(code),
                                         "TRAIN_DATA_DIR": str(own / "cache"),
                                         "TMPDIR": str(own)})
         project = Path(__file__).resolve().parent.parent
-        read = [*library_folders(keep_out=[project, cache_dir()]), str(candidate),
-                str(weights.parent), str(config_path)]
-        command = [sys.executable, "-P", "-m", "train.logits", "--config", str(config_path),
-                   "--weights", str(weights)]
+        read = [*library_folders(keep_out=[project, cache_dir()]), str(code), str(shared)]
+        command = [sys.executable, "-P", "-m", "train.logits", "--config",
+                   str(shared / "config.json"), "--weights", str(shared / "weights.pt")]
         self.process = subprocess.Popen(
             confined(command, read=read, write=[str(own)], memory_mb=memory_mb),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=own, env=environment)
@@ -116,7 +119,20 @@ class ModelServer:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        self.folder.cleanup()
+
+
+def copy_weights(weights: Path, shared: Path) -> None:
+    """Copy the trained weights into `shared`, opening them without following a link (a
+    process the training left behind may have swapped the file for one), as a plain file."""
+    try:
+        source = os.open(weights, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise ServerError(f"the trained weights cannot be opened as a plain file ({error})")
+    with os.fdopen(source, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ServerError("the trained weights are not a plain file")
+        with open(shared / "weights.pt", "wb") as copy:
+            shutil.copyfileobj(handle, copy)
 
 
 def per_token_nats(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -147,34 +163,33 @@ def causal_change(before: np.ndarray, after: np.ndarray, cuts: np.ndarray) -> fl
                for r, cut in enumerate(cuts))
 
 
-def judge(config: TrainConfig, logits: Callable[[np.ndarray], np.ndarray],
+def judge(config: TrainConfig, score: Callable[[np.ndarray], np.ndarray],
+          check: Callable[[], Callable[[np.ndarray], np.ndarray]],
           rng: np.random.Generator) -> tuple[float, float]:
-    """(val_bpb, causal change) of the model `logits(rows) -> (rows, T, vocabulary)`.
+    """(val_bpb, causal change) of a model served as `score(rows) -> (rows, T, vocabulary)`.
 
-    The rows go to the model in an order drawn from `rng` (so it cannot tell which row follows
-    which: a row's last target is the next row's first token), in batches of EVAL_BATCH_ROWS;
-    CHECK_BATCHES of the batches, drawn too, are also sent with every row perturbed after its
-    own cut (`perturbed_after_cuts`), just before or after the batch itself, so the check looks
-    like any other request. val_bpb sums the nats in the rows' own order, by train.evaluate."""
+    The rows go to `score` in an order drawn from `rng` (so it cannot tell which row follows
+    which: a row's last target is the next row's first token), in batches of EVAL_BATCH_ROWS.
+    Then `check()` starts a second server of the same model, which has seen none of them, and
+    CHECK_BATCHES of the batches, drawn too, go to it with every row's tokens after its own cut
+    replaced (`perturbed_after_cuts`): its logits up to each cut must be the first server's. A
+    model that peeks at a token it predicts, at any cut, cannot match them, whatever it
+    remembers. val_bpb sums the nats in the rows' own order, by train.evaluate."""
     data = prepare(config.data, config.text_column, config.eval_tokens)
     inputs, targets = evaluation_rows(data.val_tokens, config.eval_seq_len, config.eval_tokens)
     order = rng.permutation(len(inputs))
     batches = [order[i:i + EVAL_BATCH_ROWS] for i in range(0, len(order), EVAL_BATCH_ROWS)]
-    checked = set(rng.choice(len(batches), size=min(CHECK_BATCHES, len(batches)),
-                             replace=False).tolist())
+    checked = rng.choice(len(batches), size=min(CHECK_BATCHES, len(batches)), replace=False)
     nats = np.zeros(targets.shape)
-    change = 0.0
+    scored = {}
     for index, rows in enumerate(batches):
-        if index in checked:
-            perturbed, cuts = perturbed_after_cuts(inputs[rows], rng)
-            if rng.random() < 0.5:
-                after, before = logits(perturbed), logits(inputs[rows])
-            else:
-                before, after = logits(inputs[rows]), logits(perturbed)
-            change = max(change, causal_change(before, after, cuts))
-        else:
-            before = logits(inputs[rows])
-        nats[rows] = per_token_nats(before, targets[rows])
+        scored[index] = score(inputs[rows])
+        nats[rows] = per_token_nats(scored[index], targets[rows])
+    fresh = check()
+    change = 0.0
+    for index in checked.tolist():
+        perturbed, cuts = perturbed_after_cuts(inputs[batches[index]], rng)
+        change = max(change, causal_change(scored[index], fresh(perturbed), cuts))
     return bits_per_byte(nats, target_bytes(targets)), change
 
 
@@ -186,7 +201,7 @@ def split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             flags[token] = next(tokens, "")
         else:
             rest.append(token)
-    missing = [flag for flag in JUDGE_FLAGS[:2] if not flags.get(flag)]
+    missing = [flag for flag in JUDGE_FLAGS[:3] if not flags.get(flag)]
     if missing:
         raise ConfigError(f"{' and '.join(missing)} needed")
     return flags, rest
@@ -196,15 +211,29 @@ def main(argv: list[str]) -> int:
     try:
         flags, rest = split_flags(argv)
         config = parse_args(rest)
-        server = ModelServer(config, Path(flags["--weights"]).resolve(),
-                             Path(flags["--candidate"]).resolve(),
-                             int(flags.get("--memory-mb", "0")))
-    except (ConfigError, ValueError) as error:
+        code, scratch = Path(flags["--candidate"]), Path(flags["--scratch"])
+        memory = int(flags.get("--memory-mb", "0"))
+        shared = scratch / "shared"  # read by the servers, written by this process only
+        shared.mkdir()
+        (shared / "config.json").write_text(json.dumps(to_dict(config)))
+        copy_weights(Path(flags["--weights"]), shared)
+    except (ConfigError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 4
+    servers: list[ModelServer] = []
+
+    def start() -> Callable[[np.ndarray], np.ndarray]:
+        if servers:
+            servers[-1].close()  # the scoring server ends before the check's starts
+        servers.append(ModelServer(shared, code, scratch, memory))
+        return servers[-1].logits
+
     seed = int.from_bytes(os.urandom(8), "little")  # secret until the model has answered
     try:
-        val_bpb, change = judge(config, server.logits, np.random.default_rng(seed))
+        val_bpb, change = judge(config, start(), start, np.random.default_rng(seed))
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 4
@@ -212,7 +241,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
-        server.close()
+        for server in servers:
+            server.close()
     if not np.isfinite(val_bpb):
         print(f"FAIL: val_bpb is {val_bpb}", flush=True)
         return 1

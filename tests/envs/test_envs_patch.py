@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from envs.patch import PatchError, apply_diff, apply_diffs, diff_between, parse_diff
 
 PATH = "train/model.py"
-ROWS = ["a = 1", "b = 2", "", "def f():", "    return 3", "# x", "s = '\u2028\x0c'"]
+ROWS = ["a = 1", "b = 2", "", "def f():", "    return 3", "# x", "s = 'é\x0c'"]
 lines = st.lists(st.sampled_from(ROWS), max_size=12)
 
 
@@ -112,10 +112,17 @@ def test_a_path_outside_the_mutable_files_is_refused():
         apply_diff({PATH: "a\n"}, evaluate)
 
 
-def test_a_patch_holding_control_characters_is_refused():
-    hidden = diff_between({PATH: "a = 1\n"}, {PATH: "a = 1  # \x1b[2K\x1b[1A\n"})
-    with pytest.raises(PatchError, match=r"line 5: control character '\\x1b'"):
-        parse_diff(hidden)
+@pytest.mark.parametrize("hidden", ["\x1b[2K\x1b[1A", "\rprint('x')", "\u202e", "\u2066",
+                                    "\u200b", "\u2028"])
+def test_a_patch_that_could_hide_code_from_a_reviewer_is_refused(hidden):
+    diff = diff_between({PATH: "a = 1\n"}, {PATH: f"a = 1  # {hidden}\n"})
+    with pytest.raises(PatchError, match=r"line 5: character .* could hide code"):
+        parse_diff(diff)
+
+
+def test_a_diff_with_windows_line_endings_is_read():
+    before, after = {PATH: "a = 1\r\nb = 2\r\n"}, {PATH: "a = 1\r\nb = 3\r\n"}
+    assert apply_diff(before, diff_between(before, after)) == after
 
 
 def test_hunks_count_the_lines_they_remove_and_add_even_ones_that_look_like_headers():

@@ -148,3 +148,16 @@ def test_the_documented_smoke_run_guard_passes_plain_and_patched_configurations(
     broken = edit("class MLP(nn.Module):", "class MLP(nn.Module):\n    x = undefined_name")
     outcome = guarded.run({**TINY, "patches": [broken]}, 3)
     assert outcome.status == "refused" and "NameError" in outcome.extra["reason"]
+
+
+@pytest.mark.skipif(landlock_abi() == 0, reason="no Landlock: files are not confined here")
+def test_a_patch_cannot_read_another_process_s_environment(env, monkeypatch):
+    """Not its own (an allow-listed one, without the API key) nor, through /proc, the
+    engine's or its parent's."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-patches")
+    own = run(env, edit(IMPORTS, IMPORTS + "import os\n"
+                        "assert 'OPENAI_API_KEY' not in os.environ, 'the key leaked'\n"))
+    assert own.status == "ok", own.extra
+    parent = run(env, edit(IMPORTS, IMPORTS + "import os\n"
+                           "open(f'/proc/{os.getppid()}/environ').read()\n"))
+    assert parent.status == "crash" and "denied it a file" in parent.extra["reason"]

@@ -60,21 +60,48 @@ def test_a_causal_model_does_not_change_and_one_that_peeks_does():
     assert causal_change(peeking(rows), peeking(perturbed), cuts) > 0.01
 
 
-def test_the_judge_catches_a_peek_that_dodges_fixed_cut_positions(cache_env, tiny_flags):
+class RememberingPeeker:
+    """Peeks at the next token, except where it has answered rows sharing a prefix before: there
+    it replays its earlier logits, so a check that resends a batch with a changed suffix to the
+    same server sees nothing change."""
+
+    def __init__(self):
+        self.seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        logits = prefix_model(1)(rows)
+        for r, row in enumerate(rows):
+            for old_row, old_logits in self.seen:
+                same = np.cumprod(old_row == row).sum()  # the shared prefix's length
+                if 0 < same < len(row):
+                    logits[r, :same] = old_logits[:same]
+            self.seen.append((row.copy(), logits[r].copy()))
+        return logits
+
+
+def test_the_judge_catches_peeks_that_dodge_fixed_cuts_or_remember_what_they_answered(
+        cache_env, tiny_flags):
     """A model that peeks at the next token everywhere but at the positions a fixed check
-    would cut (as the first version's were) is caught: the judge's cuts are drawn anew; and a
-    causal model's val_bpb does not depend on the secret order the rows were sent in."""
+    would cut (as the first version's were) is caught: the judge's cuts are drawn anew; one that
+    replays what it answered before for a shared prefix is caught too: the check goes to a
+    second server that has answered nothing. A causal model's val_bpb does not depend on the
+    secret order the rows were sent in."""
     from train.config import parse_args
     from train.judge import judge
 
     config = parse_args(tiny_flags)
     length = config.eval_seq_len
-    fixed = frozenset((r + 1) * (length - 1) // 5 for r in range(4))
-    _, change = judge(config, prefix_model(1, honest_at=fixed), np.random.default_rng(7))
-    assert change > 0.01
-    first, causal_a = judge(config, prefix_model(0), np.random.default_rng(1))
-    second, causal_b = judge(config, prefix_model(0), np.random.default_rng(2))
-    assert first == second and causal_a == causal_b == 0.0
+    fixed = prefix_model(1, honest_at=frozenset((r + 1) * (length - 1) // 5 for r in range(4)))
+    assert judge(config, fixed, lambda: fixed, np.random.default_rng(7))[1] > 0.01
+    remembering = RememberingPeeker()
+    same_server = judge(config, remembering, lambda: remembering, np.random.default_rng(7))
+    assert same_server[1] == 0.0  # what a single long-lived server would have let through
+    assert judge(config, RememberingPeeker(), RememberingPeeker,
+                 np.random.default_rng(7))[1] > 0.01
+    causal = prefix_model(0)
+    first, change_a = judge(config, causal, lambda: causal, np.random.default_rng(1))
+    second, change_b = judge(config, causal, lambda: causal, np.random.default_rng(2))
+    assert first == second and change_a == change_b == 0.0
 
 
 def test_arrays_cross_the_pipe_intact_and_oversized_ones_are_refused():
@@ -108,10 +135,26 @@ def test_the_judge_of_trained_weights_gives_the_trainers_own_val_bpb(tmp_path, r
                      "--save-weights", str(tmp_path / "weights.pt")])
     assert saved.returncode == 0, saved.stderr
     assert "val_bpb" not in saved.stdout and "eval_hash" not in saved.stdout
+    (tmp_path / "scratch").mkdir()
     judged = run_cli([*flags, "--weights", str(tmp_path / "weights.pt"),
-                      "--candidate", str(tmp_path)], module="train.judge")
+                      "--candidate", str(tmp_path), "--scratch", str(tmp_path / "scratch")],
+                     module="train.judge")
     assert judged.returncode == 0, judged.stderr
     trained, verdict = parse_summary(own.stdout), parse_summary(judged.stdout)
     assert abs(verdict["val_bpb"] - trained["val_bpb"]) < 1e-5
     assert verdict["eval_hash"] == trained["eval_hash"]
     assert verdict["causal_change"] == 0.0
+
+
+def test_weights_swapped_for_a_link_are_refused(tmp_path):
+    """A process the training left behind may replace the weights by a link to anything: the
+    judge opens them without following links."""
+    from train.judge import ServerError, copy_weights
+
+    (tmp_path / "real.pt").write_bytes(b"weights")
+    (tmp_path / "weights.pt").symlink_to(tmp_path / "real.pt")
+    (tmp_path / "shared").mkdir()
+    with pytest.raises(ServerError, match="cannot be opened as a plain file"):
+        copy_weights(tmp_path / "weights.pt", tmp_path / "shared")
+    copy_weights(tmp_path / "real.pt", tmp_path / "shared")
+    assert (tmp_path / "shared" / "weights.pt").read_bytes() == b"weights"
