@@ -3,12 +3,14 @@
 A run whose configuration applies patches (unified diffs against MUTABLE_FILES) is made in its
 own folder:
 1. a working copy of the trainer's Python files, with the patches applied in declaration
-   order, and the training split alone (no validation tokens, no corpus);
-2. training: the copy's `python -m train`, confined (train.confine: files, memory, network,
-   signals), which saves its weights instead of evaluating;
-3. the copy's other files are hashed before and after: a run that changed them is refused;
+   order, and the training split alone (no validation tokens, no corpus), read-only to the
+   patch's processes;
+2. (with a guard) the guard, then training: the copy's `python -m train`, confined
+   (train.confine: files, memory, network, signals, environment), which saves its weights
+   instead of evaluating;
+3. every file of the copy is hashed before and after: a run that changed one is refused;
 4. evaluation: the engine's own `python -m train.judge`, which asks the copy's model for logits
-   from another confined process, computes val_bpb and eval_hash with train.evaluate, and
+   from other confined processes, computes val_bpb and eval_hash with train.evaluate, and
    refuses a model that is not causal.
 """
 from __future__ import annotations
