@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.schema import REQUIRED, Knobs, Matches, PathText, knobs_problem, setting
+from engine.llm import REPLY_TOKENS, import_litellm, worst_case_cost
+from engine.schema import REQUIRED, Knobs, Matches, PathText, Range, knobs_problem, setting
 
 HYPOTHESIS_NAME = r"[A-Za-z0-9_.-]+"
 NAME_PATTERN = re.compile(HYPOTHESIS_NAME)  # whole strings only: fullmatch, since $ passes "a\n"
@@ -52,9 +53,17 @@ class Hypothesis:
         "train/optim.py), as the path of its file relative to the config file; the validated "
         "hypothesis holds the diff's text")
 
+    predicted_effect: float = setting(
+        0.0, None, "a forecast of the change's effect on the metric, in its units (scored in "
+        "report.md against the posterior when predicted_sd > 0)")
+    predicted_sd: float = setting(0.0, Range(0), "the forecast's sd; 0 = no forecast")
+
     def to_dict(self) -> dict:
+        forecast = ({"predicted_effect": self.predicted_effect,
+                     "predicted_sd": self.predicted_sd} if self.predicted_sd > 0 else {})
         return {"name": self.name, "category": self.category, "change": self.change,
-                "description": self.description, **({"patch": self.patch} if self.patch else {})}
+                "description": self.description, **({"patch": self.patch} if self.patch else {}),
+                **forecast}
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,8 @@ def parse_hypotheses(items: object, known: set[str], limit: int,
         seen.add(item["name"])
         accepted.append(Hypothesis(item["name"], item["category"], dict(item.get("change", {})),
                                    str(item.get("description") or item.get("rationale", "")),
-                                   item.get("patch", "")))
+                                   item.get("patch", ""), float(item.get("predicted_effect", 0)),
+                                   float(item.get("predicted_sd", 0))))
     return Proposal(tuple(accepted), tuple(rejected))
 
 
@@ -136,8 +146,18 @@ def _problem_with(item: object, seen: set[str]) -> str | None:
     if not isinstance(patch, str) or len(patch) > MAX_PATCH_CHARS:
         return (f"{name!r}: patch must be the text of a unified diff of at most "
                 f"{MAX_PATCH_CHARS} characters")
+    forecast = [item[key] for key in ("predicted_effect", "predicted_sd") if key in item]
+    if forecast and not (len(forecast) == 2 and all(_is_number(v) for v in forecast)
+                         and forecast[1] > 0):
+        return (f"{name!r}: predicted_effect and predicted_sd must both be finite numbers, "
+                "predicted_sd > 0")
     problem = knobs_problem(item.get("change", {}), non_empty=not patch)
     return None if problem is None else f"{name!r}: change {problem}"
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 class BuiltinProposer:
@@ -287,36 +307,16 @@ class LLMProposer(BuiltinProposer):
             QUOTE_START, quoted(context), QUOTE_END,
             *files,
             f"Reply with only a JSON list of at most {self.max_new} new hypotheses, each "
-            '{"name": str, "category": str, "change": {config key: value}, "description": str}.',
+            '{"name": str, "category": str, "change": {config key: value}, "rationale": str, '
+            '"predicted_effect": float, "predicted_sd": float} (your forecast of the change\'s '
+            "effect on the metric and its sd, in the metric's units; it is scored).",
             *patch,
         ])
 
 
 QUOTE_START, QUOTE_END = "<<<DATA", "DATA>>>"
-REPLY_TOKENS = 4096  # the most a reply may be, which bounds a call's cost
 REPLY_RETRIES = 2  # a reply refused whole is asked again this often, with why
 MAX_ECHO_CHARS = 2000  # of a refused reply, shown back to the model with the retry
-
-
-def import_litellm() -> Any:
-    """litellm, imported offline: its import fetches a price map from the network unless told
-    to use the copy it ships."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    return litellm
-
-
-def worst_case_cost(litellm: Any, model: str, messages: list[dict]) -> float | None:
-    """The most a call could cost in USD: its prompt's tokens and REPLY_TOKENS of reply at the
-    model's prices; None where litellm has no price for the model."""
-    try:
-        prompt = litellm.token_counter(model=model, messages=messages)
-        costs = litellm.cost_per_token(model=model, prompt_tokens=prompt,
-                                       completion_tokens=REPLY_TOKENS)
-    except Exception:  # litellm raises for a model it has no price for
-        return None
-    return float(sum(costs))
 
 
 def quoted(text: str) -> str:

@@ -136,7 +136,7 @@ def render_report(summary: StudySummary, stop_reason: str, insights: list[dict],
                      f"[{e.lo:+.4f}, {e.hi:+.4f}] | {e.p_no_effect:.3f} |")
     if diagnostics is not None:
         lines += ["", "## Full-Bayes fit (PyMC, NUTS)", "", diagnostics_line(diagnostics) + "."]
-    lines += code_patch_lines(summary) + proposer_lines(summary)
+    lines += code_patch_lines(summary) + proposer_lines(summary) + forecast_report(summary)
     lines += ["", "## Insights", ""] + [f"- {md(i['statement'])}" for i in insights]
     lines += ["", "## Files", ""]
     lines += [f"- `{p.relative_to(summary.out_dir)}`" for p in paths.values()
@@ -191,3 +191,28 @@ def proposer_lines(summary: StudySummary) -> list[str]:
     lines += [f"- call at step {c['step']} {c['outcome']}: {md(c['reason'])}" for c in calls
               if c["reason"]]
     return lines
+
+
+def forecast_report(summary: StudySummary) -> list[str]:
+    """The report's section scoring the hypotheses' forecasts (none without forecasts)."""
+    lines = summary.forecasts
+    if not lines:
+        return []
+    out = ["", "## Forecasts, scored against the posterior", "",
+           "Each forecast N(predicted, sd²) of a change's effect, scored by its expected log "
+           "score (nats, higher is better) and the Brier score of its P(better) (lower is "
+           "better) under the posterior of that effect; beside them, a forecaster with the "
+           "same sd and no direction, N(0, sd²).", "",
+           "| hypothesis | forecast | sd | P(better): forecast / posterior | log score "
+           "(no direction) | Brier (no direction) |", "|---|---|---|---|---|---|"]
+    out += [f"| {md(f.name)} | {f.forecast:+.4g} | {f.forecast_sd:.3g} | "
+            f"{f.forecast_p_better:.2f} / {f.posterior_p_better:.2f} | {f.log_score:.2f} "
+            f"({f.reference_log_score:.2f}) | {f.brier:.3f} ({f.reference_brier:.3f}) |"
+            for f in lines]
+    def mean(field: str) -> float:
+        return sum(getattr(f, field) for f in lines) / len(lines)
+
+    out += ["", f"Mean over {len(lines)} forecasts: log score {mean('log_score'):.2f} against "
+            f"{mean('reference_log_score'):.2f} without direction; Brier {mean('brier'):.3f} "
+            f"against {mean('reference_brier'):.3f}."]
+    return out

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from beliefs import Beliefs
+from beliefs.scores import expected_brier, expected_log_score, forecast_p_better
 from engine.core import IncumbentSummary, incumbent_summary
 from engine.records import StepDecision
 from engine.rules import candidate_runs, config_for, conflicting_pairs
@@ -45,6 +48,45 @@ def patch_lines(state: StudyState, rules: StudyRules) -> tuple[PatchLine, ...]:
             sum(hunk.removed for hunk in hunks),
             tuple(other for other, o in state.hypotheses.items() if o.patch
                   and frozenset((name, other)) in pairs)))
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
+class ForecastLine:
+    """A hypothesis's forecast effect (metric units), scored against the posterior of its
+    effect (beliefs.scores): the expected log score (nats, higher is better) and Brier score of
+    its P(better) (lower is better), and the same scores of a forecaster with the same sd and
+    no direction, N(0, sd^2), beside them."""
+
+    name: str
+    forecast: float
+    forecast_sd: float
+    forecast_p_better: float
+    posterior_p_better: float
+    log_score: float
+    brier: float
+    reference_log_score: float
+    reference_brier: float
+
+
+def forecast_lines(state: StudyState, rules: StudyRules) -> tuple[ForecastLine, ...]:
+    """One ForecastLine per hypothesis with a forecast (predicted_sd > 0), against its effect
+    on the base config alone, on the internal scale (the sign folds in the metric's direction)."""
+    epsilon, lines = rules.keep_rule.epsilon, []
+    for name, h in state.hypotheses.items():
+        if h.predicted_sd <= 0:
+            continue
+        q, slab, null = probability_better_than(state.beliefs, frozenset({name}), frozenset(),
+                                                epsilon)
+        mean, scale, df = (float(np.asarray(v)) for v in (slab.mean, slab.scale, slab.df))
+        variance = scale ** 2 * df / (df - 2) if df > 2 else scale ** 2
+        p0 = null(mean, variance ** 0.5) if null else 0.0
+        forecast, sd = rules.sign * h.predicted_effect, h.predicted_sd
+        p, p_ref = forecast_p_better(forecast, sd, epsilon), forecast_p_better(0.0, sd, epsilon)
+        lines.append(ForecastLine(
+            name, h.predicted_effect, sd, p, float(q),
+            expected_log_score(forecast, sd, p0, mean, variance), expected_brier(p, float(q)),
+            expected_log_score(0.0, sd, p0, mean, variance), expected_brier(p_ref, float(q))))
     return tuple(lines)
 
 
@@ -119,6 +161,7 @@ class StudySummary:
     observed: tuple[tuple[int, int, str], ...] = ()
     epsilon: float = 0.0  # the keep rule's margin: better means by more than this
     patches: tuple[PatchLine, ...] = ()
+    forecasts: tuple[ForecastLine, ...] = ()
     proposer_calls: tuple[dict[str, Any], ...] = ()  # the ledger's rows
     proposals: tuple[dict[str, Any], ...] = ()  # the ledger's offers, each with its step
 
@@ -187,6 +230,7 @@ def summarise(state: StudyState, rules: StudyRules, *, name: str, out_dir: Path,
         incumbent_config=config_for(state, rules, state.incumbent), decisions=decisions,
         undecided=undecided_moves(state, rules), effects=effects, categories=categories,
         steps=steps, runs=runs, patches=patch_lines(state, rules),
+        forecasts=forecast_lines(state, rules),
         proposer_calls=proposer_calls, proposals=proposals,
         observed=tuple((r.step, r.slot, r.role) for step in sorted(state.concluded)
                        for r in state.runs_of(step) if r.value is not None))

@@ -197,6 +197,8 @@ def llm_offers(gelu_name: str = "llm-gelu") -> list[dict]:
         {"name": "llm-escape", "category": "x",
          "patch": "--- a/../../etc/x\n+++ b/../../etc/x\n@@ -1 +1 @@\n-a\n+b\n"},
         {"name": "llm-shell", "category": "x", "change": {"window_pattern": "L; rm -rf ~"}},
+        {"name": "llm-sure", "category": "x", "change": {"weight_decay": 0.0},
+         "predicted_effect": -0.1, "predicted_sd": 0},
     ]
 
 
@@ -213,10 +215,13 @@ def test_llm_patch_proposals_are_checked_and_the_overreaching_ones_refused():
     assert [h.name for h in proposal.accepted] == ["llm-gelu"]
     assert proposal.accepted[0].patch == GELU
     assert proposal.accepted[0].description == "GELU in the MLP"  # the schema's rationale
+    assert (proposal.accepted[0].predicted_effect, proposal.accepted[0].predicted_sd) == (
+        -0.01, 0.01)
     refused = "\n".join(proposal.rejected)
     assert "'llm-eval' patch: 'train/evaluate.py' is not a file a patch may edit" in refused
     assert "'llm-escape' patch: line 1: '../../etc/x' is not a plain relative path" in refused
     assert "'llm-shell': " in refused and "a non-empty string of S and L" in refused
+    assert "'llm-sure': predicted_effect and predicted_sd must both be finite" in refused
     # without the env's code (an env that takes no patches), a patch is refused
     no_code = proposer.propose(ProposalRequest(0, frozenset()))
     assert "'llm-gelu' patch: this env takes no code patches" in "\n".join(no_code.rejected)
@@ -234,7 +239,7 @@ def test_a_patched_study_on_the_real_trainer(tmp_path, monkeypatch, capsys):
     offer is recorded (accepted or refused, with why); the LLM's patch is run, with its diff
     and its own code hash in the ledger, and decided; no prompt holds the runs' output; and
     the study refuses to resume once a patch file says something else."""
-    from engine.proposer import import_litellm
+    from engine.llm import import_litellm
 
     litellm = import_litellm()
     monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path / "cache"))
@@ -351,7 +356,7 @@ def test_the_cost_cap_stops_llm_calls_at_the_cap(tmp_path, monkeypatch):
     p + 4096 * 2e-6, with p = $1e-6 per prompt token. A call is made while
     spent + bound <= cap = $0.02, i.e. after k calls while 0.002 k <= 0.011808 - p: for any
     prompt under 1808 tokens, calls k = 0..5 are made and the seventh is not."""
-    from engine.proposer import REPLY_TOKENS, import_litellm, worst_case_cost
+    from engine.llm import REPLY_TOKENS, import_litellm, worst_case_cost
 
     litellm = import_litellm()
     model = fake_priced_model(monkeypatch)
@@ -403,7 +408,7 @@ def test_a_resume_after_the_mutable_files_changed_is_refused(tmp_path, monkeypat
 
 
 def fake_priced_model(monkeypatch) -> str:
-    from engine.proposer import import_litellm
+    from engine.llm import import_litellm
 
     model = "openai/fake-priced-model"
     import_litellm().register_model({model: {"input_cost_per_token": 1e-6,
