@@ -36,13 +36,19 @@ from envs.base import (
 )
 from envs.guard import GuardInterrupted, guard_argv, guard_template_problem, run_guard
 from envs.patch import apply_diffs
-from envs.patched import PATCHES_KEY, PROJECT, patch_problem, pristine_sources, run_patched
+from envs.patched import (
+    PATCHES_KEY,
+    PROJECT,
+    TRAIN_PACKAGE,
+    patch_problem,
+    pristine_sources,
+    run_patched,
+)
 from envs.process import ProcessResult, run_process, tail
 from train.config import FIELD_TYPES, ConfigError, build_config
 from train.data import prepare, write_training_split
 from train.vocabulary import BACKENDS
 
-TRAIN_PACKAGE = Path(__file__).resolve().parent.parent / "train"
 # -P: the run's folder is not put first on sys.path, so a user's train.py or train/ beside the
 # config cannot stand in for the engine's trainer (which PYTHONPATH names; Python 3.11+).
 TRAINER_COMMAND = (sys.executable, "-P", "-m", "train")
