@@ -190,6 +190,9 @@ def change_problems(hypotheses: Sequence[Any],
     return problems
 
 
+MAX_PATCH_BYTES = 1_000_000  # a patch file is source code, not data
+
+
 def read_patches(hypotheses: list[dict[str, Any]], folder: Path, known: Mapping[str, str],
                  problems: list[str]) -> None:
     """Replace each hypothesis's `patch` path (relative to `folder`, the config file's) by the
@@ -203,6 +206,10 @@ def read_patches(hypotheses: list[dict[str, Any]], folder: Path, known: Mapping[
             continue
         path = folder / values["patch"]
         try:
+            if not path.is_file():  # a device or FIFO would hang the read
+                raise FileNotFoundError(2, "no such file")
+            if path.stat().st_size > MAX_PATCH_BYTES:
+                raise OSError(27, f"over {MAX_PATCH_BYTES} bytes")
             values["patch"] = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
