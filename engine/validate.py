@@ -207,7 +207,8 @@ def read_patches(hypotheses: list[dict[str, Any]], folder: Path, known: Mapping[
         path = folder / values["patch"]
         try:
             if not path.is_file():  # a device or FIFO would hang the read
-                raise FileNotFoundError(2, "no such file")
+                why = "not a plain file" if path.exists() else "no such file"
+                raise FileNotFoundError(2, why)
             if path.stat().st_size > MAX_PATCH_BYTES:
                 raise OSError(27, f"over {MAX_PATCH_BYTES} bytes")
             values["patch"] = path.read_text()

@@ -68,7 +68,7 @@ def test_unreadable_patches_and_empty_hypotheses_are_refused_with_their_names(tm
     assert "#2 (blank) patch:" in problems and "is empty" in problems
     assert "#3 (nothing) change: missing; expected a non-empty table of knobs, or a patch" \
         in problems
-    assert "#4 (device) patch: cannot read '/dev/zero' (no such file)" in problems
+    assert "#4 (device) patch: cannot read '/dev/zero' (not a plain file)" in problems
 
 
 def test_a_patch_of_the_evaluation_is_refused_before_any_run(tmp_path, monkeypatch):
