@@ -271,12 +271,12 @@ class Study:
         """Study `name` in `ledger` (the folder's, or the shared memory's copy), created or
         resumed; a different config is refused naming what changed."""
         try:
-            return ledger.start_study(name, config_record(self.cfg, self.env.patch_base()),
+            return ledger.start_study(name, config_record(self.cfg, self._patch_base()),
                                       self.env.fingerprint(),
                                       self.cfg.study.seed, same_config=self._same_config)
         except StudyMismatchError as exc:
             what = ("; ".join(stored_changes(json.loads(exc.stored), self.cfg,
-                                             self.env.patch_base()))
+                                             self._patch_base()))
                     if exc.column == "config_json" else str(exc))
             raise ConfigError(str(self.cfg.source_path), [
                 f"{ledger.path} holds study {name!r} made with a different config ({what}); "
@@ -284,7 +284,13 @@ class Study:
 
     def _same_config(self, stored: dict) -> bool:
         """Whether a stored config record describes this study (engine.config.stored_changes)."""
-        return not stored_changes(stored, self.cfg, self.env.patch_base())
+        return not stored_changes(stored, self.cfg, self._patch_base())
+
+    def _patch_base(self) -> str:
+        """The hash of the code the study's patches apply to, where it may have patches (from
+        the config or an LLM): "" otherwise, so other studies resume on edited code as before."""
+        may_patch = any(h.patch for h in self.cfg.hypotheses) or self.cfg.proposer.kind == "llm"
+        return self.env.patch_base() if may_patch else ""
 
     def _prior(self) -> BeliefPrior:
         """Default priors, or priors recalled from the shared memory of other studies on this

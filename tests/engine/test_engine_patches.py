@@ -406,6 +406,15 @@ def test_a_resume_after_the_mutable_files_changed_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(envs.gpt, "pristine_sources", lambda: edited)
     with pytest.raises(ConfigError, match=r"the trainer's mutable files .* changed"):
         Study(load_config(config, out_dir=out))
+    monkeypatch.undo()  # a study of knob changes only resumes on edited code, as it always did
+    monkeypatch.setenv("TRAIN_DATA_DIR", str(tmp_path / "cache"))
+    knobs = tmp_path / "knobs.toml"
+    knobs.write_text(study_text('[[hypotheses]]\nname = "wd"\nchange = { weight_decay = 0.0 }\n',
+                                budget=2))
+    Study(load_config(knobs, out_dir=str(tmp_path / "knobs"))).run(write_report=False)
+    monkeypatch.setattr(envs.patched, "pristine_sources", lambda: edited)
+    monkeypatch.setattr(envs.gpt, "pristine_sources", lambda: edited)
+    Study(load_config(knobs, out_dir=str(tmp_path / "knobs")))
 
 
 def fake_priced_model(monkeypatch) -> str:
