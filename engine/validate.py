@@ -205,16 +205,18 @@ def read_patches(hypotheses: list[dict[str, Any]], folder: Path, known: Mapping[
             values["patch"] = known[values["name"]]
             continue
         path = folder / values["patch"]
+        # a device or FIFO would hang the read
+        unreadable = ("no such file" if not path.exists() else
+                      "not a plain file" if not path.is_file() else
+                      f"over {MAX_PATCH_BYTES} bytes" if path.stat().st_size > MAX_PATCH_BYTES
+                      else None)
         try:
-            if not path.is_file():  # a device or FIFO would hang the read
-                why = "not a plain file" if path.exists() else "no such file"
-                raise FileNotFoundError(2, why)
-            if path.stat().st_size > MAX_PATCH_BYTES:
-                raise OSError(27, f"over {MAX_PATCH_BYTES} bytes")
-            values["patch"] = path.read_text()
+            if unreadable is None:
+                values["patch"] = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            problems.append(f"{where} patch: cannot read {str(path)!r} ({reason})")
+            unreadable = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        if unreadable is not None:
+            problems.append(f"{where} patch: cannot read {str(path)!r} ({unreadable})")
             continue
         if not values["patch"].strip():
             problems.append(f"{where} patch: {str(path)!r} is empty")

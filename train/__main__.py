@@ -23,7 +23,7 @@ from pathlib import Path
 # other processes and made steps up to 6x slower in our measurements. Must precede importing torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from train.config import ConfigError, TrainConfig, parse_args
+from train.config import ConfigError, TrainConfig, parse_args, split_flags
 from train.data import DataError, LeakError, prepare, read_training_split
 from train.loop import Backend, TrainingFailed, train
 
@@ -53,24 +53,6 @@ def usage() -> str:
 RUN_FLAGS = ("--training-split", "--save-weights")
 
 
-def split_run_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """The RUN_FLAGS and their values, and the knob arguments left."""
-    flags: dict[str, str] = {}
-    rest: list[str] = []
-    tokens = iter(argv)
-    for token in tokens:
-        if token in RUN_FLAGS:
-            value = next(tokens, None)
-            if value is None:
-                raise ConfigError(f"flag {token!r} needs a value")
-            flags[token] = value
-        else:
-            rest.append(token)
-    if len(flags) == 1:
-        raise ConfigError(f"{' and '.join(RUN_FLAGS)} go together")
-    return flags, rest
-
-
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
@@ -78,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     try:
-        flags, argv = split_run_flags(argv)
+        flags, argv = split_flags(argv, RUN_FLAGS)
+        if len(flags) == 1:
+            raise ConfigError(f"{' and '.join(RUN_FLAGS)} go together")
         config = parse_args(argv)
         if flags:
             if config.backend == "mlx":

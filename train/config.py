@@ -188,6 +188,28 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return table
 
 
+def split_flags(argv: Sequence[str], names: Sequence[str], required: Sequence[str] = ()
+                ) -> tuple[dict[str, str], list[str]]:
+    """The flags of `names` (not knobs: a command's own, such as --weights) with their values,
+    and the arguments left for `parse_args`; ConfigError for one without a value or a
+    `required` one missing."""
+    flags: dict[str, str] = {}
+    rest: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in names:
+            value = next(tokens, None)
+            if value is None:
+                raise ConfigError(f"flag {token!r} needs a value")
+            flags[token] = value
+        else:
+            rest.append(token)
+    missing = [name for name in required if name not in flags]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} needed")
+    return flags, rest
+
+
 def parse_args(argv: Sequence[str]) -> TrainConfig:
     """`[--config FILE] [--knob VALUE ...]` -> TrainConfig; flags override the file."""
     file_values: dict[str, Any] = {}

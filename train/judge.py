@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.config import ConfigError, TrainConfig, parse_args, to_dict
+from train.config import ConfigError, TrainConfig, parse_args, split_flags, to_dict
 from train.confine import confined, kept_environment, library_folders
 from train.data import VOCAB_SIZE, DataError, cache_dir, prepare
 from train.evaluate import (
@@ -193,23 +193,9 @@ def judge(config: TrainConfig, score: Callable[[np.ndarray], np.ndarray],
     return bits_per_byte(nats, target_bytes(targets)), change
 
 
-def split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    flags, rest = {}, []
-    tokens = iter(argv)
-    for token in tokens:
-        if token in JUDGE_FLAGS:
-            flags[token] = next(tokens, "")
-        else:
-            rest.append(token)
-    missing = [flag for flag in JUDGE_FLAGS[:3] if not flags.get(flag)]
-    if missing:
-        raise ConfigError(f"{' and '.join(missing)} needed")
-    return flags, rest
-
-
 def main(argv: list[str]) -> int:
     try:
-        flags, rest = split_flags(argv)
+        flags, rest = split_flags(argv, JUDGE_FLAGS, required=JUDGE_FLAGS[:3])
         config = parse_args(rest)
         code, scratch = Path(flags["--candidate"]), Path(flags["--scratch"])
         memory = int(flags.get("--memory-mb", "0"))

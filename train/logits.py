@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from train.config import ConfigError, parse_args
+from train.config import ConfigError, parse_args, split_flags
 from train.evaluate import EVAL_BATCH_ROWS
 from train.judge import receive_array, send_array
 from train.torch_backend import TorchBackend, resolve_device
@@ -22,12 +22,9 @@ from train.torch_backend import TorchBackend, resolve_device
 def main(argv: list[str]) -> int:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # the model's own prints go to stderr, never into the replies
-    if "--weights" not in argv[:-1]:
-        print("error: --weights FILE is required", file=sys.stderr)
-        return 2
-    at = argv.index("--weights")
-    weights, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2:]
     try:
+        flags, argv = split_flags(argv, ["--weights"], required=["--weights"])
+        weights = Path(flags["--weights"])
         config = parse_args(argv)
         backend = TorchBackend(config, resolve_device(config.backend))
     except ConfigError as error:
