@@ -707,18 +707,43 @@ class Beliefs:
         return np.array([self._scale_sq((SEED,)) + sum(self._scale_sq(("luck", category_of[j]))
                                                        for j in c) for c in configs])
 
+    def _luck_covariance(self, configs: Sequence[frozenset[str]],
+                         blocks: Sequence[object]) -> np.ndarray:
+        """Cov of the luck of one run of each config (units of sigma^2), the runs of one block at
+        one fresh seed and the blocks at seeds of their own: tau_seed^2 + sum over the
+        hypotheses both runs apply of tau_luck,g(j)^2 within a block, 0 across blocks (its
+        diagonal is `_fresh_luck`)."""
+        category_of = self._category_of()
+        luck = np.zeros((len(configs), len(configs)))
+        for i, (a, block_a) in enumerate(zip(configs, blocks)):
+            for k, (b, block_b) in enumerate(zip(configs, blocks)):
+                if block_a == block_b:
+                    luck[i, k] = self._scale_sq((SEED,)) + sum(
+                        self._scale_sq(("luck", category_of[j])) for j in a & b)
+        return luck
+
     def batch_info_gain(self, configs: Sequence[frozenset[str]],
-                        noise_scale: float | np.ndarray = 1.0) -> float:
-        """Nats from one run of each config, each at a seed of its own, jointly about the slab's
-        parameters (sigma known): 0.5 log det(I + X V X^T / (h + l) + tau_int^2 Z Z^T / (h + l)),
-        where Z marks the pairs of each config that have no interaction column yet (each one more
-        effect of prior variance tau_int^2, as in `difference_variance_after`) and l is a fresh
-        seed's luck (`info_gain`)."""
+                        noise_scale: float | np.ndarray = 1.0,
+                        blocks: Sequence[object] | None = None) -> float:
+        """Nats from one run of each config, jointly about the slab's parameters (sigma known):
+        0.5 log det(H + X V X^T + tau_int^2 Z Z^T) - 0.5 log det(H), where Z marks the pairs of
+        each config that have no interaction column yet (each one more effect of prior variance
+        tau_int^2, as in `difference_variance_after`) and H = diag(h) + the luck's covariance.
+        Each run is at a seed of its own (H diagonal, h + a fresh seed's luck, as in
+        `info_gain`), or with `blocks` (one label per run) the runs of one label share a fresh
+        seed (`_luck_covariance`): the luck is noise to the parameters, and what the runs of a
+        block share of it cancels from their differences."""
         configs = [frozenset(c) for c in configs]
         rows, _ = self._features(configs)
         whitened = self._joint_factor(
             rows, [{("pair", p): 1.0 for p in self._unseen_pairs(c)} for c in configs])
-        return batch_info_gain_known_sigma(whitened, noise_scale + self._fresh_luck(configs))
+        if blocks is None or not self.seed_effects:
+            return batch_info_gain_known_sigma(whitened, noise_scale + self._fresh_luck(configs))
+        if len(blocks) != len(configs):
+            raise ValueError(f"batch_info_gain: {len(blocks)} blocks for {len(configs)} configs")
+        noise = np.broadcast_to(np.asarray(noise_scale, dtype=float), (len(configs),))
+        return batch_info_gain_known_sigma(
+            whitened, np.diag(noise) + self._luck_covariance(configs, blocks))
 
     def difference_variance_after(
         self, a: frozenset[str], b: frozenset[str], counts: tuple[int, int],

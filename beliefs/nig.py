@@ -104,11 +104,20 @@ def contrast_variance_after(gram: np.ndarray, counts: np.ndarray) -> float:
 
 
 def batch_info_gain_known_sigma(whitened: np.ndarray, h: np.ndarray | float = 1.0) -> float:
-    """IG = 0.5 log det(I + X V X^T / h) nats for one run of each row of X.
+    """IG = 0.5 log det(I + L^-1 X V X^T L^-T) nats for one run of each row of X, whose noise
+    (units of sigma^2) has covariance H = L L^T: a scalar or a vector h is H = diag(h) (independent
+    runs, IG = 0.5 log det(I + X V X^T / h)); a matrix is H itself, as when runs at one seed share
+    its luck. This is the mutual information between the parameters and the runs' outcomes,
+    0.5 log det(H + X V X^T) - 0.5 log det(H).
 
     `whitened` is a factor with X V X^T = whitened^T whitened (NIGPosterior.whiten)."""
-    scaled = whitened / np.sqrt(np.asarray(h, dtype=float))
-    k = scaled.shape[1]
+    h = np.asarray(h, dtype=float)
+    k = whitened.shape[1]
+    if h.ndim == 2:
+        scaled = linalg.solve_triangular(linalg.cholesky(h, lower=True, check_finite=False),
+                                         whitened.T, lower=True, check_finite=False).T
+    else:
+        scaled = whitened / np.sqrt(h)
     gram = np.eye(k) + scaled.T @ scaled
     return float(np.sum(np.log(np.diag(linalg.cholesky(gram, lower=True, check_finite=False)))))
 

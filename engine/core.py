@@ -240,9 +240,10 @@ def choose(state: StudyState, rules: StudyRules, step: int,
         conclusion = Conclude(step, plan, None, {"terms": {}}, incumbent_summary(state, rules),
                               None, (), records_plan=True)
         return state, [conclusion, Stop(action.reason)]
-    incumbent_runs, configs = 0, ()
+    incumbent_runs, configs, blocks = 0, (), action.blocks
     if action.kind == "design":  # a screening block may be larger than a trial step
-        configs = tuple(tuple(sorted(c)) for c in action.configs[:design_room(state, rules)])
+        room = design_room(state, rules)
+        configs, blocks = tuple(tuple(sorted(c)) for c in action.configs[:room]), blocks[:room]
         n_runs = len(configs)
     else:
         n_runs = fit_to_budget(state, rules, action.n_runs)
@@ -251,7 +252,7 @@ def choose(state: StudyState, rules: StudyRules, step: int,
         incumbent_runs = min(left, paired_runs(state, rules, action.hypothesis, n_runs))
     plan = StepPlan(action.kind, action.hypothesis, n_runs, action.reason,
                     {k: float(v) for k, v in action.terms.items()}, proposed, incumbent_runs,
-                    configs)
+                    configs, blocks)
     return plan_step(state, rules, step, plan)
 
 

@@ -70,22 +70,39 @@ def incumbent_seeds(runs: Sequence[RunRecord], incumbent: frozenset[str], step: 
 
 
 def design_seeds(study: StudySection, runs: Sequence[RunRecord], incumbent: frozenset[str],
-                 configs: Sequence[frozenset[str]], step: int) -> list[int]:
-    """One seed per run of a design block: for each configuration a panel seed it has not run
-    at, the one the block has used least, then one the incumbent has run at, then panel order
-    (past the panel's end only when none is left), so a block spreads over the panel and each
-    seed's luck is seen by several configurations."""
+                 configs: Sequence[frozenset[str]], step: int,
+                 blocks: Sequence[int] = ()) -> list[int]:
+    """One seed per run of a design block. Without `blocks`: for each configuration a panel seed
+    it has not run at, the one the block has used least, then one the incumbent has run at, then
+    panel order (past the panel's end only when none is left), so a block spreads over the panel
+    and each seed's luck is seen by several configurations. With `blocks` (a label per run) the
+    runs of one label share one seed, in the same order of preference among the panel seeds that
+    none of them has run at and no other label has taken (else the first such seed past the
+    panel's end), so their differences cancel what they share of its luck."""
     at_incumbent = seeds_run(runs, incumbent, step)
     panel_end = panel_seed(study, study.seed_panel)
+    if blocks:
+        chosen: dict[int, int] = {}
+        for label in dict.fromkeys(blocks):
+            members = [a for a, b in zip(configs, blocks) if b == label]
+            used = set().union(*(seeds_run(runs, a, step) for a in members), chosen.values())
+            free = (s for s in (panel_seed(study, i) for i in count()) if s not in used)
+            chosen[label] = min(_options(free, panel_end),
+                                key=lambda s: (s not in at_incumbent, s))
+        return [chosen[b] for b in blocks]
     load: dict[int, int] = {}
     seeds: list[int] = []
     for applied in configs:
         taken = {s for a, s in zip(configs, seeds) if a == applied}
         free = (s for s in free_seeds(study, runs, applied, step) if s not in taken)
-        first = next(free)
-        options = [first, *takewhile(lambda s: s < panel_end, free)] if first < panel_end \
-            else [first]
-        seed = min(options, key=lambda s: (load.get(s, 0), s not in at_incumbent, s))
+        seed = min(_options(free, panel_end),
+                   key=lambda s: (load.get(s, 0), s not in at_incumbent, s))
         load[seed] = load.get(seed, 0) + 1
         seeds.append(seed)
     return seeds
+
+
+def _options(free: Iterator[int], panel_end: int) -> list[int]:
+    """The free panel seeds, in order; the first free seed past the panel's end when none is."""
+    first = next(free)
+    return [first, *takewhile(lambda s: s < panel_end, free)] if first < panel_end else [first]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.proposer import Hypothesis
+from policies.types import check_blocks
 from train.vocabulary import Role, Verdict
 
 PlanKind = Literal["base", "run", "design", "rerun_incumbent", "stop"]
@@ -50,6 +51,7 @@ class StepPlan:
     proposed: tuple[Hypothesis, ...] = ()
     incumbent_runs: int = 0
     configs: tuple[tuple[str, ...], ...] = ()  # a design's subsets (sorted names), one per run
+    blocks: tuple[int, ...] = ()  # a design's seed blocks, a label per run (policies.Action)
     runs: tuple[PlannedSlot, ...] = ()
     after: int | None = None
 
@@ -65,6 +67,7 @@ class StepPlan:
                 self.configs and len(self.configs) != self.n_runs):
             raise ValueError(f"a 'design' plan, and only it, has one config per run; got "
                              f"{self.kind!r} with {len(self.configs)} for {self.n_runs} runs")
+        check_blocks(self.configs, self.blocks)
 
     def describe(self) -> str:
         """A few words for the progress line."""
@@ -85,6 +88,8 @@ class StepPlan:
             record["incumbent_runs"] = self.incumbent_runs
         if self.kind == "design":
             record["configs"] = [list(config) for config in self.configs]
+        if self.blocks:
+            record["blocks"] = list(self.blocks)
         if self.runs:
             record["runs"] = [{"role": r.role, "hypotheses": list(r.hypotheses), "seed": r.seed}
                               for r in self.runs]
@@ -100,6 +105,7 @@ class StepPlan:
                    proposed=tuple(Hypothesis(**item) for item in record.get("proposed", [])),
                    incumbent_runs=int(record.get("incumbent_runs", 0)),
                    configs=tuple(tuple(config) for config in record.get("configs", [])),
+                   blocks=tuple(int(b) for b in record.get("blocks", [])),
                    runs=tuple(PlannedSlot(r["role"], tuple(r["hypotheses"]), int(r["seed"]))
                               for r in record.get("runs", [])),
                    after=record.get("after"))

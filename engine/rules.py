@@ -307,7 +307,8 @@ def planned_runs(state: StudyState, rules: StudyRules, step: int) -> list[Planne
     if plan.configs:  # a design's runs are candidate runs of their own configurations
         configs = [incumbent | frozenset(subset) for subset in plan.configs]
         groups = [("candidate", applied, [seed]) for applied, seed
-                  in zip(configs, design_seeds(study, runs, incumbent, configs, step))]
+                  in zip(configs, design_seeds(study, runs, incumbent, configs, step,
+                                               plan.blocks))]
     rule = rules.policy.seed_rule()
     if rule != "panel":  # the ratchet's own seeds, one per run in slot order
         slots = [(role, applied) for role, applied, seeds in groups for _ in seeds]

@@ -217,6 +217,10 @@ class PolicySection:
         policy_default("max_changes_per_run"), Range(0),
         "design: most changes one run applies on top of the incumbent (0 = no cap, each change "
         "in half the runs; 1 = one at a time)")
+    seed_blocks: bool = setting(
+        policy_default("seed_blocks"), None,
+        "design: may run a block's configurations in groups that share a seed (scored by the "
+        "information they give with the seeds' luck as noise)")
     ratchet_seed: str = setting(
         policy_default("ratchet_seed"), OneOf(RATCHET_SEEDS),
         "ratchet: \"fresh\" = every run at a seed no earlier run used; \"fixed\" = every run at "

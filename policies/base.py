@@ -23,8 +23,8 @@ POLICIES: dict[str, type[Policy]] = {}
 
 # Every key of the [policy] config section (besides `kind`), plus the [decision] section's rule.
 POLICY_PARAMETERS = ("gamma", "preference", "cost_weight", "epistemic", "pragmatic", "cost",
-                     "kappa", "ucb_beta", "block_runs", "max_changes_per_run", "ratchet_seed",
-                     "keep_rule")
+                     "kappa", "ucb_beta", "block_runs", "max_changes_per_run", "seed_blocks",
+                     "ratchet_seed", "keep_rule")
 
 
 def register(cls: type[Policy]) -> type[Policy]:

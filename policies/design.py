@@ -12,6 +12,13 @@ Each step is one of:
   one with the most joint information about the model's parameters is run (D-optimality,
   `Beliefs.batch_info_gain` = 0.5 log det(I + X V X^T), unseen pairs counted at their prior
   interaction variance). Two changes that set the same key are never applied together.
+- **Seed blocks** (with seed effects in the model, `seed_blocks`): `CANDIDATE_BLOCKS` split-plot
+  blocks join the draw (`seed_blocked_block`), whose runs come in seed blocks that share one
+  seed: the changes that keep little of a seed's luck are set per seed block, the rest vary
+  within each. Every candidate is scored by the information about the parameters with the luck
+  as correlated noise, 0.5 log det(H + X V X^T) - 0.5 log det(H), H = I + the luck's covariance
+  (runs of one seed block share tau_seed^2 and the luck of the changes both apply); so a block
+  is run in seed blocks where the pairing they give is worth more than spreading the runs.
 - **Confirmation** (a trial step of a joint move "a + b + c"): the screened set S, applied
   together, against the incumbent, paired. The keep rule then judges the configuration that would
   be kept, d = mu(incumbent + S) - mu(incumbent), under the posterior that holds every screening
@@ -47,7 +54,7 @@ since what it confirms is what the study keeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -58,6 +65,8 @@ from policies.keep import probability_better_than
 from policies.types import Action, StudyView, joint_move, move_members
 
 CANDIDATE_BLOCKS = 16  # random balanced blocks scored per screening step
+SUB_PLOT_DRAWS = 4  # draws of a seed block's sub-plot runs before a candidate that repeats one
+# configuration at a seed is given up
 
 
 def balanced_block(changes: list[str], runs: int, per_run: int,
@@ -80,6 +89,37 @@ def balanced_block(changes: list[str], runs: int, per_run: int,
             used[c] += 1
         block.append(frozenset(chosen))
     return block
+
+
+def seed_blocked_block(changes: list[str], whole: list[str], runs: int, blocks: int, per_run: int,
+                       rng: np.random.Generator) -> tuple[list[frozenset[str]], list[int]] | None:
+    """A split-plot block: `runs` subsets of `changes` in `blocks` seed blocks of near-equal size
+    (a label per run). The `whole` changes (whole-plot factors: those that keep little of a
+    seed's luck, so pairing at a seed buys them little) are set per seed block, each in about
+    half the blocks; the others (sub-plot factors) are balanced within each block, so their
+    differences there cancel the luck the block's runs share. With a cap (per_run > 0), a seed
+    block holds at most per_run // 2 whole-plot changes and its runs fill up to per_run. None
+    where a seed block's runs repeat a configuration in SUB_PLOT_DRAWS draws (two runs at one
+    seed would be duplicates)."""
+    sub = [c for c in changes if c not in whole]
+    whole_parts = (balanced_block(whole, blocks, per_run // 2, rng)
+                   if whole and (per_run == 0 or per_run >= 2) else [frozenset()] * blocks)
+    sizes = [runs // blocks + (b < runs % blocks) for b in range(blocks)]
+    configs: list[frozenset[str]] = []
+    labels: list[int] = []
+    for label, (part, size) in enumerate(zip(whole_parts, sizes)):
+        room = per_run - len(part) if per_run else 0
+        for _ in range(SUB_PLOT_DRAWS):
+            subsets = (balanced_block(sub, size, room, rng) if sub and (room > 0 or not per_run)
+                       else [frozenset()] * size)
+            block = [part | subset for subset in subsets]
+            if len(set(block)) == size:
+                break
+        else:
+            return None
+        configs += block
+        labels += [label] * size
+    return configs, labels
 
 
 def without_conflicts(subset: frozenset[str], conflicts: frozenset[frozenset[str]],
@@ -143,11 +183,14 @@ class DesignPolicy(Policy):
         block_runs: runs of one screening block.
         max_changes_per_run: most changes one run applies on top of the incumbent (0: no cap,
             each change in half the runs; 1: one change per run).
+        seed_blocks: whether a block may run in seed blocks (split-plot candidates); False
+            scores only blocks whose runs are each at a seed of their own.
     """
 
     name = "design"
     block_runs: int = 8
     max_changes_per_run: int = 0
+    seed_blocks: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -222,20 +265,49 @@ class DesignPolicy(Policy):
         if room < 1:
             return self.wait(view, "a confirmation")
         runs = min(self.block_runs, room)
-        rank = {name: i for i, name in enumerate(changes)}
-        best, best_information = [], -np.inf
         pending = [r.config for r in view.pending]
         known = beliefs.batch_info_gain(pending) if pending else 0.0
-        for _ in range(CANDIDATE_BLOCKS):
-            block = [without_conflicts(subset, view.conflicts, rank)
-                     for subset in balanced_block(changes, runs, self.max_changes_per_run, rng)]
-            # what the block adds to the runs in flight (the chain rule of the log det)
+        best: tuple[list[frozenset[str]], tuple[int, ...]] = ([], ())
+        best_information = -np.inf
+        for configs, blocks in self.candidate_blocks(view, beliefs, changes, runs, rng):
+            # what the block adds to the runs in flight (the chain rule of the log det), each
+            # of those at a seed of its own
+            labels = [*range(-len(pending), 0), *blocks] if blocks else None
             information = beliefs.batch_info_gain(
-                [*pending, *(view.incumbent | c for c in block)]) - known
+                [*pending, *(view.incumbent | c for c in configs)], blocks=labels) - known
             if information > best_information:
-                best, best_information = block, information
+                best, best_information = (configs, blocks), information
+        grouped = f" in {len(set(best[1]))} seed blocks" if best[1] else ""
         return Action("design", None, runs,
-                      f"design: screen {len(changes)} changes in {runs} runs "
+                      f"design: screen {len(changes)} changes in {runs} runs{grouped} "
                       f"({len(screened)} screened so far){note}",
                       {"information": float(best_information), "screened": float(len(screened))},
-                      configs=tuple(best))
+                      configs=tuple(best[0]), blocks=best[1])
+
+    def candidate_blocks(self, view: StudyView, beliefs, changes: list[str], runs: int,
+                         rng: np.random.Generator
+                         ) -> Iterator[tuple[list[frozenset[str]], tuple[int, ...]]]:
+        """CANDIDATE_BLOCKS random balanced blocks, each run at a seed of its own; then, with
+        seed_blocks and seed effects in the model, CANDIDATE_BLOCKS split-plot ones
+        (`seed_blocked_block`) with a random number of seed blocks (at least two runs each) and
+        as whole-plot factors the k changes (k at random, up to half) whose category keeps the
+        least of a seed's luck by the model's fitted scales. Two changes that set one key are
+        never applied together, and no seed block repeats a configuration."""
+        rank = {name: i for i, name in enumerate(changes)}
+        for _ in range(CANDIDATE_BLOCKS):
+            yield [without_conflicts(subset, view.conflicts, rank)
+                   for subset in balanced_block(changes, runs, self.max_changes_per_run, rng)], ()
+        if not (self.seed_blocks and beliefs.seed_effects and runs >= 2):
+            return
+        scales = beliefs.seed_scales()
+        category = {h.name: h.category for h in beliefs.hypotheses}
+        own_luck = sorted(changes, key=lambda c: (-scales[category[c]], rng.random()))
+        for _ in range(CANDIDATE_BLOCKS):
+            blocks = int(rng.integers(1, runs // 2 + 1))
+            whole = own_luck[:int(rng.integers(0, len(changes) // 2 + 1))] if blocks > 1 else []
+            drawn = seed_blocked_block(changes, whole, runs, blocks, self.max_changes_per_run, rng)
+            if drawn is None:
+                continue
+            configs = [without_conflicts(c, view.conflicts, rank) for c in drawn[0]]
+            if len(set(zip(drawn[1], configs))) == runs:
+                yield configs, tuple(drawn[1])

@@ -8,7 +8,7 @@ here are lower-is-better (the engine negates a higher-is-better metric before th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -124,6 +124,19 @@ class StudyView:
         return self.incumbent | move_members(move)
 
 
+def check_blocks(configs: Sequence[Collection[str]], blocks: Sequence[int]) -> None:
+    """Seed blocks, if any, label every run of a design, and no block repeats a configuration
+    (a run at a seed where its configuration ran would repeat it, not replicate it)."""
+    if not blocks:
+        return
+    if len(blocks) != len(configs):
+        raise ValueError(f"a design's blocks label each of its {len(configs)} runs, got "
+                         f"{len(blocks)} labels")
+    seen = [(block, frozenset(config)) for block, config in zip(blocks, configs)]
+    if len(set(seen)) != len(seen):
+        raise ValueError("a seed block of a design repeats a configuration")
+
+
 @dataclass(frozen=True)
 class Action:
     """What to do next: run `n_runs` of incumbent|{hypothesis}, run a design (one run of
@@ -138,6 +151,9 @@ class Action:
     reason: str
     terms: dict[str, float] = field(default_factory=dict)
     configs: tuple[frozenset[str], ...] = ()  # a design's subsets of open changes, one per run
+    # a design's seed blocks, a label per run: the runs of one label share a seed (empty: each
+    # run at a seed of its own, spread over the panel)
+    blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("run", "design", "rerun_incumbent", "stop"):
@@ -152,6 +168,7 @@ class Action:
                              f"{self.n_runs} runs")
         if self.kind != "stop" and self.n_runs < 1:
             raise ValueError(f"a {self.kind!r} action needs n_runs >= 1, got {self.n_runs!r}")
+        check_blocks(self.configs, self.blocks)
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,30 @@ def test_the_variance_after_planned_runs_is_that_of_a_refit_with_them(seeds):
         unpaired = beliefs.difference_variance_after(
             a, b, counts, seeds=(["u0", "u1", "u2"], ["u3"]))
         assert planned < unpaired
+
+
+@pytest.mark.parametrize("blocks", [["n0", "n0", "n1", "n1"], ["n0", "n0", "n0", "n1"],
+                                    ["n0", "n1", "n2", "n3"]])
+def test_block_information_is_the_log_det_shrink_of_a_refit_with_those_runs(blocks):
+    """Runs whose seeds are labelled by `blocks` (each label a seed no run has used): the
+    information about the parameters the model already has must be 0.5 log det of their
+    covariance before over after a refit with those runs at those seeds, the seeds' luck then
+    columns of the refit (scales fixed, so the covariance does not depend on the values)."""
+    hypotheses = [Hypothesis("a", "x"), Hypothesis("b", "y"), Hypothesis("c", "x")]
+    rng = np.random.default_rng(1)
+    obs = [Observation(config, float(rng.normal()), seed=s)
+           for s in (0, 1) for config in (frozenset(), frozenset("b"), frozenset("ab"))]
+    prior = BeliefPrior(empirical_bayes=False, hyper_uncertainty=False, null_share=0.0,
+                        seed_sd=2.0)
+    beliefs = Beliefs(hypotheses, seed_effects=True, prior=prior)
+    beliefs.update(obs)
+    configs = [frozenset("b"), frozenset("bc"), frozenset("a"), frozenset("abc")]
+    refit = Beliefs(hypotheses, seed_effects=True, prior=prior)
+    refit.update([*obs, *(Observation(c, 0.0, seed=s) for c, s in zip(configs, blocks))])
+    known = beliefs.standard_posterior().whiten(np.eye(beliefs.standard_posterior().mean.size))
+    after = refit.standard_posterior().whiten(
+        np.eye(refit.standard_posterior().mean.size)[:known.shape[1]])
+    shrink = 0.5 * (np.linalg.slogdet(known.T @ known)[1] - np.linalg.slogdet(after.T @ after)[1])
+    assert beliefs.batch_info_gain(configs, blocks=blocks) == pytest.approx(shrink, rel=1e-9)
+    if len(set(blocks)) == len(blocks):  # a seed per run: the independent-runs form
+        assert beliefs.batch_info_gain(configs) == pytest.approx(shrink, rel=1e-9)

@@ -377,6 +377,11 @@ def test_moves_that_would_set_one_key_twice_are_not_open():
 def test_records_round_trip_through_json():
     plan = StepPlan("run", "a + b", 3, "why", {"efe": -1.5}, (Hypothesis("a", "k", {"x": 1}),), 1)
     assert StepPlan.from_json(plan.to_json()) == plan
+    blocked = StepPlan("design", None, 3, "screen", configs=(("a",), ("b",), ("a",)),
+                       blocks=(0, 0, 1))
+    assert StepPlan.from_json(blocked.to_json()) == blocked
+    with pytest.raises(ValueError, match="repeats a configuration"):
+        StepPlan("design", None, 2, "", configs=(("a",), ("a",)), blocks=(0, 0))
     decision = StepDecision(4, "a", "keep", 0.97, -0.3, -0.1, 5, "better")
     assert StepDecision.from_json({"step": 4, "hypothesis": "a", **decision.to_json()}) == decision
     with pytest.raises(ValueError, match="needs hypothesis"):

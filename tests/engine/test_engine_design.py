@@ -104,3 +104,23 @@ def test_a_set_whose_confirmation_crashes_is_shrunk_not_retried(tmp_path):
     confirmations = [p["hypothesis"] for p in plans if p["kind"] == "run"]
     assert confirmations.count("a + b") <= 1
     assert len(study.incumbent & {"a", "b"}) == 1
+
+
+def test_seed_blocks_run_each_at_one_seed_that_none_of_their_configurations_has_run_at(tmp_path):
+    """The synergy experiment's noise is all seed luck (random.Random(seed)), so screening runs
+    in seed blocks: the runs of one label share a seed, two labels of a step never do, and no
+    configuration runs twice at one seed."""
+    cfg, study = design_study(tmp_path, SYNERGY_EXPERIMENT, SYNERGY, 40)
+    study.run()
+    plans = [json.loads(p["action_json"])
+             for p in ledger_rows(tmp_path / "out" / "study.db", "plans")]
+    blocked = [p for p in plans if p.get("blocks")]
+    assert blocked
+    for plan in blocked:
+        seeds = {label: {r["seed"] for r, b in zip(plan["runs"], plan["blocks"]) if b == label}
+                 for label in plan["blocks"]}
+        assert all(len(s) == 1 for s in seeds.values())
+        assert len(set.union(*seeds.values())) == len(seeds)
+    runs = ledger_rows(tmp_path / "out" / "study.db", "runs")
+    at_seed = [(r["seed"], frozenset(json.loads(r["hypotheses_json"]))) for r in runs]
+    assert len(set(at_seed)) == len(at_seed)

@@ -6,7 +6,13 @@ import pytest
 
 from beliefs import BeliefPrior, Beliefs, Hypothesis, Observation
 from policies import RunRecord, StudyView, make_policy
-from policies.design import balanced_block, crash_suspects, screened_set, without_conflicts
+from policies.design import (
+    balanced_block,
+    crash_suspects,
+    screened_set,
+    seed_blocked_block,
+    without_conflicts,
+)
 
 CHANGES = [f"h{i}" for i in range(6)]
 
@@ -37,8 +43,9 @@ class FixedPosterior:
     three is not yet confirmed on its own evidence); every block equally informative."""
 
     interactions = False
+    seed_effects = False
 
-    def batch_info_gain(self, configs):
+    def batch_info_gain(self, configs, blocks=None):
         return float(len(configs))
 
 
@@ -178,3 +185,63 @@ def test_design_settings_are_checked():
         make_policy("design", block_runs=0)
     with pytest.raises(ValueError, match="max_changes_per_run"):
         make_policy("design", max_changes_per_run=-1)
+
+
+@pytest.mark.parametrize("cap", [0, 4])
+def test_a_seed_blocked_block_sets_the_whole_plot_changes_per_block_and_balances_the_rest(cap):
+    rng = np.random.default_rng(2)
+    whole = ["h0", "h1"]
+    drawn = [seed_blocked_block(CHANGES, whole, 8, 2, cap, rng) for _ in range(40)]
+    assert sum(d is not None for d in drawn) >= 20  # a draw that would repeat one is refused
+    for configs, labels in filter(None, drawn):
+        assert len(configs) == len(labels) == 8 and sorted(set(labels)) == [0, 1]
+        for label in (0, 1):
+            block = [c for c, b in zip(configs, labels) if b == label]
+            assert len(set(block)) == len(block) == 4  # no configuration twice at one seed
+            assert len({c & set(whole) for c in block}) == 1  # whole-plot: one setting per block
+            if not cap:  # sub-plot: each in half the block's runs
+                for name in CHANGES[2:]:
+                    assert sum(name in c for c in block) == 2
+        if cap:
+            assert all(len(c) <= cap for c in configs)
+        else:  # each whole-plot change in one of the two blocks
+            for name in whole:
+                assert sum(name in c for c, b in zip(configs, labels) if b == 0) in {0, 4}
+                assert sum(name in c for c in configs) == 4
+    # two sub-plot changes cannot fill a block of four runs without repeating a configuration
+    assert seed_blocked_block(["a", "b", "c"], ["a"], 8, 2, 1, rng) is None
+
+
+def _shared_luck_beliefs(seed_effects: bool) -> Beliefs:
+    """Beliefs after runs whose seed's luck (sd 3 noise sds) every run at that seed shares."""
+    rng = np.random.default_rng(5)
+    hypotheses = [Hypothesis(name, "optimizer") for name in CHANGES]
+    luck = 3.0 * rng.normal(size=6)
+    obs = [Observation(frozenset(rng.choice(CHANGES, 3, replace=False)) if i else frozenset(),
+                       luck[s] + rng.normal(), seed=s) for s in range(6) for i in range(4)]
+    beliefs = Beliefs(hypotheses, seed_effects=seed_effects, prior=BeliefPrior(null_share=0.0))
+    beliefs.update(obs)
+    return beliefs
+
+
+def test_where_runs_at_one_seed_share_its_luck_the_block_is_run_in_seed_blocks():
+    """The luck is 3 noise sds and every change keeps all of it: the block scored with its
+    seeds, by the information it gives about the effects with the luck as noise, is run in
+    seed blocks, and holds more information than any block whose runs are each at a seed of
+    their own. Without seed effects in the model, seeds are noise alike, and nothing is
+    blocked."""
+    history = [RunRecord(frozenset(), 0.0, "ok", s, 0, "base") for s in range(2)]
+    view = StudyView(incumbent=frozenset(), candidates=list(CHANGES), history=history,
+                     runs_left=30, step_runs=dict.fromkeys(CHANGES, (2, 1)))
+    policy = make_policy("design")
+    beliefs = _shared_luck_beliefs(seed_effects=True)
+    action = policy.select(view, beliefs, np.random.default_rng(0))
+    assert action.kind == "design" and len(set(action.blocks)) >= 2
+    spread = max(beliefs.batch_info_gain(list(configs)) for configs, blocks
+                 in policy.candidate_blocks(view, beliefs, list(CHANGES), 8,
+                                            np.random.default_rng(0)) if not blocks)
+    assert action.terms["information"] > spread
+    assert not policy.select(view, _shared_luck_beliefs(seed_effects=False),
+                             np.random.default_rng(0)).blocks
+    assert not make_policy("design", seed_blocks=False).select(
+        view, beliefs, np.random.default_rng(0)).blocks
