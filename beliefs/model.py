@@ -718,8 +718,8 @@ class Beliefs:
         for i, (a, block_a) in enumerate(zip(configs, blocks)):
             for k, (b, block_b) in enumerate(zip(configs, blocks)):
                 if block_a == block_b:
-                    luck[i, k] = self._scale_sq((SEED,)) + sum(
-                        self._scale_sq(("luck", category_of[j])) for j in a & b)
+                    luck[i, k] = self._scale_sq((SEED,)) + sum(  # sorted: no hash order
+                        self._scale_sq(("luck", category_of[j])) for j in sorted(a & b))
         return luck
 
     def batch_info_gain(self, configs: Sequence[frozenset[str]],

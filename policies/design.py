@@ -94,31 +94,36 @@ def balanced_block(changes: list[str], runs: int, per_run: int,
 def seed_blocked_block(changes: list[str], whole: list[str], runs: int, blocks: int, per_run: int,
                        rng: np.random.Generator) -> tuple[list[frozenset[str]], list[int]] | None:
     """A split-plot block: `runs` subsets of `changes` in `blocks` seed blocks of near-equal size
-    (a label per run). The `whole` changes (whole-plot factors: those that keep little of a
-    seed's luck, so pairing at a seed buys them little) are set per seed block, each in about
-    half the blocks; the others (sub-plot factors) are balanced within each block, so their
-    differences there cancel the luck the block's runs share. With a cap (per_run > 0), a seed
-    block holds at most per_run // 2 whole-plot changes and its runs fill up to per_run. None
-    where a seed block's runs repeat a configuration in SUB_PLOT_DRAWS draws (two runs at one
-    seed would be duplicates)."""
-    sub = [c for c in changes if c not in whole]
-    whole_parts = (balanced_block(whole, blocks, per_run // 2, rng)
-                   if whole and (per_run == 0 or per_run >= 2) else [frozenset()] * blocks)
-    sizes = [runs // blocks + (b < runs % blocks) for b in range(blocks)]
-    configs: list[frozenset[str]] = []
-    labels: list[int] = []
-    for label, (part, size) in enumerate(zip(whole_parts, sizes)):
-        room = per_run - len(part) if per_run else 0
+    (run i in seed block i mod blocks; a label per run). Without a cap (per_run = 0) the `whole`
+    changes (whole-plot factors: those that keep little of a seed's luck, so pairing at a seed
+    buys them little) are set per seed block, each in about half the blocks, and the others
+    (sub-plot factors) are balanced within each block (each in about half its runs), so their
+    differences there cancel the luck the block's runs share. With a cap there are no
+    whole-plot factors: the runs of one capped `balanced_block` of every change are dealt to the
+    seed blocks (a randomised block design). None where a seed block's runs repeat a
+    configuration in SUB_PLOT_DRAWS draws (two runs at one seed would be duplicates)."""
+    labels = [i % blocks for i in range(runs)]
+    if per_run:
         for _ in range(SUB_PLOT_DRAWS):
-            subsets = (balanced_block(sub, size, room, rng) if sub and (room > 0 or not per_run)
-                       else [frozenset()] * size)
-            block = [part | subset for subset in subsets]
-            if len(set(block)) == size:
+            configs = balanced_block(changes, runs, per_run, rng)
+            if len(set(zip(labels, configs))) == runs:
+                return configs, labels
+        return None
+    sub = [c for c in changes if c not in whole]
+    empty: frozenset[str] = frozenset()
+    configs = [empty] * runs
+    parts = balanced_block(whole, blocks, 0, rng) if whole else [empty] * blocks
+    for label, part in enumerate(parts):
+        members = [i for i in range(runs) if labels[i] == label]
+        for _ in range(SUB_PLOT_DRAWS):
+            subsets = (balanced_block(sub, len(members), 0, rng) if sub
+                       else [empty] * len(members))
+            if len({part | subset for subset in subsets}) == len(members):
                 break
         else:
             return None
-        configs += block
-        labels += [label] * size
+        for i, subset in zip(members, subsets):
+            configs[i] = part | subset
     return configs, labels
 
 
@@ -287,12 +292,13 @@ class DesignPolicy(Policy):
     def candidate_blocks(self, view: StudyView, beliefs, changes: list[str], runs: int,
                          rng: np.random.Generator
                          ) -> Iterator[tuple[list[frozenset[str]], tuple[int, ...]]]:
-        """CANDIDATE_BLOCKS random balanced blocks, each run at a seed of its own; then, with
-        seed_blocks and seed effects in the model, CANDIDATE_BLOCKS split-plot ones
-        (`seed_blocked_block`) with a random number of seed blocks (at least two runs each) and
-        as whole-plot factors the k changes (k at random, up to half) whose category keeps the
-        least of a seed's luck by the model's fitted scales. Two changes that set one key are
-        never applied together, and no seed block repeats a configuration."""
+        """CANDIDATE_BLOCKS random balanced blocks, scored as if each run were at a seed of its
+        own (`design_seeds` spreads them over the panel); then, with seed_blocks and seed
+        effects in the model, up to CANDIDATE_BLOCKS split-plot ones (`seed_blocked_block`; a
+        draw that repeats a configuration at a seed is dropped) with a random number of seed
+        blocks (at least two runs each) and, without a cap, as whole-plot factors the k changes
+        (k at random, up to half) whose category keeps the least of a seed's luck by the
+        model's fitted scales. Two changes that set one key are never applied together."""
         rank = {name: i for i, name in enumerate(changes)}
         for _ in range(CANDIDATE_BLOCKS):
             yield [without_conflicts(subset, view.conflicts, rank)
@@ -304,10 +310,14 @@ class DesignPolicy(Policy):
         own_luck = sorted(changes, key=lambda c: (-scales[category[c]], rng.random()))
         for _ in range(CANDIDATE_BLOCKS):
             blocks = int(rng.integers(1, runs // 2 + 1))
-            whole = own_luck[:int(rng.integers(0, len(changes) // 2 + 1))] if blocks > 1 else []
+            cut = int(rng.integers(0, len(changes) // 2 + 1))
+            whole = own_luck[:cut] if blocks > 1 and not self.max_changes_per_run else []
             drawn = seed_blocked_block(changes, whole, runs, blocks, self.max_changes_per_run, rng)
             if drawn is None:
                 continue
-            configs = [without_conflicts(c, view.conflicts, rank) for c in drawn[0]]
+            # of two changes that set one key, a whole-plot one stays (it is set per seed block)
+            first = {name: i for i, name in enumerate([*whole, *(c for c in changes
+                                                                 if c not in whole)])}
+            configs = [without_conflicts(c, view.conflicts, first) for c in drawn[0]]
             if len(set(zip(drawn[1], configs))) == runs:
                 yield configs, tuple(drawn[1])

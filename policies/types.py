@@ -151,8 +151,8 @@ class Action:
     reason: str
     terms: dict[str, float] = field(default_factory=dict)
     configs: tuple[frozenset[str], ...] = ()  # a design's subsets of open changes, one per run
-    # a design's seed blocks, a label per run: the runs of one label share a seed (empty: each
-    # run at a seed of its own, spread over the panel)
+    # a design's seed blocks, a label per run: the runs of one label share a seed (empty: the
+    # runs are spread over the panel, engine.panel.design_seeds)
     blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
