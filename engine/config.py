@@ -238,9 +238,8 @@ def parse_stored(record: dict, source: str) -> StudyConfig:
     return parse_config(record["config"], source=source, patches=patches)
 
 
-# Settings that change the model or the plans, with the value a study made before they
-# existed had.
-MODEL_SETTINGS_ADDED = {("beliefs", "device_effects"): False, ("policy", "seed_blocks"): False}
+# Settings that change the model, with the value a study made before they existed had.
+MODEL_SETTINGS_ADDED = {("beliefs", "device_effects"): False}
 
 
 def as_made(cfg: StudyConfig, record: dict) -> StudyConfig:

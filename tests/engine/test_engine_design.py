@@ -110,7 +110,7 @@ def test_seed_blocks_run_each_at_one_seed_that_none_of_their_configurations_has_
     """The synergy experiment's noise is all seed luck (random.Random(seed)), so screening runs
     in seed blocks: the runs of one label share a seed, two labels of a step never do, and no
     configuration runs twice at one seed."""
-    cfg, study = design_study(tmp_path, SYNERGY_EXPERIMENT, SYNERGY, 40)
+    cfg, study = design_study(tmp_path, SYNERGY_EXPERIMENT, SYNERGY, 40, seed_blocks="true")
     study.run()
     plans = [json.loads(p["action_json"])
              for p in ledger_rows(tmp_path / "out" / "study.db", "plans")]

@@ -199,9 +199,9 @@ def test_runs_on_two_devices_are_pooled_with_an_offset_and_a_noise_multiplier(tm
 
 
 def test_a_study_made_before_device_effects_resumes_without_them(tmp_path):
-    """An older version wrote no settings into the config record, modelled no devices and ran no
-    seed blocks: its study resumes, and goes on resuming, as it was made, not with today's
-    defaults."""
+    """An older version wrote no settings into the config record, and modelled no devices: its
+    study resumes, and goes on resuming, with the model it was made with, not today's
+    default."""
     script = tmp_path / "experiment.py"
     script.write_text(TWO_KINDS_EXPERIMENT)
     text = textwrap.dedent(CONFIG.format(python=sys.executable, script=script,
@@ -219,7 +219,6 @@ def test_a_study_made_before_device_effects_resumes_without_them(tmp_path):
     for _ in range(2):
         resumed = Study(load_config(tmp_path / "study.toml", out_dir=out))
         assert resumed.cfg.beliefs.device_effects is False
-        assert resumed.cfg.policy.seed_blocks is False  # nor seed blocks, added later
         assert resumed.state.beliefs.device_effects_summary() == {}
         assert resumed.ledger.study(resumed.study_id)["config"]["settings"]["beliefs"][
             "device_effects"] is False

@@ -237,11 +237,11 @@ def test_where_runs_at_one_seed_share_its_luck_the_block_is_run_in_seed_blocks()
     history = [RunRecord(frozenset(), 0.0, "ok", s, 0, "base") for s in range(2)]
     view = StudyView(incumbent=frozenset(), candidates=list(CHANGES), history=history,
                      runs_left=30, step_runs=dict.fromkeys(CHANGES, (2, 1)))
-    policy = make_policy("design")
+    policy = make_policy("design", seed_blocks=True)
     beliefs = _shared_luck_beliefs(seed_effects=True)
     action = policy.select(view, beliefs, np.random.default_rng(0))
     assert action.kind == "design" and len(set(action.blocks)) >= 2
     assert not policy.select(view, _shared_luck_beliefs(seed_effects=False),
                              np.random.default_rng(0)).blocks
-    assert not make_policy("design", seed_blocks=False).select(
+    assert not make_policy("design").select(
         view, beliefs, np.random.default_rng(0)).blocks
