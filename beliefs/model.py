@@ -704,8 +704,13 @@ class Beliefs:
         if not self.seed_effects:
             return np.zeros(len(configs))
         category_of = self._category_of()
-        return np.array([self._scale_sq((SEED,)) + sum(self._scale_sq(("luck", category_of[j]))
-                                                       for j in c) for c in configs])
+        return np.array([self._luck_variance(c, category_of) for c in configs])
+
+    def _luck_variance(self, names: Iterable[str], category_of: dict[str, str]) -> float:
+        """tau_seed^2 + sum_j tau_luck,g(j)^2 over `names` (units of sigma^2): the prior variance
+        of the luck a run at a fresh seed carries from the seed and from those hypotheses."""
+        return self._scale_sq((SEED,)) + sum(self._scale_sq(("luck", category_of[j]))
+                                             for j in names)
 
     def _luck_covariance(self, configs: Sequence[frozenset[str]],
                          blocks: Sequence[object]) -> np.ndarray:
@@ -717,9 +722,8 @@ class Beliefs:
         luck = np.zeros((len(configs), len(configs)))
         for i, (a, block_a) in enumerate(zip(configs, blocks)):
             for k, (b, block_b) in enumerate(zip(configs, blocks)):
-                if block_a == block_b:
-                    luck[i, k] = self._scale_sq((SEED,)) + sum(  # sorted: no hash order
-                        self._scale_sq(("luck", category_of[j])) for j in sorted(a & b))
+                if block_a == block_b:  # sorted: a sum in no hash order
+                    luck[i, k] = self._luck_variance(sorted(a & b), category_of)
         return luck
 
     def batch_info_gain(self, configs: Sequence[frozenset[str]],

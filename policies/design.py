@@ -62,7 +62,7 @@ import numpy as np
 
 from policies.base import Policy, check_positive, register
 from policies.keep import probability_better_than
-from policies.types import Action, StudyView, joint_move, move_members
+from policies.types import Action, StudyView, joint_move, move_members, repeats_in_a_block
 
 CANDIDATE_BLOCKS = 16  # random balanced blocks scored per screening step
 SUB_PLOT_DRAWS = 4  # draws of a seed block's sub-plot runs before a candidate that repeats one
@@ -106,7 +106,7 @@ def seed_blocked_block(changes: list[str], whole: list[str], runs: int, blocks: 
     if per_run:
         for _ in range(SUB_PLOT_DRAWS):
             configs = balanced_block(changes, runs, per_run, rng)
-            if len(set(zip(labels, configs))) == runs:
+            if not repeats_in_a_block(configs, labels):
                 return configs, labels
         return None
     sub = [c for c in changes if c not in whole]
@@ -320,5 +320,5 @@ class DesignPolicy(Policy):
             first = {name: i for i, name in enumerate([*whole, *(c for c in changes
                                                                  if c not in whole)])}
             configs = [without_conflicts(c, view.conflicts, first) for c in drawn[0]]
-            if len(set(zip(drawn[1], configs))) == runs:
+            if not repeats_in_a_block(configs, drawn[1]):
                 yield configs, tuple(drawn[1])

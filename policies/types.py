@@ -124,16 +124,21 @@ class StudyView:
         return self.incumbent | move_members(move)
 
 
+def repeats_in_a_block(configs: Sequence[Collection[str]], blocks: Sequence[int]) -> bool:
+    """Whether two runs of one seed block apply the same configuration (at one seed, in
+    fixed-step mode, the second would repeat the first, not replicate it)."""
+    seen = [(block, frozenset(config)) for block, config in zip(blocks, configs)]
+    return len(set(seen)) != len(seen)
+
+
 def check_blocks(configs: Sequence[Collection[str]], blocks: Sequence[int]) -> None:
-    """Seed blocks, if any, label every run of a design, and no block repeats a configuration
-    (a run at a seed where its configuration ran would repeat it, not replicate it)."""
+    """Seed blocks, if any, label every run of a design, and no block repeats a configuration."""
     if not blocks:
         return
     if len(blocks) != len(configs):
         raise ValueError(f"a design's blocks label each of its {len(configs)} runs, got "
                          f"{len(blocks)} labels")
-    seen = [(block, frozenset(config)) for block, config in zip(blocks, configs)]
-    if len(set(seen)) != len(seen):
+    if repeats_in_a_block(configs, blocks):
         raise ValueError("a seed block of a design repeats a configuration")
 
 
